@@ -1,0 +1,1 @@
+"""bigjax: JAX/Flax text classification, from pretraining to deployment."""

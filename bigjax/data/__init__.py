@@ -1,0 +1,1 @@
+"""Text-classification data: sources, tokenization and batching."""

@@ -1,0 +1,137 @@
+"""Token ids -> padded, length-bucketed batches in an order fixed by (seed, epoch).
+
+Every batch has the same number of rows; its width is the smallest bucket boundary
+that holds its longest row, so the number of distinct shapes (compilations) is at
+most the number of boundaries. Batch `i` of epoch `e` depends on (seed, e, i) alone,
+which makes resuming exact: the data position is a function of the step.
+"""
+import dataclasses
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from bigjax.types import Batch
+
+# Batches are formed from pools of this many batches sorted by length: big enough to
+# group similar lengths (low padding), small enough that batch order stays random.
+POOL_BATCHES = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedSplit:
+  """A split's token ids, stored flat: row i is tokens[offsets[i]:offsets[i+1]]."""
+  tokens: np.ndarray  # int32[total]
+  offsets: np.ndarray  # int64[N + 1]
+  labels: np.ndarray  # int32[N]
+
+  @classmethod
+  def from_rows(cls, rows: Sequence[np.ndarray], labels: np.ndarray) -> 'EncodedSplit':
+    lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    tokens = np.concatenate(list(rows)) if len(rows) else np.zeros(0, np.int32)
+    return cls(tokens.astype(np.int32), offsets, np.asarray(labels, np.int32))
+
+  @property
+  def lengths(self) -> np.ndarray:
+    return np.diff(self.offsets).astype(np.int32)
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+
+def bucket_boundaries(max_len: int, smallest: int = 16) -> tuple[int, ...]:
+  """Powers of two from `smallest` up to and including `max_len`.
+
+  Doubling bounds the padding of any batch below 50% of its width while keeping
+  the number of shapes logarithmic in max_len.
+  """
+  bounds, b = [], smallest
+  while b < max_len:
+    bounds.append(b)
+    b *= 2
+  return tuple(bounds) + (max_len,)
+
+
+def make_batch(split: EncodedSplit, indices: np.ndarray, batch_size: int,
+               boundaries: Sequence[int]) -> Batch:
+  """Pads rows `indices` (at most batch_size of them) into one numpy Batch."""
+  lengths = split.lengths[indices]
+  longest = int(lengths.max()) if len(indices) else 0
+  width = next((b for b in boundaries if b >= longest), boundaries[-1])
+  token_ids = np.zeros((batch_size, width), np.int32)
+  for row, i in enumerate(indices):
+    start = split.offsets[i]
+    token_ids[row, :lengths[row]] = split.tokens[start:start + lengths[row]]
+  padded_lengths = np.zeros(batch_size, np.int32)
+  padded_lengths[:len(indices)] = lengths
+  labels = np.zeros(batch_size, np.int32)
+  labels[:len(indices)] = split.labels[indices]
+  weights = np.zeros(batch_size, np.float32)
+  weights[:len(indices)] = 1.0
+  return Batch(token_ids, padded_lengths, labels, weights)
+
+
+def epoch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+  """Row indices of each batch of one epoch, a function of (seed, epoch) only."""
+  rng = np.random.default_rng([seed, epoch])
+  perm = rng.permutation(len(lengths))
+  pool = batch_size * POOL_BATCHES
+  batches = []
+  for start in range(0, len(perm), pool):
+    chunk = perm[start:start + pool]
+    chunk = chunk[np.argsort(lengths[chunk], kind='stable')]
+    batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+  # Short batches (at most one per pool) are kept, not dropped: they get filler rows.
+  return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class TrainBatches:
+  """The training stream: step -> batch, endlessly, epoch after epoch."""
+
+  def __init__(self, split: EncodedSplit, batch_size: int, boundaries: Sequence[int], seed: int):
+    if len(split) == 0:
+      raise ValueError('the training split is empty')
+    self.split, self.batch_size, self.boundaries, self.seed = split, batch_size, tuple(boundaries), seed
+    self._lengths = split.lengths
+    self._cached_epoch, self._cached_order = -1, []
+    self.steps_per_epoch = len(epoch_order(self._lengths, batch_size, seed, 0))
+
+  def position(self, step: int) -> tuple[int, int]:
+    """(epoch, batch index in the epoch) of global step `step`."""
+    return divmod(step, self.steps_per_epoch)
+
+  def batch(self, step: int) -> Batch:
+    epoch, index = self.position(step)
+    if epoch != self._cached_epoch:
+      self._cached_epoch = epoch
+      self._cached_order = epoch_order(self._lengths, self.batch_size, self.seed, epoch)
+    return make_batch(self.split, self._cached_order[index], self.batch_size, self.boundaries)
+
+  def iterate(self, start_step: int, end_step: int) -> Iterator[Batch]:
+    for step in range(start_step, end_step):
+      yield self.batch(step)
+
+  def epoch_stats(self, epoch: int = 0) -> dict:
+    """Padding waste and distinct shapes of one epoch's batches."""
+    order = epoch_order(self._lengths, self.batch_size, self.seed, epoch)
+    return padding_stats(self._lengths, order, self.batch_size, self.boundaries)
+
+
+def eval_batches(split: EncodedSplit, batch_size: int, boundaries: Sequence[int]) -> list[Batch]:
+  """Evaluation batches, rows sorted by length so padding is minimal."""
+  order = np.argsort(split.lengths, kind='stable')
+  return [make_batch(split, order[i:i + batch_size], batch_size, boundaries)
+          for i in range(0, len(order), batch_size)]
+
+
+def padding_stats(lengths: np.ndarray, order: Sequence[np.ndarray], batch_size: int,
+                  boundaries: Sequence[int]) -> dict:
+  real, padded, shapes = 0, 0, set()
+  for idx in order:
+    longest = int(lengths[idx].max())
+    width = next((b for b in boundaries if b >= longest), boundaries[-1])
+    shapes.add((batch_size, width))
+    real += int(lengths[idx].sum())
+    padded += batch_size * width
+  return {'batches': len(order), 'distinct_shapes': len(shapes),
+          'padding_fraction': 1.0 - real / max(padded, 1), 'real_tokens': real}

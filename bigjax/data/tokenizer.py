@@ -1,0 +1,71 @@
+"""A subword tokenizer trained on the training split and saved with the run.
+
+Built on Hugging Face `tokenizers` (Rust, multithreaded): BPE over a Metaspace
+pre-tokenizer, so decode(encode(text)) gives back the normalized text exactly.
+"""
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+import tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+
+from bigjax.errors import DataError
+
+PAD, UNK, BOS, EOS, MASK = '<pad>', '<unk>', '<s>', '</s>', '<mask>'
+SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, MASK)  # PAD must be id 0: models treat 0 as padding.
+PAD_ID = 0
+FILENAME = 'tokenizer.json'
+
+
+class SubwordTokenizer:
+  """Text <-> int32 ids."""
+
+  def __init__(self, tokenizer: tokenizers.Tokenizer):
+    self._tok = tokenizer
+    if tokenizer.token_to_id(PAD) != PAD_ID:
+      raise DataError(f'tokenizer: {PAD!r} must have id {PAD_ID}')
+
+  @property
+  def vocab_size(self) -> int:
+    return self._tok.get_vocab_size()
+
+  def encode(self, texts: Sequence[str], max_len: int) -> list[np.ndarray]:
+    """Token ids per text, truncated to the first `max_len` tokens."""
+    encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
+    return [np.asarray(e.ids[:max_len], np.int32) for e in encodings]
+
+  def decode(self, ids: Iterable[int]) -> str:
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+  def normalize(self, text: str) -> str:
+    return self._tok.normalizer.normalize_str(text)
+
+  def save(self, directory: str) -> str:
+    path = os.path.join(directory, FILENAME)
+    tmp = path + '.tmp'
+    self._tok.save(tmp)
+    os.replace(tmp, path)  # A run killed mid-write must not leave a half file behind.
+    return path
+
+  @classmethod
+  def load(cls, directory: str) -> 'SubwordTokenizer':
+    path = os.path.join(directory, FILENAME)
+    try:
+      return cls(tokenizers.Tokenizer.from_file(path))
+    except Exception as e:  # tokenizers raises a bare Exception for bad JSON.
+      raise DataError(f'{path}: cannot load the tokenizer ({e}); delete it to retrain') from e
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, *, lowercase: bool = True,
+                    min_frequency: int = 2) -> SubwordTokenizer:
+  """Learns a BPE vocabulary of at most `vocab_size` entries from `texts`."""
+  tok = tokenizers.Tokenizer(models.BPE(unk_token=UNK))
+  steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+  tok.normalizer = normalizers.Sequence(steps)
+  tok.pre_tokenizer = pre_tokenizers.Metaspace()
+  tok.decoder = decoders.Metaspace()
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+  tok.train_from_iterator(texts, trainer=trainer)
+  return SubwordTokenizer(tok)

@@ -1,0 +1,1 @@
+"""Flax models. They know nothing of data, training or checkpoints."""

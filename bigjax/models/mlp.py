@@ -1,0 +1,47 @@
+"""Bag-of-embeddings MLP sentiment model (a Deep Averaging Network)."""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from bigjax.models.common import length_mask
+
+
+class MLPClassifier(nn.Module):
+  """token ids -> embeddings -> mean over real tokens -> [dropout, Dense, relu]* -> dropout -> logits."""
+  vocab_size: int
+  num_classes: int
+  embed_dim: int = 300
+  hidden_dims: Sequence[int] = (256,)
+  dropout: float = 0.5
+  dtype: Any = None  # Compute dtype (e.g. jnp.bfloat16); None: that of the params.
+  param_dtype: Any = jnp.float32
+
+  def setup(self):
+    self.embedding = nn.Embed(self.vocab_size, self.embed_dim,
+                              embedding_init=nn.initializers.normal(stddev=1.0),
+                              dtype=self.dtype, param_dtype=self.param_dtype)
+    self.hidden = [nn.Dense(h, dtype=self.dtype, param_dtype=self.param_dtype) for h in self.hidden_dims]
+    self.drop = nn.Dropout(self.dropout)
+    self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype)
+
+  def __call__(self, token_ids, lengths, *, deterministic: bool = True):
+    """int32[B, T], int32[B] -> float32[B, K]."""
+    return self.logits_from_embeddings(self.embed(token_ids), lengths, deterministic=deterministic)
+
+  def embed(self, token_ids):
+    """int32[B, T] -> float32[B, T, E]. Attributions differentiate w.r.t. this output."""
+    return self.embedding(token_ids)
+
+  def pooled(self, embeddings, lengths):
+    """Mean of the embeddings of real tokens: float32[B, T, E] -> float32[B, E]."""
+    mask = length_mask(lengths, embeddings.shape[1])[..., None]
+    # where(), not multiply: padded positions then cannot leak NaN or Inf into the sum.
+    total = jnp.where(mask, embeddings, 0.0).sum(axis=1)
+    return total / jnp.maximum(lengths, 1)[:, None].astype(embeddings.dtype)
+
+  def logits_from_embeddings(self, embeddings, lengths, *, deterministic: bool = True):
+    x = self.pooled(embeddings, lengths)
+    for dense in self.hidden:
+      x = nn.relu(dense(self.drop(x, deterministic=deterministic)))
+    return self.head(self.drop(x, deterministic=deterministic))

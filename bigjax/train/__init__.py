@@ -1,0 +1,1 @@
+"""Training: optimizer, pure steps, parallel drivers, the loop."""

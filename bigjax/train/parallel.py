@@ -1,0 +1,140 @@
+"""One train/eval step, run three ways: plain jit, jax.pmap, or jit over a device Mesh.
+
+`mesh` is the path that scales (pmap is in maintenance mode since JAX 0.8); `pmap` is
+kept for comparison and older code. All three take the same global numpy Batch and
+hold state that `get_state` turns back into one plain TrainState, so checkpoints do not
+depend on the mode or the device count.
+"""
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from bigjax.train import step as step_lib
+from bigjax.types import Batch
+
+MODES = ('none', 'pmap', 'mesh')
+AXIS = 'data'
+
+
+def pad_rows(batch: Batch, multiple: int) -> Batch:
+  """Adds zero-weight filler rows so the batch splits evenly over `multiple` devices."""
+  extra = -len(batch.weights) % multiple
+  if not extra:
+    return batch
+  return Batch(*(np.concatenate([np.asarray(x), np.zeros((extra,) + np.shape(x)[1:], np.asarray(x).dtype)])
+                 for x in batch))
+
+
+class Driver:
+  """Places state and batches on devices and runs the jitted steps."""
+  num_devices: int
+
+  def put_state(self, state):
+    raise NotImplementedError
+
+  def get_state(self, device_state) -> step_lib.TrainState:
+    raise NotImplementedError
+
+  def train_step(self, device_state, batch: Batch):
+    raise NotImplementedError
+
+  def eval_step(self, device_state, batch: Batch):
+    raise NotImplementedError
+
+
+class JitDriver(Driver):
+  """One device; also the reference the other modes are tested against."""
+
+  def __init__(self, loss_fn: Callable, tx, eval_fn: Callable):
+    self.num_devices = 1
+    self._train = jax.jit(functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx),
+                          donate_argnums=0)
+    self._eval = jax.jit(eval_fn)
+
+  def put_state(self, state):
+    return jax.device_put(state)
+
+  def get_state(self, device_state):
+    return device_state
+
+  def train_step(self, device_state, batch):
+    return self._train(device_state, batch)
+
+  def eval_step(self, device_state, batch):
+    return self._eval(device_state.params, batch)
+
+
+class PmapDriver(Driver):
+  """jax.pmap over the local devices; state carries a leading device axis."""
+
+  def __init__(self, loss_fn: Callable, tx, eval_fn: Callable):
+    self.num_devices = jax.local_device_count()
+    self._train = jax.pmap(
+        functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx, axis_name=AXIS),
+        axis_name=AXIS, donate_argnums=0)
+    self._eval = jax.pmap(functools.partial(eval_fn, axis_name=AXIS), axis_name=AXIS)
+
+  def _split(self, batch):
+    batch = pad_rows(batch, self.num_devices)
+    return jax.tree.map(lambda x: np.reshape(x, (self.num_devices, -1) + np.shape(x)[1:]), batch)
+
+  def put_state(self, state):
+    n = self.num_devices
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), state)
+
+  def get_state(self, device_state):
+    return jax.tree.map(lambda x: x[0], device_state)
+
+  def train_step(self, device_state, batch):
+    device_state, sums = self._train(device_state, self._split(batch))
+    return device_state, jax.tree.map(lambda x: x[0], sums)  # psum-ed: equal on all devices
+
+  def eval_step(self, device_state, batch):
+    return jax.tree.map(lambda x: x[0], self._eval(device_state.params, self._split(batch)))
+
+
+class MeshDriver(Driver):
+  """jit over a 1-D data Mesh: state replicated, batch rows sharded over 'data'.
+
+  Under multi-host, every process passes its own rows of the global batch and
+  `make_array_from_process_local_data` stitches them together.
+  """
+
+  def __init__(self, loss_fn: Callable, tx, eval_fn: Callable, devices=None):
+    devices = jax.devices() if devices is None else devices
+    self.mesh = Mesh(np.asarray(devices), (AXIS,))
+    self.num_devices = len(devices)
+    self._replicated = NamedSharding(self.mesh, P())
+    self._rows = NamedSharding(self.mesh, P(AXIS))
+    self._train = jax.jit(functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx),
+                          out_shardings=(self._replicated, self._replicated), donate_argnums=0)
+    self._eval = jax.jit(eval_fn, out_shardings=self._replicated)
+
+  def put_batch(self, batch: Batch) -> Batch:
+    local_devices = self.num_devices // jax.process_count()
+    batch = pad_rows(batch, local_devices)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self._rows, np.asarray(x)), batch)
+
+  def put_state(self, state):
+    return jax.device_put(state, self._replicated)
+
+  def get_state(self, device_state):
+    return device_state
+
+  def train_step(self, device_state, batch):
+    return self._train(device_state, self.put_batch(batch))
+
+  def eval_step(self, device_state, batch):
+    return self._eval(device_state.params, self.put_batch(batch))
+
+
+def make_driver(mode: str, *, loss_fn: Callable, tx, eval_fn: Callable) -> Driver:
+  """eval_fn(params, batch, axis_name=None) -> sums; loss_fn as for step.train_step."""
+  drivers = {'none': JitDriver, 'pmap': PmapDriver, 'mesh': MeshDriver}
+  if mode not in drivers:
+    raise ValueError(f'unknown parallel mode {mode!r}; known: {MODES}')
+  return drivers[mode](loss_fn, tx, eval_fn)

@@ -1,0 +1,88 @@
+"""Pure train and eval steps. No I/O, no logging, no host syncs.
+
+Losses are weighted *sums* with a weight count beside them, divided once: under data
+parallelism the sums are added over devices before dividing, so filler rows and
+uneven padding between devices cannot skew the mean.
+"""
+from typing import Callable, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from bigjax.types import Batch, ModelFns
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: optimizer steps taken
+  params: flax.core.FrozenDict
+  opt_state: optax.OptState
+  rng: jax.Array  # uint32[2]; the dropout key of step s is fold_in(rng, s)
+
+
+def create_train_state(model_fns: ModelFns, tx, key, example: Batch) -> TrainState:
+  init_key, dropout_key = jax.random.split(key)
+  params = model_fns.init_fn(init_key, example.token_ids, example.lengths)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=dropout_key)
+
+
+def _at_least_f32(x):
+  """The softmax runs in f32 even when the model computes in bf16."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def classification_loss(model_fns: ModelFns, params, batch: Batch, dropout_key):
+  """Weighted cross-entropy sum and the sums that metrics are made of."""
+  logits = _at_least_f32(model_fns.logits_fn(params, batch.token_ids, batch.lengths, dropout_key))
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels)
+  correct = (jnp.argmax(logits, -1) == batch.labels).astype(jnp.float32)
+  sums = {
+      'loss': jnp.sum(losses * batch.weights),
+      'correct': jnp.sum(correct * batch.weights),
+      'examples': jnp.sum(batch.weights),
+      'tokens': jnp.sum(batch.lengths * (batch.weights > 0)).astype(jnp.float32),
+  }
+  return sums['loss'], sums
+
+
+def train_step(state: TrainState, batch: Batch, *, loss_fn: Callable, tx,
+               axis_name: Optional[str] = None):
+  """One optimizer step. Returns the new state and metric sums.
+
+  loss_fn(params, batch, dropout_key) -> (loss_sum, sums with an 'examples' entry).
+  axis_name: set under pmap/shard_map, where gradients and sums are psum-ed over it.
+  """
+  dropout_key = jax.random.fold_in(state.rng, state.step)
+  if axis_name is not None:  # Different dropout masks on each device's rows.
+    dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
+  grad_fn = jax.grad(lambda p: loss_fn(p, batch, dropout_key), has_aux=True)
+  grad_sums, sums = grad_fn(state.params)
+  if axis_name is not None:
+    grad_sums, sums = jax.lax.psum((grad_sums, sums), axis_name)
+  count = jnp.maximum(sums['examples'], 1.0)
+  grads = jax.tree.map(lambda g: g / count, grad_sums)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  sums = dict(sums, grad_norm_sum=optax.tree.norm(grads), steps=jnp.ones((), jnp.float32))
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums
+
+
+def eval_step(params, batch: Batch, *, model_fns: ModelFns, num_classes: int,
+              axis_name: Optional[str] = None):
+  """Sums for accuracy, loss and the confusion matrix (rows: true, cols: predicted)."""
+  logits = _at_least_f32(model_fns.logits_fn(params, batch.token_ids, batch.lengths, None))
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels)
+  predicted = jnp.argmax(logits, -1)
+  true_1h = jax.nn.one_hot(batch.labels, num_classes) * batch.weights[:, None]
+  pred_1h = jax.nn.one_hot(predicted, num_classes)
+  sums = {
+      'loss': jnp.sum(losses * batch.weights),
+      'examples': jnp.sum(batch.weights),
+      'confusion': true_1h.T @ pred_1h,
+  }
+  if axis_name is not None:
+    sums = jax.lax.psum(sums, axis_name)
+  return sums

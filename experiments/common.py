@@ -1,0 +1,165 @@
+"""Wiring shared by the entry points: config -> data, tokenizer, model, optimizer, driver.
+
+Config stops here: everything below receives plain arguments.
+"""
+import functools
+import hashlib
+import json
+import logging
+import os
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+
+from bigjax import metrics as metrics_lib
+from bigjax.data import batching, sources
+from bigjax.data.tokenizer import SubwordTokenizer, train_tokenizer
+from bigjax.errors import BigjaxError, ConfigError
+from bigjax.models import registry
+from bigjax.train import loop, optim, parallel
+from bigjax.train import step as step_lib
+
+
+def prepare_workdir(workdir: str) -> str:
+  if not workdir:
+    raise ConfigError('--workdir is required: the folder for checkpoints, logs and results')
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, '.write_test')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f'--workdir={workdir} cannot be written ({e.strerror}); choose a writable folder') from e
+  return workdir
+
+
+def load_data(c: ml_collections.ConfigDict, seed: int) -> sources.TextDataset:
+  return sources.load_text_dataset(
+      path=c.path, name=c.name, encoding=c.encoding, data_dir=c.data_dir, dev_fraction=c.dev_fraction,
+      test_fraction=c.test_fraction, seed=seed, text_column=c.text_column, label_column=c.label_column,
+      num_classes=c.num_classes)
+
+
+def tokenizer_for(workdir: str, train_texts, vocab_size: int) -> SubwordTokenizer:
+  """The run's tokenizer: reloaded from the workdir, so a resumed run encodes identically."""
+  if os.path.exists(os.path.join(workdir, 'tokenizer.json')):
+    return SubwordTokenizer.load(workdir)
+  tokenizer = train_tokenizer(train_texts, vocab_size)
+  tokenizer.save(workdir)
+  return tokenizer
+
+
+def data_fingerprint(dataset: sources.TextDataset) -> str:
+  digest = hashlib.sha256()
+  for name in ('train', 'dev', 'test'):
+    split = dataset.splits[name]
+    digest.update(f'{name}:{len(split.texts)}:'.encode())
+    digest.update(np.asarray(split.labels, np.int32).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int):
+  common = dict(vocab_size=vocab_size, num_classes=num_classes, embed_dim=c.embed_dim, dropout=c.dropout)
+  if c.name == 'mlp':
+    return registry.build_model('mlp', hidden_dims=(c.hidden_dim,) * c.num_layers, **common)
+  if c.name == 'lstm':
+    return registry.build_model('lstm', hidden_dim=c.hidden_dim, num_layers=c.num_layers,
+                                bidirectional=c.bidirectional, **common)
+  raise ConfigError(f'model.name={c.name!r} is unknown; use one of {sorted(registry.MODELS)}')
+
+
+def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_steps=None) -> dict:
+  workdir = prepare_workdir(workdir)
+  dataset = load_data(config.data, config.seed)
+  logging.info('data: %s', dataset.description)
+  tokenizer = tokenizer_for(workdir, dataset.splits['train'].texts, config.data.vocab_size)
+  boundaries = batching.bucket_boundaries(config.data.max_len, config.data.smallest_bucket)
+
+  def encode(name):
+    split = dataset.splits[name]
+    return batching.EncodedSplit.from_rows(tokenizer.encode(split.texts, config.data.max_len), split.labels)
+
+  train, dev, test = encode('train'), encode('dev'), encode('test')
+  train_batches = batching.TrainBatches(train, config.train.batch_size, boundaries, config.seed)
+  stats = train_batches.epoch_stats()
+  logging.info('train: %d examples, %d batches/epoch, %d shapes, %.1f%% padding; vocab %d; classes %d',
+               len(train), train_batches.steps_per_epoch, stats['distinct_shapes'],
+               100 * stats['padding_fraction'], tokenizer.vocab_size, dataset.num_classes)
+
+  steps_per_epoch = train_batches.steps_per_epoch
+  total_steps = config.train.steps or config.train.epochs * steps_per_epoch
+  every = config.checkpoint.every_steps or steps_per_epoch
+  model = build_model(config.model, tokenizer.vocab_size, dataset.num_classes)
+  fns = registry.model_fns(model)
+  schedule = optim.make_schedule(config.optim.schedule, config.optim.learning_rate, total_steps,
+                                 config.optim.warmup_steps)
+  tx = optim.make_optimizer(config.optim.name, schedule, weight_decay=config.optim.weight_decay,
+                            clip_norm=config.optim.clip_norm)
+  driver = parallel.make_driver(
+      config.parallel, loss_fn=functools.partial(step_lib.classification_loss, fns), tx=tx,
+      eval_fn=functools.partial(step_lib.eval_step, model_fns=fns, num_classes=dataset.num_classes))
+  example = train_batches.batch(0)
+  init_state = lambda: step_lib.create_train_state(fns, tx, jax.random.PRNGKey(config.seed), example)
+
+  derived = {'vocab_size': tokenizer.vocab_size, 'num_classes': dataset.num_classes, 'total_steps': total_steps,
+             'steps_per_epoch': steps_per_epoch, 'checkpoint_every_steps': every,
+             'data_fingerprint': data_fingerprint(dataset), 'train_batches': stats,
+             'bucket_boundaries': list(boundaries), 'devices': jax.device_count()}
+  is_main = jax.process_index() == 0
+  if is_main:
+    write_run_info(workdir, config, derived)
+  # What a checkpoint must agree on to be resumed into this run.
+  compatibility = {'model': config.model.to_dict(), 'vocab_size': tokenizer.vocab_size,
+                   'num_classes': dataset.num_classes, 'data': derived['data_fingerprint'],
+                   'batch_size': config.train.batch_size, 'seed': config.seed}
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
+  try:
+    return loop.train_and_evaluate(
+        driver=driver, init_state=init_state, batch_at=train_batches.batch,
+        dev=batching.eval_batches(dev, config.train.eval_batch_size, boundaries),
+        test=batching.eval_batches(test, config.train.eval_batch_size, boundaries),
+        schedule=loop.Schedule(total_steps, every, config.train.log_every_steps, config.checkpoint.keep_latest,
+                               config.checkpoint.keep_best),
+        workdir=workdir, meta={'compatibility': compatibility, 'config': config.to_dict()}, writer=writer,
+        stop_after_steps=stop_after_steps)
+  finally:
+    writer.close()
+
+
+def write_run_info(workdir: str, config, derived: dict) -> None:
+  versions = {}
+  for package in ('jax', 'flax', 'optax', 'orbax.checkpoint', 'tokenizers', 'numpy'):
+    try:
+      versions[package] = __import__(package, fromlist=['__version__']).__version__
+    except (ImportError, AttributeError):
+      pass
+  info = {'config': json.loads(config.to_json()), 'derived': derived, 'argv': sys.argv, 'versions': versions}
+  with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+    json.dump(info, f, indent=2)
+
+
+class _DropLibraryChatter(logging.Filter):
+  """Orbax logs each save and restore step at INFO through absl; keep its warnings only."""
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+
+
+def quiet_library_logs():
+  for handler in logging.getLogger().handlers + logging.getLogger('absl').handlers:
+    handler.addFilter(_DropLibraryChatter())
+
+
+def exit_on_user_error(main_fn, verbose: bool):
+  """Runs main_fn; a BigjaxError becomes one clear line and exit status 2 (traceback with --verbose)."""
+  try:
+    return main_fn()
+  except BigjaxError as e:
+    if verbose:
+      raise
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,61 @@
+"""Defaults every experiment config starts from. Configs are data: no JAX imports here.
+
+Keys other tooling relies on: data.path, data.encoding, seed, train.steps,
+train.batch_size, model.embed_dim, model.hidden_dim, model.dropout,
+checkpoint.every_steps, parallel.
+"""
+import os
+
+import ml_collections
+
+# ../shared/data beside the project root, wherever the command is run from.
+SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared', 'data'))
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.parallel = 'none'  # none | pmap | mesh
+
+  c.data = ml_collections.ConfigDict()
+  c.data.path = ''  # Local file, folder or archive; empty: tensorflow-datasets by data.name.
+  c.data.name = ''  # tfds name, e.g. imdb_reviews, glue/sst2.
+  c.data.data_dir = ''  # tfds data_dir (a gs:// path on pods); empty: tfds' default.
+  c.data.encoding = 'utf-8'
+  c.data.text_column = 'text'  # For TSV/CSV/JSONL.
+  c.data.label_column = 'label'
+  c.data.num_classes = 0  # 0: from the data.
+  c.data.dev_fraction = 0.1  # Carved from train when the data has no dev split.
+  c.data.test_fraction = 0.1  # Carved when it has no test split either.
+  c.data.vocab_size = 16000  # Subword (BPE) vocabulary, trained on the train split.
+  c.data.max_len = 64  # Tokens kept per text (the first ones).
+  c.data.smallest_bucket = 16  # Batch widths: smallest_bucket * 2^k, capped at max_len.
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'mlp'  # mlp | lstm
+  c.model.embed_dim = 300
+  c.model.hidden_dim = 256
+  c.model.num_layers = 1
+  c.model.bidirectional = False  # lstm only
+  c.model.dropout = 0.5
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'adam'  # adam | adamw | sgd
+  c.optim.learning_rate = 1e-3
+  c.optim.schedule = 'constant'  # constant | cosine | linear
+  c.optim.warmup_steps = 0
+  c.optim.weight_decay = 0.0  # adamw only
+  c.optim.clip_norm = 0.0  # 0: no clipping
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 0  # Total optimizer steps; 0: train.epochs epochs.
+  c.train.epochs = 20
+  c.train.batch_size = 64
+  c.train.eval_batch_size = 256
+  c.train.log_every_steps = 50
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 0  # Save (and evaluate dev) every N steps; 0: once per epoch.
+  c.checkpoint.keep_latest = 2
+  c.checkpoint.keep_best = 1
+  return c

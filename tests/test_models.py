@@ -1,0 +1,103 @@
+"""Model behaviour: padding invariance, gradients, embeddings entry point, learning."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.test_util import check_grads
+
+from bigjax.models import registry
+from bigjax.train import step as step_lib
+from bigjax.types import Batch
+
+VOCAB, CLASSES = 40, 3
+MODELS = {
+    'mlp': dict(name='mlp', hidden_dims=(16, 12)),
+    'lstm': dict(name='lstm', hidden_dim=12),
+    'bilstm2': dict(name='lstm', hidden_dim=8, num_layers=2, bidirectional=True),
+}
+
+
+def make(kind, dropout=0.0, **extra):
+  kwargs = dict(MODELS[kind], **extra)
+  return registry.build_model(kwargs.pop('name'), vocab_size=VOCAB, num_classes=CLASSES, embed_dim=10,
+                              dropout=dropout, **kwargs)
+
+
+def tokens(seed=0, batch=5, width=9):
+  rng = np.random.default_rng(seed)
+  lengths = np.array([1, 9, 4, 6, 2][:batch], np.int32)
+  ids = rng.integers(1, VOCAB, (batch, width)).astype(np.int32)
+  ids[np.arange(width)[None] >= lengths[:, None]] = 0
+  return jnp.asarray(ids), jnp.asarray(lengths)
+
+
+@pytest.mark.parametrize('kind', sorted(MODELS))
+def test_padding_does_not_change_logits(kind):
+  model = make(kind)
+  ids, lengths = tokens()
+  params = model.init(jax.random.PRNGKey(0), ids, lengths)
+  reference = model.apply(params, ids, lengths)
+  # Wider padding, and junk token ids beyond each row's length, must both be invisible.
+  wider = jnp.pad(ids, ((0, 0), (0, 7)))
+  junk = jnp.where(jnp.arange(16)[None] >= lengths[:, None], 7, wider)
+  np.testing.assert_allclose(model.apply(params, wider, lengths), reference, atol=1e-6)
+  np.testing.assert_allclose(model.apply(params, junk, lengths), reference, atol=1e-6)
+  # Each row alone (its own width) gives the same logits as in the batch.
+  for row in range(len(lengths)):
+    n = int(lengths[row])
+    alone = model.apply(params, ids[row:row + 1, :n], lengths[row:row + 1])
+    np.testing.assert_allclose(alone[0], reference[row], atol=1e-5)
+
+
+@pytest.mark.parametrize('kind', sorted(MODELS))
+def test_padded_embeddings_get_no_gradient(kind):
+  model = make(kind)
+  ids, lengths = tokens()
+  params = model.init(jax.random.PRNGKey(1), ids, lengths)
+  embeddings = model.apply(params, ids, method='embed')
+  grad = jax.grad(lambda e: model.apply(params, e, lengths, method='logits_from_embeddings').sum())(embeddings)
+  padded = np.arange(ids.shape[1])[None] >= np.asarray(lengths)[:, None]
+  assert np.abs(np.asarray(grad)[padded]).max() == 0.0
+  assert np.abs(np.asarray(grad)[~padded]).max() > 0.0
+  np.testing.assert_allclose(model.apply(params, embeddings, lengths, method='logits_from_embeddings'),
+                             model.apply(params, ids, lengths), atol=1e-6)
+
+
+@pytest.mark.parametrize('kind', sorted(MODELS))
+def test_gradients_match_finite_differences(kind):
+  ids, lengths = tokens(batch=3, width=6)
+  lengths = jnp.minimum(lengths, 6)
+  batch = Batch(ids, lengths, jnp.array([0, 2, 1]), jnp.array([1.0, 1.0, 0.0]))
+  with jax.enable_x64():
+    fns = registry.model_fns(make(kind, param_dtype=jnp.float64))
+    params = fns.init_fn(jax.random.PRNGKey(2), ids, lengths)
+    loss = lambda p: step_lib.classification_loss(fns, p, batch, None)[0]
+    check_grads(loss, (params,), order=1, modes=['rev'], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('kind', sorted(MODELS))
+def test_tiny_batch_is_overfit(kind):
+  fns = registry.model_fns(make(kind, dropout=0.0))
+  ids, lengths = tokens(seed=3, batch=5)
+  batch = Batch(ids, lengths, jnp.array([0, 1, 2, 1, 0]), jnp.ones(5))
+  tx = optax.adam(3e-2)
+  state = step_lib.create_train_state(fns, tx, jax.random.PRNGKey(0), batch)
+  train = jax.jit(functools.partial(step_lib.train_step, loss_fn=functools.partial(step_lib.classification_loss,
+                                                                                   fns), tx=tx))
+  for _ in range(60):
+    state, sums = train(state, batch)
+  assert float(sums['loss'] / sums['examples']) < 0.05
+  assert float(sums['correct']) == 5.0
+
+
+def test_dropout_is_active_only_with_a_key():
+  fns = registry.model_fns(make('lstm', dropout=0.5))
+  ids, lengths = tokens()
+  params = fns.init_fn(jax.random.PRNGKey(0), ids, lengths)
+  a, b = fns.logits_fn(params, ids, lengths), fns.logits_fn(params, ids, lengths)
+  np.testing.assert_array_equal(a, b)
+  c = fns.logits_fn(params, ids, lengths, jax.random.PRNGKey(5))
+  assert np.abs(np.asarray(a - c)).max() > 1e-4

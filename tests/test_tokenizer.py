@@ -1,0 +1,39 @@
+"""Subword tokenizer: round trip, vocabulary size, save/load, truncation."""
+import numpy as np
+
+from bigjax.data import tokenizer as tok_lib
+
+TEXTS = ["it 's a charming and often affecting journey .",
+         'unflinchingly bleak and desperate',
+         'the movie is a disaster from start to finish , really bad .',
+         'a gorgeous , witty , seductive movie .'] * 20
+
+
+def test_unseen_characters_become_unk_not_padding():
+  tok = tok_lib.train_tokenizer(TEXTS, vocab_size=200)
+  assert tok.vocab_size <= 200
+  ids = tok.encode(['Unseen WORDS: zebra quokka!'], max_len=1000)[0]
+  assert ids.dtype == np.int32 and (ids > 0).all()  # 0 is reserved for padding.
+  unk = tok_lib.SPECIAL_TOKENS.index(tok_lib.UNK)
+  assert (ids == unk).sum() >= 3  # ':', 'z', 'q', '!' were never seen in training.
+  assert tok.decode(ids).startswith('unseen words')  # Lowercased, then rebuilt from subwords.
+
+
+def test_exact_round_trip_of_normalized_text():
+  tok = tok_lib.train_tokenizer(TEXTS, vocab_size=300)
+  for text in TEXTS[:4]:
+    assert tok.decode(tok.encode([text], 1000)[0]) == text
+
+
+def test_save_load_encodes_identically(tmp_path):
+  tok = tok_lib.train_tokenizer(TEXTS, vocab_size=150)
+  tok.save(str(tmp_path))
+  again = tok_lib.SubwordTokenizer.load(str(tmp_path))
+  for a, b in zip(tok.encode(TEXTS[:4], 50), again.encode(TEXTS[:4], 50)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_truncation_keeps_the_first_tokens():
+  tok = tok_lib.train_tokenizer(TEXTS, vocab_size=150)
+  full = tok.encode([TEXTS[2]], 1000)[0]
+  np.testing.assert_array_equal(tok.encode([TEXTS[2]], 4)[0], full[:4])
