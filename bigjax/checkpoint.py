@@ -6,7 +6,7 @@ resume after preemption (docs/FACTS.md). `latest_step()` does not validate a ste
 restoring walks back from the newest step until one restores.
 """
 import logging
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -66,10 +66,25 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract_like(target)), meta=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['meta'])
 
-  def restore_latest(self, target) -> Optional[tuple[int, Any, dict]]:
-    """Newest step that restores, falling back past damaged ones; None if there is none."""
+  def read_meta(self, step: int) -> dict:
+    return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'])
+
+  def restore_latest(self, target, check_meta: Callable[[int, dict], None] = lambda step, meta: None
+                     ) -> Optional[tuple[int, Any, dict]]:
+    """Newest step that restores, falling back past damaged ones; None if there is none.
+
+    check_meta(step, meta) runs before the state is read and raises if the checkpoint
+    belongs to another kind of run: that is the user's mistake, not damage to skip.
+    """
     steps = self.all_steps()
     for step in reversed(steps):
+      try:
+        meta = self.read_meta(step)
+      except Exception as e:  # A damaged meta file: fall back like any damage.
+        logging.warning('checkpoint step %d in %s has unreadable metadata (%s); trying an older one', step,
+                        self.directory, e)
+        continue
+      check_meta(step, meta)
       try:
         state, meta = self.restore(step, target)
         return step, state, meta

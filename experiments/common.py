@@ -65,7 +65,8 @@ def data_fingerprint(dataset: sources.TextDataset) -> str:
 def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int):
   common = dict(vocab_size=vocab_size, num_classes=num_classes, embed_dim=c.embed_dim, dropout=c.dropout)
   if c.name == 'mlp':
-    return registry.build_model('mlp', hidden_dims=(c.hidden_dim,) * c.num_layers, **common)
+    return registry.build_model('mlp', hidden_dims=(c.hidden_dim,) * c.num_layers, word_dropout=c.word_dropout,
+                                **common)
   if c.name == 'lstm':
     return registry.build_model('lstm', hidden_dim=c.hidden_dim, num_layers=c.num_layers,
                                 bidirectional=c.bidirectional, **common)

@@ -2,6 +2,7 @@
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from bigjax.models.common import length_mask
@@ -14,6 +15,7 @@ class MLPClassifier(nn.Module):
   embed_dim: int = 300
   hidden_dims: Sequence[int] = (256,)
   dropout: float = 0.5
+  word_dropout: float = 0.0  # Training drops whole tokens from the mean (Iyyer et al. 2015).
   dtype: Any = None  # Compute dtype (e.g. jnp.bfloat16); None: that of the params.
   param_dtype: Any = jnp.float32
 
@@ -33,15 +35,19 @@ class MLPClassifier(nn.Module):
     """int32[B, T] -> float32[B, T, E]. Attributions differentiate w.r.t. this output."""
     return self.embedding(token_ids)
 
-  def pooled(self, embeddings, lengths):
+  def pooled(self, embeddings, lengths, *, deterministic: bool = True):
     """Mean of the embeddings of real tokens: float32[B, T, E] -> float32[B, E]."""
-    mask = length_mask(lengths, embeddings.shape[1])[..., None]
+    mask = length_mask(lengths, embeddings.shape[1])
+    if self.word_dropout and not deterministic:
+      keep = jax.random.bernoulli(self.make_rng('dropout'), 1.0 - self.word_dropout, mask.shape)
+      mask = mask & keep
     # where(), not multiply: padded positions then cannot leak NaN or Inf into the sum.
-    total = jnp.where(mask, embeddings, 0.0).sum(axis=1)
-    return total / jnp.maximum(lengths, 1)[:, None].astype(embeddings.dtype)
+    total = jnp.where(mask[..., None], embeddings, 0.0).sum(axis=1)
+    count = jnp.maximum(mask.sum(axis=1), 1)[:, None]
+    return total / count.astype(total.dtype)
 
   def logits_from_embeddings(self, embeddings, lengths, *, deterministic: bool = True):
-    x = self.pooled(embeddings, lengths)
+    x = self.pooled(embeddings, lengths, deterministic=deterministic)
     for dense in self.hidden:
       x = nn.relu(dense(self.drop(x, deterministic=deterministic)))
     return self.head(self.drop(x, deterministic=deterministic))

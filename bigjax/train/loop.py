@@ -116,16 +116,20 @@ def train_and_evaluate(*, driver: Driver, init_state: Callable, batch_at: Callab
   checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), keep_latest=schedule.keep_latest,
                               keep_best=schedule.keep_best)
   fresh = init_state()
-  restored = checkpointer.restore_latest(fresh)
+
+  def check_compatible(step, saved_meta):
+    if saved_meta.get('compatibility') != meta.get('compatibility'):
+      raise CheckpointError(
+          f'{checkpointer.directory}: the checkpoint at step {step} was written by an incompatible run '
+          f'(saved {saved_meta.get("compatibility")}, this run {meta.get("compatibility")}); use another '
+          '--workdir, or the config that wrote it')
+
+  restored = checkpointer.restore_latest(fresh, check_compatible)
   if restored is None:
     start_step, state = 0, fresh
     logging.info('no checkpoint in %s: starting from scratch', workdir)
   else:
-    start_step, state, saved_meta = restored
-    if saved_meta.get('compatibility') != meta.get('compatibility'):
-      raise CheckpointError(
-          f'{checkpointer.directory}: the checkpoint at step {start_step} was written by an incompatible run '
-          f'({saved_meta.get("compatibility")} != {meta.get("compatibility")}); use another --workdir')
+    start_step, state, _ = restored
     logging.info('resuming from step %d of %s', start_step, checkpointer.directory)
   device_state = driver.put_state(state)
   del state, fresh

@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.num_layers = 1
   c.model.bidirectional = False  # lstm only
   c.model.dropout = 0.5
+  c.model.word_dropout = 0.0  # mlp only: drop whole tokens from the average while training.
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'adam'  # adam | adamw | sgd
