@@ -29,8 +29,17 @@ def pad_rows(batch: Batch, multiple: int) -> Batch:
                  for x in batch))
 
 
+def _owned_copy(tree):
+  """Train steps donate their state; copying keeps the caller's arrays alive."""
+  return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
+
+
 class Driver:
-  """Places state and batches on devices and runs the jitted steps."""
+  """Places state and batches on devices and runs the jitted steps.
+
+  put_state copies: the steps donate the state's buffers, and the caller's state
+  (a checkpoint restore target, say) must outlive them.
+  """
   num_devices: int
 
   def put_state(self, state):
@@ -56,7 +65,7 @@ class JitDriver(Driver):
     self._eval = jax.jit(eval_fn)
 
   def put_state(self, state):
-    return jax.device_put(state)
+    return _owned_copy(state)
 
   def get_state(self, device_state):
     return device_state
@@ -120,7 +129,7 @@ class MeshDriver(Driver):
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self._rows, np.asarray(x)), batch)
 
   def put_state(self, state):
-    return jax.device_put(state, self._replicated)
+    return jax.device_put(_owned_copy(state), self._replicated)
 
   def get_state(self, device_state):
     return device_state
