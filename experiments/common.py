@@ -22,6 +22,29 @@ from bigjax.train import loop, optim, parallel
 from bigjax.train import step as step_lib
 
 
+def initialize_distributed(*, coordinator_address: str = '', num_processes: int = 0, process_id: int = -1,
+                           auto: bool = False, cpu_devices: int = 0) -> None:
+  """Starts a multi-process JAX job (one process per host) before anything touches devices.
+
+  Explicit: coordinator_address, num_processes and process_id, as on a GPU cluster.
+  auto: jax.distributed.initialize() finds them itself on TPU pods, SLURM and Open MPI.
+  cpu_devices: fake CPU devices per process (tests, or a laptop trying out a pod layout).
+  """
+  if cpu_devices:
+    jax.config.update('jax_num_cpu_devices', cpu_devices)
+  if coordinator_address or num_processes > 1:
+    if not (coordinator_address and num_processes > 1 and 0 <= process_id < num_processes):
+      raise ConfigError('a multi-process job needs --coordinator_address=HOST:PORT, --num_processes=N (> 1) '
+                        f'and --process_id in [0, N); got {coordinator_address!r}, {num_processes}, {process_id}')
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+  elif auto:
+    jax.distributed.initialize()
+  if jax.process_count() > 1:
+    logging.info('process %d of %d; %d local of %d devices', jax.process_index(), jax.process_count(),
+                 jax.local_device_count(), jax.device_count())
+
+
 def prepare_workdir(workdir: str) -> str:
   if not workdir:
     raise ConfigError('--workdir is required: the folder for checkpoints, logs and results')
@@ -44,12 +67,17 @@ def load_data(c: ml_collections.ConfigDict, seed: int) -> sources.TextDataset:
       num_classes=c.num_classes)
 
 
-def tokenizer_for(workdir: str, train_texts, vocab_size: int) -> SubwordTokenizer:
-  """The run's tokenizer: reloaded from the workdir, so a resumed run encodes identically."""
+def tokenizer_for(workdir: str, train_texts, vocab_size: int, save: bool = True) -> SubwordTokenizer:
+  """The run's tokenizer: reloaded from the workdir, so a resumed run encodes identically.
+
+  Training is deterministic, so every process of a multi-host job trains the same one
+  and only the first saves it.
+  """
   if os.path.exists(os.path.join(workdir, 'tokenizer.json')):
     return SubwordTokenizer.load(workdir)
   tokenizer = train_tokenizer(train_texts, vocab_size)
-  tokenizer.save(workdir)
+  if save:
+    tokenizer.save(workdir)
   return tokenizer
 
 
@@ -77,7 +105,8 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
   workdir = prepare_workdir(workdir)
   dataset = load_data(config.data, config.seed)
   logging.info('data: %s', dataset.description)
-  tokenizer = tokenizer_for(workdir, dataset.splits['train'].texts, config.data.vocab_size)
+  tokenizer = tokenizer_for(workdir, dataset.splits['train'].texts, config.data.vocab_size,
+                            save=jax.process_index() == 0)
   boundaries = batching.bucket_boundaries(config.data.max_len, config.data.smallest_bucket)
 
   def encode(name):
@@ -85,7 +114,13 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
     return batching.EncodedSplit.from_rows(tokenizer.encode(split.texts, config.data.max_len), split.labels)
 
   train, dev, test = encode('train'), encode('dev'), encode('test')
-  train_batches = batching.TrainBatches(train, config.train.batch_size, boundaries, config.seed)
+  accum_steps = config.train.accum_steps
+  if accum_steps < 1 or config.train.batch_size < accum_steps:
+    raise ConfigError(f'train.accum_steps={accum_steps} must be between 1 and train.batch_size')
+  # Each process builds only its rows of every global batch (see batching.Sharding).
+  sharding = batching.Sharding(jax.process_index(), jax.process_count(),
+                               parallel.rows_multiple(config.parallel, accum_steps))
+  train_batches = batching.TrainBatches(train, config.train.batch_size, boundaries, config.seed, sharding)
   stats = train_batches.epoch_stats()
   logging.info('train: %d examples, %d batches/epoch, %d shapes, %.1f%% padding; vocab %d; classes %d',
                len(train), train_batches.steps_per_epoch, stats['distinct_shapes'],
@@ -100,16 +135,20 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
                                  config.optim.warmup_steps)
   tx = optim.make_optimizer(config.optim.name, schedule, weight_decay=config.optim.weight_decay,
                             clip_norm=config.optim.clip_norm)
+  if config.parallel not in parallel.MODES:
+    raise ConfigError(f'parallel={config.parallel!r} is unknown; use one of {parallel.MODES}')
   driver = parallel.make_driver(
       config.parallel, loss_fn=functools.partial(step_lib.classification_loss, fns), tx=tx,
-      eval_fn=functools.partial(step_lib.eval_step, model_fns=fns, num_classes=dataset.num_classes))
+      eval_fn=functools.partial(step_lib.eval_step, model_fns=fns, num_classes=dataset.num_classes),
+      accum_steps=accum_steps)
   example = train_batches.batch(0)
   init_state = lambda: step_lib.create_train_state(fns, tx, jax.random.PRNGKey(config.seed), example)
 
   derived = {'vocab_size': tokenizer.vocab_size, 'num_classes': dataset.num_classes, 'total_steps': total_steps,
              'steps_per_epoch': steps_per_epoch, 'checkpoint_every_steps': every,
              'data_fingerprint': data_fingerprint(dataset), 'train_batches': stats,
-             'bucket_boundaries': list(boundaries), 'devices': jax.device_count()}
+             'bucket_boundaries': list(boundaries), 'devices': jax.device_count(),
+             'processes': jax.process_count(), 'global_batch_rows': sharding.rows(config.train.batch_size)[0]}
   is_main = jax.process_index() == 0
   if is_main:
     write_run_info(workdir, config, derived)
@@ -121,8 +160,8 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
   try:
     return loop.train_and_evaluate(
         driver=driver, init_state=init_state, batch_at=train_batches.batch,
-        dev=batching.eval_batches(dev, config.train.eval_batch_size, boundaries),
-        test=batching.eval_batches(test, config.train.eval_batch_size, boundaries),
+        dev=batching.eval_batches(dev, config.train.eval_batch_size, boundaries, sharding),
+        test=batching.eval_batches(test, config.train.eval_batch_size, boundaries, sharding),
         schedule=loop.Schedule(total_steps, every, config.train.log_every_steps, config.checkpoint.keep_latest,
                                config.checkpoint.keep_best),
         workdir=workdir, meta={'compatibility': compatibility, 'config': config.to_dict()}, writer=writer,

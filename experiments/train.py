@@ -15,6 +15,13 @@ from experiments import common
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs and results.')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.')
+# Multi-host jobs: one process per host. See README, "Scaling out".
+_COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'HOST:PORT of process 0, for multi-process jobs.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Processes in the job (multi-process only).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'This process, 0..num_processes-1.')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'jax.distributed.initialize() with auto-detection '
+                                 '(TPU pods, SLURM, Open MPI).')
+_CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Fake CPU devices per process (0: JAX default).')
 
 
 def main(argv):
@@ -22,7 +29,14 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.INFO)
   common.quiet_library_logs()
-  common.exit_on_user_error(lambda: common.run_training(_CONFIG.value, _WORKDIR.value), _VERBOSE.value)
+
+  def run():
+    common.initialize_distributed(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                                  process_id=_PROCESS_ID.value, auto=_DISTRIBUTED.value,
+                                  cpu_devices=_CPU_DEVICES.value)
+    return common.run_training(_CONFIG.value, _WORKDIR.value)
+
+  common.exit_on_user_error(run, _VERBOSE.value)
 
 
 if __name__ == '__main__':

@@ -73,3 +73,27 @@ def test_pad_rows():
   padded = parallel.pad_rows(b, 8)
   assert padded.token_ids.shape == (8, 32) and padded.weights.sum() == 5 and padded.weights[5:].sum() == 0
   assert parallel.pad_rows(padded, 8) is padded
+
+
+@pytest.mark.parametrize('mode', parallel.MODES)
+def test_accumulating_4_micro_batches_equals_one_big_batch(mode):
+  stream = batching.TrainBatches(synthetic_split(n=64), batch_size=32, boundaries=(32,), seed=0)
+  batch = stream.batch(0)
+  model = registry.build_model('mlp', vocab_size=60, num_classes=NUM_CLASSES, embed_dim=16, dropout=0.0,
+                               hidden_dims=(32,))
+  fns = registry.model_fns(model)
+  tx = optax.adam(1e-2)
+  kwargs = dict(loss_fn=functools.partial(step_lib.classification_loss, fns), tx=tx,
+                eval_fn=functools.partial(step_lib.eval_step, model_fns=fns, num_classes=NUM_CLASSES))
+  state = step_lib.create_train_state(fns, tx, jax.random.PRNGKey(0), batch)
+  results = {}
+  for accum in (1, 4):
+    driver = parallel.make_driver(mode, accum_steps=accum, **kwargs)
+    device_state = driver.put_state(state)
+    for _ in range(3):
+      device_state, sums = driver.train_step(device_state, batch)
+    results[accum] = (driver.get_state(device_state).params, sums)
+  np.testing.assert_allclose(results[4][1]['loss'], results[1][1]['loss'], rtol=1e-5)
+  assert float(results[4][1]['examples']) == 32.0
+  for a, b in zip(jax.tree.leaves(results[4][0]), jax.tree.leaves(results[1][0])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -6,7 +6,8 @@ most the number of boundaries. Batch `i` of epoch `e` depends on (seed, e, i) al
 which makes resuming exact: the data position is a function of the step.
 """
 import dataclasses
-from typing import Iterator, Sequence
+import math
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -52,12 +53,20 @@ def bucket_boundaries(max_len: int, smallest: int = 16) -> tuple[int, ...]:
   return tuple(bounds) + (max_len,)
 
 
+def bucket_width(lengths: np.ndarray, boundaries: Sequence[int]) -> int:
+  longest = int(lengths.max()) if len(lengths) else 0
+  return next((b for b in boundaries if b >= longest), boundaries[-1])
+
+
 def make_batch(split: EncodedSplit, indices: np.ndarray, batch_size: int,
-               boundaries: Sequence[int]) -> Batch:
-  """Pads rows `indices` (at most batch_size of them) into one numpy Batch."""
+               boundaries: Sequence[int], width: Optional[int] = None) -> Batch:
+  """Pads rows `indices` (at most batch_size of them) into one numpy Batch.
+
+  width: the padded length; by default the bucket of these rows' longest one.
+  """
   lengths = split.lengths[indices]
-  longest = int(lengths.max()) if len(indices) else 0
-  width = next((b for b in boundaries if b >= longest), boundaries[-1])
+  if width is None:
+    width = bucket_width(lengths, boundaries)
   token_ids = np.zeros((batch_size, width), np.int32)
   for row, i in enumerate(indices):
     start = split.offsets[i]
@@ -85,13 +94,42 @@ def epoch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> 
   return [batches[i] for i in rng.permutation(len(batches))]
 
 
-class TrainBatches:
-  """The training stream: step -> batch, endlessly, epoch after epoch."""
+@dataclasses.dataclass(frozen=True)
+class Sharding:
+  """Which rows of each global batch this process builds.
 
-  def __init__(self, split: EncodedSplit, batch_size: int, boundaries: Sequence[int], seed: int):
+  The global batch (batch_size real rows) is padded with filler rows to a multiple of
+  `rows_multiple` (devices x micro-batches), then cut into equal contiguous blocks, one
+  per process. Every process computes the same width from the global batch's lengths,
+  so shapes agree across hosts while each builds only its own rows.
+  """
+  process_index: int = 0
+  process_count: int = 1
+  rows_multiple: int = 1
+
+  def rows(self, batch_size: int) -> tuple[int, int]:
+    """(global padded rows, rows per process)."""
+    multiple = math.lcm(self.rows_multiple, self.process_count)
+    global_rows = -(-batch_size // multiple) * multiple
+    return global_rows, global_rows // self.process_count
+
+  def local_batch(self, split: EncodedSplit, indices: np.ndarray, batch_size: int,
+                  boundaries: Sequence[int]) -> Batch:
+    _, local_rows = self.rows(batch_size)
+    width = bucket_width(split.lengths[indices], boundaries)
+    mine = indices[self.process_index * local_rows:(self.process_index + 1) * local_rows]
+    return make_batch(split, mine, local_rows, boundaries, width)
+
+
+class TrainBatches:
+  """The training stream: step -> this process's rows of the global batch, epoch after epoch."""
+
+  def __init__(self, split: EncodedSplit, batch_size: int, boundaries: Sequence[int], seed: int,
+               sharding: Sharding = Sharding()):
     if len(split) == 0:
       raise ValueError('the training split is empty')
     self.split, self.batch_size, self.boundaries, self.seed = split, batch_size, tuple(boundaries), seed
+    self.sharding = sharding
     self._lengths = split.lengths
     self._cached_epoch, self._cached_order = -1, []
     self.steps_per_epoch = len(epoch_order(self._lengths, batch_size, seed, 0))
@@ -105,7 +143,7 @@ class TrainBatches:
     if epoch != self._cached_epoch:
       self._cached_epoch = epoch
       self._cached_order = epoch_order(self._lengths, self.batch_size, self.seed, epoch)
-    return make_batch(self.split, self._cached_order[index], self.batch_size, self.boundaries)
+    return self.sharding.local_batch(self.split, self._cached_order[index], self.batch_size, self.boundaries)
 
   def iterate(self, start_step: int, end_step: int) -> Iterator[Batch]:
     for step in range(start_step, end_step):
@@ -117,10 +155,11 @@ class TrainBatches:
     return padding_stats(self._lengths, order, self.batch_size, self.boundaries)
 
 
-def eval_batches(split: EncodedSplit, batch_size: int, boundaries: Sequence[int]) -> list[Batch]:
-  """Evaluation batches, rows sorted by length so padding is minimal."""
+def eval_batches(split: EncodedSplit, batch_size: int, boundaries: Sequence[int],
+                 sharding: Sharding = Sharding()) -> list[Batch]:
+  """Evaluation batches (this process's rows), sorted by length so padding is minimal."""
   order = np.argsort(split.lengths, kind='stable')
-  return [make_batch(split, order[i:i + batch_size], batch_size, boundaries)
+  return [sharding.local_batch(split, order[i:i + batch_size], batch_size, boundaries)
           for i in range(0, len(order), batch_size)]
 
 
@@ -128,8 +167,7 @@ def padding_stats(lengths: np.ndarray, order: Sequence[np.ndarray], batch_size: 
                   boundaries: Sequence[int]) -> dict:
   real, padded, shapes = 0, 0, set()
   for idx in order:
-    longest = int(lengths[idx].max())
-    width = next((b for b in boundaries if b >= longest), boundaries[-1])
+    width = bucket_width(lengths[idx], boundaries)
     shapes.add((batch_size, width))
     real += int(lengths[idx].sum())
     padded += batch_size * width

@@ -215,6 +215,9 @@ def train_and_evaluate(*, driver: Driver, init_state: Callable, batch_at: Callab
           'compiled_shapes': len(shapes_seen),
       },
       'params_fingerprint': params_fingerprint(final_params),
+      # Per-parameter L2 norms: compare runs that should agree to a tolerance, not bitwise.
+      'params_l2': {jax.tree_util.keystr(path): float(np.linalg.norm(np.asarray(leaf)))
+                    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(final_params))[0]},
   }
   writer.write(step, 'test', {k: test_report[k] for k in ('accuracy', 'macro_f1', 'loss')},
                {'best_step': best_step, 'confusion': test_report['confusion']})

@@ -58,10 +58,13 @@ class Driver:
 class JitDriver(Driver):
   """One device; also the reference the other modes are tested against."""
 
-  def __init__(self, loss_fn: Callable, tx, eval_fn: Callable):
+  def __init__(self, loss_fn: Callable, tx, eval_fn: Callable, accum_steps: int = 1):
+    if jax.process_count() > 1:
+      raise ValueError("parallel='none' runs on one device; a multi-process job needs 'mesh' or 'pmap'")
     self.num_devices = 1
-    self._train = jax.jit(functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx),
-                          donate_argnums=0)
+    self.accum_steps = accum_steps
+    self._train = jax.jit(functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx,
+                                            accum_steps=accum_steps), donate_argnums=0)
     self._eval = jax.jit(eval_fn)
 
   def put_state(self, state):
@@ -71,24 +74,25 @@ class JitDriver(Driver):
     return device_state
 
   def train_step(self, device_state, batch):
-    return self._train(device_state, batch)
+    return self._train(device_state, pad_rows(batch, self.accum_steps))
 
   def eval_step(self, device_state, batch):
     return self._eval(device_state.params, batch)
 
 
 class PmapDriver(Driver):
-  """jax.pmap over the local devices; state carries a leading device axis."""
+  """jax.pmap over this process's devices (psum spans every process's); state has a device axis."""
 
-  def __init__(self, loss_fn: Callable, tx, eval_fn: Callable):
+  def __init__(self, loss_fn: Callable, tx, eval_fn: Callable, accum_steps: int = 1):
     self.num_devices = jax.local_device_count()
+    self.accum_steps = accum_steps
     self._train = jax.pmap(
-        functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx, axis_name=AXIS),
+        functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx, axis_name=AXIS, accum_steps=accum_steps),
         axis_name=AXIS, donate_argnums=0)
     self._eval = jax.pmap(functools.partial(eval_fn, axis_name=AXIS), axis_name=AXIS)
 
-  def _split(self, batch):
-    batch = pad_rows(batch, self.num_devices)
+  def _split(self, batch, multiple=1):
+    batch = pad_rows(batch, self.num_devices * multiple)
     return jax.tree.map(lambda x: np.reshape(x, (self.num_devices, -1) + np.shape(x)[1:]), batch)
 
   def put_state(self, state):
@@ -99,7 +103,7 @@ class PmapDriver(Driver):
     return jax.tree.map(lambda x: x[0], device_state)
 
   def train_step(self, device_state, batch):
-    device_state, sums = self._train(device_state, self._split(batch))
+    device_state, sums = self._train(device_state, self._split(batch, self.accum_steps))
     return device_state, jax.tree.map(lambda x: x[0], sums)  # psum-ed: equal on all devices
 
   def eval_step(self, device_state, batch):
@@ -113,19 +117,19 @@ class MeshDriver(Driver):
   `make_array_from_process_local_data` stitches them together.
   """
 
-  def __init__(self, loss_fn: Callable, tx, eval_fn: Callable, devices=None):
-    devices = jax.devices() if devices is None else devices
-    self.mesh = Mesh(np.asarray(devices), (AXIS,))
-    self.num_devices = len(devices)
+  def __init__(self, loss_fn: Callable, tx, eval_fn: Callable, accum_steps: int = 1):
+    self.mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
+    self.num_devices = jax.device_count()
+    self.accum_steps = accum_steps
     self._replicated = NamedSharding(self.mesh, P())
     self._rows = NamedSharding(self.mesh, P(AXIS))
-    self._train = jax.jit(functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx),
+    self._train = jax.jit(functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx, accum_steps=accum_steps),
                           out_shardings=(self._replicated, self._replicated), donate_argnums=0)
     self._eval = jax.jit(eval_fn, out_shardings=self._replicated)
 
-  def put_batch(self, batch: Batch) -> Batch:
-    local_devices = self.num_devices // jax.process_count()
-    batch = pad_rows(batch, local_devices)
+  def put_batch(self, batch: Batch, multiple: int = 1) -> Batch:
+    """This process's rows -> one global array sharded by rows over every process's devices."""
+    batch = pad_rows(batch, jax.local_device_count() * multiple)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self._rows, np.asarray(x)), batch)
 
   def put_state(self, state):
@@ -135,15 +139,20 @@ class MeshDriver(Driver):
     return device_state
 
   def train_step(self, device_state, batch):
-    return self._train(device_state, self.put_batch(batch))
+    return self._train(device_state, self.put_batch(batch, self.accum_steps))
 
   def eval_step(self, device_state, batch):
     return self._eval(device_state.params, self.put_batch(batch))
 
 
-def make_driver(mode: str, *, loss_fn: Callable, tx, eval_fn: Callable) -> Driver:
+def make_driver(mode: str, *, loss_fn: Callable, tx, eval_fn: Callable, accum_steps: int = 1) -> Driver:
   """eval_fn(params, batch, axis_name=None) -> sums; loss_fn as for step.train_step."""
   drivers = {'none': JitDriver, 'pmap': PmapDriver, 'mesh': MeshDriver}
   if mode not in drivers:
     raise ValueError(f'unknown parallel mode {mode!r}; known: {MODES}')
-  return drivers[mode](loss_fn, tx, eval_fn)
+  return drivers[mode](loss_fn, tx, eval_fn, accum_steps)
+
+
+def rows_multiple(mode: str, accum_steps: int = 1) -> int:
+  """What the global batch's row count must divide by in this mode."""
+  return accum_steps * (1 if mode == 'none' else jax.device_count())

@@ -48,18 +48,41 @@ def classification_loss(model_fns: ModelFns, params, batch: Batch, dropout_key):
   return sums['loss'], sums
 
 
+def gradient_sums(loss_fn: Callable, params, batch: Batch, dropout_key, accum_steps: int = 1):
+  """Gradient of the loss sum, and the metric sums, over `accum_steps` micro-batches.
+
+  Micro-batch i takes rows i, i+k, i+2k, ... (k = accum_steps): strided rows keep each
+  device's share of every micro-batch equal when the batch is sharded by rows.
+  Summing before dividing makes k micro-batches give the update of one big batch.
+  """
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  if accum_steps == 1:
+    return grad_fn(params, batch, dropout_key)
+  micro = jax.tree.map(lambda x: jnp.moveaxis(x.reshape((-1, accum_steps) + x.shape[1:]), 1, 0), batch)
+
+  def add_micro_batch(totals, xs):
+    index, micro_batch = xs
+    sums = grad_fn(params, micro_batch, jax.random.fold_in(dropout_key, index))
+    return jax.tree.map(jnp.add, totals, sums), None
+
+  first = jax.tree.map(lambda x: x[0], micro)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(grad_fn, params, first, dropout_key))
+  totals, _ = jax.lax.scan(add_micro_batch, zeros, (jnp.arange(accum_steps), micro))
+  return totals
+
+
 def train_step(state: TrainState, batch: Batch, *, loss_fn: Callable, tx,
-               axis_name: Optional[str] = None):
+               axis_name: Optional[str] = None, accum_steps: int = 1):
   """One optimizer step. Returns the new state and metric sums.
 
   loss_fn(params, batch, dropout_key) -> (loss_sum, sums with an 'examples' entry).
   axis_name: set under pmap/shard_map, where gradients and sums are psum-ed over it.
+  accum_steps: split the batch into this many micro-batches (rows must divide by it).
   """
   dropout_key = jax.random.fold_in(state.rng, state.step)
   if axis_name is not None:  # Different dropout masks on each device's rows.
     dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
-  grad_fn = jax.grad(lambda p: loss_fn(p, batch, dropout_key), has_aux=True)
-  grad_sums, sums = grad_fn(state.params)
+  grad_sums, sums = gradient_sums(loss_fn, state.params, batch, dropout_key, accum_steps)
   if axis_name is not None:
     grad_sums, sums = jax.lax.psum((grad_sums, sums), axis_name)
   count = jnp.maximum(sums['examples'], 1.0)

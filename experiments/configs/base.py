@@ -51,7 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.steps = 0  # Total optimizer steps; 0: train.epochs epochs.
   c.train.epochs = 20
-  c.train.batch_size = 64
+  c.train.batch_size = 64  # Global batch: split over devices (and processes).
+  c.train.accum_steps = 1  # Micro-batches per step: same update, 1/accum_steps of the activation memory.
   c.train.eval_batch_size = 256
   c.train.log_every_steps = 50
 

@@ -1,0 +1,91 @@
+"""Multi-process jobs on 127.0.0.1 (gloo collectives) and checkpoints across device counts.
+
+Each case runs the real entry point in subprocesses, as a launcher on a cluster would.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_train import ROOT, write_corpus
+
+TIMEOUT_S = 240
+
+
+def tiny_args(data, workdir, steps, parallel='mesh'):
+  return ['--config=experiments/configs/mlp_sst2.py', f'--workdir={workdir}', f'--config.data.path={data}',
+          '--config.data.vocab_size=120', '--config.data.max_len=24', '--config.data.smallest_bucket=8',
+          '--config.model.embed_dim=16', '--config.model.hidden_dim=16', '--config.model.dropout=0.0',
+          '--config.optim.learning_rate=0.01', f'--config.train.steps={steps}', '--config.train.batch_size=12',
+          '--config.checkpoint.every_steps=5', f'--config.parallel={parallel}']
+
+
+def launch(args, cpu_devices, extra=()):
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # --cpu_devices decides instead.
+  return subprocess.Popen([sys.executable, '-m', 'experiments.train', *args, f'--cpu_devices={cpu_devices}',
+                           *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process):
+  try:
+    _, err = process.communicate(timeout=TIMEOUT_S)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    raise
+  assert process.returncode == 0, err[-3000:]
+  return err
+
+
+def results(workdir):
+  return json.loads((workdir / 'results.json').read_text())
+
+
+def assert_same_params(a, b):
+  assert a['params_l2'].keys() == b['params_l2'].keys()
+  np.testing.assert_allclose(list(a['params_l2'].values()), list(b['params_l2'].values()), rtol=1e-5)
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
+  data = write_corpus(tmp_path / 'data')
+  single = launch(tiny_args(data, tmp_path / 'single', steps=12), cpu_devices=8)
+  finish(single)
+  port = free_port()
+  workers = [launch(tiny_args(data, tmp_path / 'multi', steps=12), cpu_devices=4,
+                    extra=[f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'])
+             for i in range(2)]
+  logs = [finish(w) for w in workers]
+  assert 'process 1 of 2; 4 local of 8 devices' in logs[1]
+  multi, one = results(tmp_path / 'multi'), results(tmp_path / 'single')
+  assert multi['step'] == one['step'] == 12
+  assert_same_params(multi, one)
+  assert multi['test']['confusion'] == one['test']['confusion']
+  assert multi['dev']['examples'] == one['dev']['examples'] == 40  # Every example once, none twice.
+  config = json.loads((tmp_path / 'multi' / 'config.json').read_text())
+  assert config['derived']['processes'] == 2 and config['derived']['global_batch_rows'] == 16
+
+
+def test_checkpoint_from_8_devices_continues_on_1_and_on_4(tmp_path):
+  data = write_corpus(tmp_path / 'data')
+  finish(launch(tiny_args(data, tmp_path / 'eight', steps=10), cpu_devices=8))
+  for name in ('one', 'four', 'straight'):
+    shutil.copytree(tmp_path / 'eight', tmp_path / name)
+  runs = {'one': (1, 'none'), 'four': (4, 'mesh'), 'straight': (8, 'mesh')}
+  for name, (devices, mode) in runs.items():
+    log = finish(launch(tiny_args(data, tmp_path / name, steps=20, parallel=mode), cpu_devices=devices))
+    assert 'resuming from step 10' in log
+  straight = results(tmp_path / 'straight')
+  assert straight['step'] == 20
+  for name in ('one', 'four'):
+    assert results(tmp_path / name)['step'] == 20
+    assert_same_params(results(tmp_path / name), straight)
