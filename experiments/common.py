@@ -2,12 +2,14 @@
 
 Config stops here: everything below receives plain arguments.
 """
+import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import os
 import sys
+from typing import Any, Callable, Optional
 
 import jax
 import ml_collections
@@ -101,12 +103,32 @@ def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int)
   raise ConfigError(f'model.name={c.name!r} is unknown; use one of {sorted(registry.MODELS)}')
 
 
-def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_steps=None) -> dict:
-  workdir = prepare_workdir(workdir)
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """Everything a config resolves to, before any training: what the loop and the benchmark use."""
+  tokenizer: SubwordTokenizer
+  fns: Any  # ModelFns
+  tx: Any  # optax.GradientTransformation
+  driver: parallel.Driver
+  train_batches: batching.TrainBatches
+  dev: list
+  test: list
+  init_state: Callable[[], step_lib.TrainState]
+  total_steps: int
+  checkpoint_every_steps: int
+  derived: dict
+  compatibility: dict
+
+
+def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) -> Experiment:
+  """Data, tokenizer, model, optimizer and driver from a config. workdir=None keeps nothing on disk."""
   dataset = load_data(config.data, config.seed)
   logging.info('data: %s', dataset.description)
-  tokenizer = tokenizer_for(workdir, dataset.splits['train'].texts, config.data.vocab_size,
-                            save=jax.process_index() == 0)
+  if workdir is None:
+    tokenizer = train_tokenizer(dataset.splits['train'].texts, config.data.vocab_size)
+  else:
+    tokenizer = tokenizer_for(workdir, dataset.splits['train'].texts, config.data.vocab_size,
+                              save=jax.process_index() == 0)
   boundaries = batching.bucket_boundaries(config.data.max_len, config.data.smallest_bucket)
 
   def encode(name):
@@ -117,6 +139,8 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
   accum_steps = config.train.accum_steps
   if accum_steps < 1 or config.train.batch_size < accum_steps:
     raise ConfigError(f'train.accum_steps={accum_steps} must be between 1 and train.batch_size')
+  if config.parallel not in parallel.MODES:
+    raise ConfigError(f'parallel={config.parallel!r} is unknown; use one of {parallel.MODES}')
   # Each process builds only its rows of every global batch (see batching.Sharding).
   sharding = batching.Sharding(jax.process_index(), jax.process_count(),
                                parallel.rows_multiple(config.parallel, accum_steps))
@@ -135,36 +159,42 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
                                  config.optim.warmup_steps)
   tx = optim.make_optimizer(config.optim.name, schedule, weight_decay=config.optim.weight_decay,
                             clip_norm=config.optim.clip_norm)
-  if config.parallel not in parallel.MODES:
-    raise ConfigError(f'parallel={config.parallel!r} is unknown; use one of {parallel.MODES}')
   driver = parallel.make_driver(
       config.parallel, loss_fn=functools.partial(step_lib.classification_loss, fns), tx=tx,
       eval_fn=functools.partial(step_lib.eval_step, model_fns=fns, num_classes=dataset.num_classes),
       accum_steps=accum_steps)
   example = train_batches.batch(0)
-  init_state = lambda: step_lib.create_train_state(fns, tx, jax.random.PRNGKey(config.seed), example)
-
   derived = {'vocab_size': tokenizer.vocab_size, 'num_classes': dataset.num_classes, 'total_steps': total_steps,
              'steps_per_epoch': steps_per_epoch, 'checkpoint_every_steps': every,
              'data_fingerprint': data_fingerprint(dataset), 'train_batches': stats,
              'bucket_boundaries': list(boundaries), 'devices': jax.device_count(),
              'processes': jax.process_count(), 'global_batch_rows': sharding.rows(config.train.batch_size)[0]}
-  is_main = jax.process_index() == 0
-  if is_main:
-    write_run_info(workdir, config, derived)
   # What a checkpoint must agree on to be resumed into this run.
   compatibility = {'model': config.model.to_dict(), 'vocab_size': tokenizer.vocab_size,
                    'num_classes': dataset.num_classes, 'data': derived['data_fingerprint'],
                    'batch_size': config.train.batch_size, 'seed': config.seed}
+  return Experiment(
+      tokenizer=tokenizer, fns=fns, tx=tx, driver=driver, train_batches=train_batches,
+      dev=batching.eval_batches(dev, config.train.eval_batch_size, boundaries, sharding),
+      test=batching.eval_batches(test, config.train.eval_batch_size, boundaries, sharding),
+      init_state=lambda: step_lib.create_train_state(fns, tx, jax.random.PRNGKey(config.seed), example),
+      total_steps=total_steps, checkpoint_every_steps=every, derived=derived, compatibility=compatibility)
+
+
+def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_steps=None) -> dict:
+  """Trains (resuming from workdir), then tests the best-dev checkpoint; returns results.json's content."""
+  workdir = prepare_workdir(workdir)
+  exp = build_experiment(config, workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    write_run_info(workdir, config, exp.derived)
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
   try:
     return loop.train_and_evaluate(
-        driver=driver, init_state=init_state, batch_at=train_batches.batch,
-        dev=batching.eval_batches(dev, config.train.eval_batch_size, boundaries, sharding),
-        test=batching.eval_batches(test, config.train.eval_batch_size, boundaries, sharding),
-        schedule=loop.Schedule(total_steps, every, config.train.log_every_steps, config.checkpoint.keep_latest,
-                               config.checkpoint.keep_best),
-        workdir=workdir, meta={'compatibility': compatibility, 'config': config.to_dict()}, writer=writer,
+        driver=exp.driver, init_state=exp.init_state, batch_at=exp.train_batches.batch, dev=exp.dev, test=exp.test,
+        schedule=loop.Schedule(exp.total_steps, exp.checkpoint_every_steps, config.train.log_every_steps,
+                               config.checkpoint.keep_latest, config.checkpoint.keep_best),
+        workdir=workdir, meta={'compatibility': exp.compatibility, 'config': config.to_dict()}, writer=writer,
         stop_after_steps=stop_after_steps)
   finally:
     writer.close()

@@ -1,0 +1,96 @@
+"""Measurement helpers for experiments/benchmark.py: timing, FLOPs, compilations, memory.
+
+Timings are medians over windows of steps, each window ended by block_until_ready, so a
+brief stall from another process moves one window, not the figure.
+"""
+import resource
+import statistics
+import threading
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import monitoring
+
+from bigjax.types import Batch
+
+
+class CompileCounter:
+  """Counts XLA backend compilations and their seconds, from JAX's own monitoring events."""
+
+  def __init__(self):
+    self.count, self.seconds, self._lock = 0, 0.0, threading.Lock()
+    monitoring.register_event_duration_secs_listener(self._on_event)
+
+  def _on_event(self, name, seconds, **kwargs):
+    del kwargs
+    if name == '/jax/core/compile/backend_compile_duration':
+      with self._lock:
+        self.count += 1
+        self.seconds += seconds
+
+
+def matmul_ceiling(n: int = 2048, dtype=jnp.float32, seconds: float = 2.0) -> float:
+  """Achieved FLOP/s of a square matmul: the practical ceiling for dense math here."""
+  x = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda a: a @ a)
+  f(x).block_until_ready()
+  times = []
+  deadline = time.perf_counter() + seconds
+  while time.perf_counter() < deadline or len(times) < 3:
+    start = time.perf_counter()
+    f(x).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * n**3 / statistics.median(times)
+
+
+def model_flops(model: str, *, batch: int, width: int, real_tokens: int, embed_dim: int, hidden_dim: int,
+                num_classes: int, num_layers: int = 1, bidirectional: bool = False) -> dict:
+  """Multiply-add FLOPs of one training step (forward + backward = 3x forward), by hand.
+
+  XLA's cost analysis counts a scan's body once, whatever its length, so the LSTM's
+  recurrence would be undercounted by the sequence length; these formulas are exact for
+  the matmuls and ignore elementwise work. 'executed' counts padded positions (work done),
+  'useful' real tokens only.
+  """
+  if model == 'mlp':
+    per_example = 2 * embed_dim * hidden_dim + 2 * hidden_dim * (hidden_dim * (num_layers - 1) + num_classes)
+    forward = batch * per_example
+    return {'executed': 3 * forward, 'useful': 3 * forward}
+  directions = 2 if bidirectional else 1
+  per_token = 0
+  inputs = embed_dim
+  for _ in range(num_layers):
+    per_token += directions * 2 * (inputs + hidden_dim) * 4 * hidden_dim
+    inputs = directions * hidden_dim
+  head = 2 * batch * inputs * num_classes
+  return {'executed': 3 * (batch * width * per_token + head), 'useful': 3 * (real_tokens * per_token + head)}
+
+
+def peak_host_memory_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB.
+
+
+def peak_device_memory_mib() -> float | None:
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get('peak_bytes_in_use')
+  return None if peak is None else peak / 2**20
+
+
+def time_windows(run_window: Callable[[int], object], windows: int) -> list[float]:
+  """Seconds of each window; run_window(i) returns something to block on."""
+  times = []
+  for i in range(windows):
+    start = time.perf_counter()
+    jax.block_until_ready(run_window(i))
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def batch_totals(batches: Sequence[Batch]) -> tuple[float, float]:
+  """(real examples, real tokens) in batches."""
+  examples = sum(float(np.sum(b.weights)) for b in batches)
+  tokens = sum(float(np.sum(np.asarray(b.lengths) * (np.asarray(b.weights) > 0))) for b in batches)
+  return examples, tokens
