@@ -17,7 +17,7 @@ import numpy as np
 
 from bigjax import metrics as metrics_lib
 from bigjax.data import batching, sources
-from bigjax.data.tokenizer import SubwordTokenizer, train_tokenizer
+from bigjax.data.tokenizer import KINDS, SubwordTokenizer, train_tokenizer
 from bigjax.errors import BigjaxError, ConfigError
 from bigjax.models import registry
 from bigjax.train import loop, optim, parallel
@@ -69,7 +69,7 @@ def load_data(c: ml_collections.ConfigDict, seed: int) -> sources.TextDataset:
       num_classes=c.num_classes)
 
 
-def tokenizer_for(workdir: str, train_texts, vocab_size: int, save: bool = True) -> SubwordTokenizer:
+def tokenizer_for(workdir: str, train_texts, train_fn, save: bool = True) -> SubwordTokenizer:
   """The run's tokenizer: reloaded from the workdir, so a resumed run encodes identically.
 
   Training is deterministic, so every process of a multi-host job trains the same one
@@ -77,7 +77,7 @@ def tokenizer_for(workdir: str, train_texts, vocab_size: int, save: bool = True)
   """
   if os.path.exists(os.path.join(workdir, 'tokenizer.json')):
     return SubwordTokenizer.load(workdir)
-  tokenizer = train_tokenizer(train_texts, vocab_size)
+  tokenizer = train_fn(train_texts)
   if save:
     tokenizer.save(workdir)
   return tokenizer
@@ -124,11 +124,14 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   """Data, tokenizer, model, optimizer and driver from a config. workdir=None keeps nothing on disk."""
   dataset = load_data(config.data, config.seed)
   logging.info('data: %s', dataset.description)
+  if config.data.tokenizer not in KINDS:
+    raise ConfigError(f'data.tokenizer={config.data.tokenizer!r} is unknown; use one of {KINDS}')
+  train_fn = functools.partial(train_tokenizer, vocab_size=config.data.vocab_size, kind=config.data.tokenizer,
+                               min_frequency=config.data.min_frequency)
   if workdir is None:
-    tokenizer = train_tokenizer(dataset.splits['train'].texts, config.data.vocab_size)
+    tokenizer = train_fn(dataset.splits['train'].texts)
   else:
-    tokenizer = tokenizer_for(workdir, dataset.splits['train'].texts, config.data.vocab_size,
-                              save=jax.process_index() == 0)
+    tokenizer = tokenizer_for(workdir, dataset.splits['train'].texts, train_fn, save=jax.process_index() == 0)
   boundaries = batching.bucket_boundaries(config.data.max_len, config.data.smallest_bucket)
 
   def encode(name):

@@ -37,3 +37,15 @@ def test_truncation_keeps_the_first_tokens():
   tok = tok_lib.train_tokenizer(TEXTS, vocab_size=150)
   full = tok.encode([TEXTS[2]], 1000)[0]
   np.testing.assert_array_equal(tok.encode([TEXTS[2]], 4)[0], full[:4])
+
+
+def test_word_level_tokenizer_matches_a_split_on_spaces():
+  tok = tok_lib.train_tokenizer(TEXTS, vocab_size=1000, kind='word', min_frequency=1)
+  words = sorted({w for t in TEXTS for w in t.split()})
+  assert tok.vocab_size == len(words) + len(tok_lib.SPECIAL_TOKENS)
+  for text in TEXTS[:4]:
+    ids = tok.encode([text], 1000)[0]
+    assert len(ids) == len(text.split())
+    assert tok.decode(ids) == text
+  unk = tok_lib.SPECIAL_TOKENS.index(tok_lib.UNK)
+  assert list(tok.encode(['a zebra'], 10)[0])[1] == unk

@@ -57,15 +57,33 @@ class SubwordTokenizer:
       raise DataError(f'{path}: cannot load the tokenizer ({e}); delete it to retrain') from e
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, *, lowercase: bool = True,
+KINDS = ('bpe', 'word')
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, *, kind: str = 'bpe', lowercase: bool = True,
                     min_frequency: int = 2) -> SubwordTokenizer:
-  """Learns a BPE vocabulary of at most `vocab_size` entries from `texts`."""
-  tok = tokenizers.Tokenizer(models.BPE(unk_token=UNK))
+  """Learns a vocabulary of at most `vocab_size` entries from `texts`.
+
+  kind='bpe': subwords over whitespace-separated pieces (no unknown words, only unknown
+  characters). kind='word': whole whitespace-separated words, the most frequent
+  `vocab_size` with at least `min_frequency` occurrences; the rest map to <unk>. The
+  PyTorch peers tokenize this way, so speed comparisons with them use it.
+  """
+  if kind == 'bpe':
+    tok = tokenizers.Tokenizer(models.BPE(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+  elif kind == 'word':
+    tok = tokenizers.Tokenizer(models.WordLevel(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix='##', cleanup=False)  # Joins words with single spaces.
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+  else:
+    raise ValueError(f'unknown tokenizer kind {kind!r}; known: {KINDS}')
   steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
   tok.normalizer = normalizers.Sequence(steps)
-  tok.pre_tokenizer = pre_tokenizers.Metaspace()
-  tok.decoder = decoders.Metaspace()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                special_tokens=list(SPECIAL_TOKENS), show_progress=False)
   tok.train_from_iterator(texts, trainer=trainer)
   return SubwordTokenizer(tok)

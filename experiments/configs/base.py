@@ -27,7 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.num_classes = 0  # 0: from the data.
   c.data.dev_fraction = 0.1  # Carved from train when the data has no dev split.
   c.data.test_fraction = 0.1  # Carved when it has no test split either.
-  c.data.vocab_size = 16000  # Subword (BPE) vocabulary, trained on the train split.
+  c.data.tokenizer = 'bpe'  # bpe (subwords) | word (whole words, as the PyTorch peers do).
+  c.data.vocab_size = 16000  # Vocabulary trained on the train split.
+  c.data.min_frequency = 2  # Rarer pieces are not given an id.
   c.data.max_len = 64  # Tokens kept per text (the first ones).
   c.data.smallest_bucket = 16  # Batch widths: smallest_bucket * 2^k, capped at max_len.
 
