@@ -1,0 +1,78 @@
+"""Train speed of bigjax against the PyTorch peers, side by side in one run.
+
+  python -m experiments.compare_peers --peer_python=/path/to/venv-with-torch/bin/python --rounds=3
+
+For each model the two programs alternate (bigjax, torch, bigjax, torch, ...) so that any
+drift of the machine hits both; the table shows medians and their ratio. Same data
+(SST-2), same tokenization (whole words, vocabulary = train words), embed 300, hidden
+256, batch 64; torch gets --threads 2, XLA uses the machine's 2 cores.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+from absl import app
+from absl import flags
+
+_PEER_PYTHON = flags.DEFINE_string('peer_python', sys.executable, 'Python that has torch installed.')
+_PEERS = flags.DEFINE_string('peers_dir', os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'peers'),
+                             'Folder of torch_lstm.py and torch_bow_mlp.py.')
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds per model.')
+_MODELS = flags.DEFINE_list('models', ['lstm', 'mlp'], 'Which models to compare.')
+_JSON_OUT = flags.DEFINE_string('json_out', '', 'Also write the figures here.')
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER_SCRIPT = {'lstm': 'torch_lstm.py', 'mlp': 'torch_bow_mlp.py'}
+PEER_STEPS = {'lstm': 200, 'mlp': 400}  # As in the peers' README short-run rows.
+SAME_SETUP = ['--config.data.tokenizer=word', '--config.data.min_frequency=1', '--config.data.vocab_size=20000',
+              '--config.data.max_len=64', '--config.model.embed_dim=300', '--config.model.hidden_dim=256',
+              '--config.train.batch_size=64']
+
+
+def run_bigjax(model: str, out: str) -> dict:
+  subprocess.run([sys.executable, '-m', 'experiments.benchmark', f'--config=experiments/configs/{model}_sst2.py',
+                  *SAME_SETUP, f'--json_out={out}'], cwd=ROOT, check=True, capture_output=True)
+  with open(out, encoding='utf-8') as f:
+    r = json.load(f)
+  return {'examples_per_s': r['train']['examples_per_s'], 'tokens_per_s': r['train']['tokens_per_s'],
+          'with_input_pipeline_examples_per_s': r['train']['pipeline_examples_per_s']}
+
+
+def run_peer(model: str, out: str) -> dict:
+  data = os.path.join(_PEERS.value, '..', 'data', 'sst2')
+  subprocess.run([_PEER_PYTHON.value, os.path.join(_PEERS.value, PEER_SCRIPT[model]), f'--data_dir={data}',
+                  '--threads=2', f'--max_steps={PEER_STEPS[model]}', '--embed_dim=300', '--hidden_dim=256',
+                  '--batch_size=64', f'--json_out={out}'], check=True, capture_output=True)
+  with open(out, encoding='utf-8') as f:
+    r = json.load(f)
+  return {'examples_per_s': r['train_examples_per_s'], 'tokens_per_s': r['train_tokens_per_s']}
+
+
+def main(argv):
+  del argv
+  results = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for model in _MODELS.value:
+      runs = {'bigjax': [], 'torch': []}
+      for i in range(_ROUNDS.value):
+        runs['bigjax'].append(run_bigjax(model, os.path.join(tmp, f'bigjax_{model}_{i}.json')))
+        runs['torch'].append(run_peer(model, os.path.join(tmp, f'torch_{model}_{i}.json')))
+        print(f'{model} round {i + 1}: bigjax {runs["bigjax"][-1]}, torch {runs["torch"][-1]}', flush=True)
+      median = {who: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for who, rs in runs.items()}
+      results[model] = {'runs': runs, 'median': median,
+                        'tokens_per_s_ratio': median['bigjax']['tokens_per_s'] / median['torch']['tokens_per_s'],
+                        'examples_per_s_ratio': median['bigjax']['examples_per_s'] / median['torch']['examples_per_s']}
+  print(f'{"model":<6} {"bigjax tokens/s":>16} {"torch tokens/s":>15} {"ratio":>6}')
+  for model, r in results.items():
+    print(f'{model:<6} {r["median"]["bigjax"]["tokens_per_s"]:>16.0f} {r["median"]["torch"]["tokens_per_s"]:>15.0f} '
+          f'{r["tokens_per_s_ratio"]:>6.2f}')
+  if _JSON_OUT.value:
+    with open(_JSON_OUT.value, 'w', encoding='utf-8') as f:
+      json.dump(results, f, indent=2)
+
+
+if __name__ == '__main__':
+  app.run(main)
