@@ -132,7 +132,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
     tokenizer = train_fn(dataset.splits['train'].texts)
   else:
     tokenizer = tokenizer_for(workdir, dataset.splits['train'].texts, train_fn, save=jax.process_index() == 0)
-  boundaries = batching.bucket_boundaries(config.data.max_len, config.data.smallest_bucket)
+  boundaries = batching.bucket_boundaries(config.data.max_len, config.data.smallest_bucket,
+                                          config.data.bucket_growth)
 
   def encode(name):
     split = dataset.splits[name]

@@ -15,6 +15,7 @@ def test_bucket_boundaries():
   assert batching.bucket_boundaries(64) == (16, 32, 64)
   assert batching.bucket_boundaries(100) == (16, 32, 64, 100)
   assert batching.bucket_boundaries(8) == (8,)
+  assert batching.bucket_boundaries(64, 8, growth=1.25) == (8, 12, 16, 20, 28, 36, 48, 60, 64)
 
 
 def test_epoch_covers_every_example_once_with_filler_rows():

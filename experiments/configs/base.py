@@ -31,7 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.vocab_size = 16000  # Vocabulary trained on the train split.
   c.data.min_frequency = 2  # Rarer pieces are not given an id.
   c.data.max_len = 64  # Tokens kept per text (the first ones).
-  c.data.smallest_bucket = 16  # Batch widths: smallest_bucket * 2^k, capped at max_len.
+  c.data.smallest_bucket = 16  # Batch widths: smallest_bucket * bucket_growth^k (rounded), up to max_len.
+  c.data.bucket_growth = 2.0  # Smaller: less padding, more compiled shapes.
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'mlp'  # mlp | lstm
