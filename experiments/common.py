@@ -3,14 +3,18 @@
 Config stops here: everything below receives plain arguments.
 """
 import dataclasses
+import difflib
+import errno
 import functools
 import hashlib
 import json
 import logging
 import os
+import runpy
 import sys
 from typing import Any, Callable, Optional
 
+from absl import flags
 import jax
 import ml_collections
 import numpy as np
@@ -190,8 +194,6 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
   workdir = prepare_workdir(workdir)
   exp = build_experiment(config, workdir)
   is_main = jax.process_index() == 0
-  if is_main:
-    write_run_info(workdir, config, exp.derived)
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
   try:
     return loop.train_and_evaluate(
@@ -199,7 +201,9 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
         schedule=loop.Schedule(exp.total_steps, exp.checkpoint_every_steps, config.train.log_every_steps,
                                config.checkpoint.keep_latest, config.checkpoint.keep_best),
         workdir=workdir, meta={'compatibility': exp.compatibility, 'config': config.to_dict()}, writer=writer,
-        stop_after_steps=stop_after_steps)
+        stop_after_steps=stop_after_steps, nan_policy=config.train.nan_policy,
+        # config.json only once the workdir's checkpoints are known to be this run's.
+        on_start=lambda: is_main and write_run_info(workdir, config, exp.derived))
   finally:
     writer.close()
 
@@ -217,19 +221,114 @@ def write_run_info(workdir: str, config, derived: dict) -> None:
 
 
 class _DropLibraryChatter(logging.Filter):
-  """Orbax logs each save and restore step at INFO through absl; keep its warnings only."""
+  """Orbax logs each save and restore step at INFO through absl; keep its warnings only.
+
+  Its errors (with tracebacks) only with --verbose: a failed save reaches the user as
+  one CheckpointError that names the step and the cause.
+  """
+
+  def __init__(self, verbose: bool = False):
+    super().__init__()
+    self.verbose = verbose
 
   def filter(self, record):
-    return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+    if '/orbax/' not in record.pathname:
+      return True
+    return record.levelno >= logging.WARNING and (self.verbose or record.levelno < logging.ERROR)
 
 
-def quiet_library_logs():
+def quiet_library_logs(verbose: bool = False):
   for handler in logging.getLogger().handlers + logging.getLogger('absl').handlers:
-    handler.addFilter(_DropLibraryChatter())
+    handler.addFilter(_DropLibraryChatter(verbose))
+  if not verbose:
+    previous = sys.unraisablehook
+
+    def drop_closed_loop_noise(unraisable):
+      # When one write of a save fails (a full disk), TensorStore completes the others on
+      # Orbax's already closed event loop: a traceback each, after the real error.
+      if not (unraisable.exc_type is RuntimeError and 'Event loop is closed' in str(unraisable.exc_value)):
+        previous(unraisable)
+
+    sys.unraisablehook = drop_closed_loop_noise
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Values that would otherwise fail deep inside with a traceback (or train nonsense)."""
+  at_least = {'train.steps': 0, 'train.epochs': 0, 'train.batch_size': 1, 'train.eval_batch_size': 1,
+              'train.log_every_steps': 1, 'model.embed_dim': 1, 'optim.warmup_steps': 0,
+              'checkpoint.every_steps': 0, 'checkpoint.keep_latest': 1, 'checkpoint.keep_best': 0}
+  for key, low in at_least.items():
+    section, name = key.split('.')
+    if config[section][name] < low:
+      raise ConfigError(f'{key}={config[section][name]} must be >= {low}')
+  if not (config.train.steps or config.train.epochs):
+    raise ConfigError('train.steps=0 and train.epochs=0: nothing to train; set one of them')
+  for key in ('model.dropout', 'model.word_dropout'):
+    section, name = key.split('.')
+    if not 0.0 <= config[section][name] < 1.0:
+      raise ConfigError(f'{key}={config[section][name]} must be in [0, 1)')
+  if config.train.nan_policy not in loop.NAN_POLICIES:
+    raise ConfigError(f'train.nan_policy={config.train.nan_policy!r} is unknown; use one of {loop.NAN_POLICIES}')
+  try:  # optim names its choices itself.
+    optim.make_optimizer(config.optim.name, optim.make_schedule(config.optim.schedule, 1.0, 10))
+  except ValueError as e:
+    raise ConfigError(f'optim: {e}') from None
+
+
+def _bad_override(argv: list[str]) -> Optional[str]:
+  """The first --config.KEY=... whose KEY the config file lacks, as a message; None if all exist."""
+  path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  try:
+    config = runpy.run_path(path.split(':')[0])['get_config']()
+  except Exception:  # pylint: disable=broad-except
+    return None  # The config file itself is the problem; absl's message names it.
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    key = arg[len('--config.'):].split('=', 1)[0]
+    node, parts = config, key.split('.')
+    for depth, part in enumerate(parts):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        where = '.'.join(parts[:depth]) or 'the config'
+        keys = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        close = difflib.get_close_matches(part, keys, n=1)
+        hint = f'did you mean {".".join(parts[:depth] + close)}? ' if close else ''
+        return (f'--config.{key}: {where} has no key {part!r}; {hint}keys there: {", ".join(keys)} (see '
+                f'{path})')
+      node = node[part]
+  return None
+
+
+def parse_flags(argv: list[str]):
+  """absl's flag parser, but a bad flag, config file or override is one line and exit status 2."""
+  try:
+    rest = flags.FLAGS(argv)
+    if 'config' in flags.FLAGS and flags.FLAGS['config'].value is not None:
+      flags.FLAGS['config'].value.get('seed')  # config_flags raises a config file's load error on first use.
+    return rest
+  except Exception as e:  # config_flags raises flags.Error, OSError, SyntaxError, KeyError, AttributeError.
+    if any(a in ('--verbose', '--verbose=true', '--verbose=1') for a in argv):
+      raise
+    if isinstance(e, flags.Error):
+      message = f'{e} (--helpfull lists the flags; config keys and their types are in the --config file)'
+    elif isinstance(e, (KeyError, AttributeError)) and _bad_override(argv):
+      message = _bad_override(argv)
+    elif isinstance(e, SyntaxError):
+      message = f'{e.filename}:{e.lineno}: {e.msg} (a syntax error in the --config file)'
+    else:  # e.g. a missing --config file: config_flags' message says which and where it looked.
+      cause = e.__cause__ or e
+      lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+      message = f'cannot load --config: {lines[-1] if lines else type(cause).__name__}'
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
 
 
 def exit_on_user_error(main_fn, verbose: bool):
-  """Runs main_fn; a BigjaxError becomes one clear line and exit status 2 (traceback with --verbose)."""
+  """Runs main_fn; a user's error becomes one clear line and exit status 2 (traceback with --verbose).
+
+  User errors: a BigjaxError, a full disk, and an interrupt before a checkpoint could be
+  saved (exit status 130, as shells report Ctrl-C).
+  """
   try:
     return main_fn()
   except BigjaxError as e:
@@ -237,3 +336,15 @@ def exit_on_user_error(main_fn, verbose: bool):
       raise
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except OSError as e:
+    if verbose or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    print(f'error: {e.filename or "writing"}: {e.strerror}; free some space (or move --workdir) and rerun the '
+          'same command to resume from the last checkpoint', file=sys.stderr)
+    sys.exit(2)
+  except KeyboardInterrupt as e:
+    if verbose:
+      raise
+    print(f'error: interrupted ({e or "SIGINT"}) before a checkpoint was saved; rerun the same command to resume '
+          'from the last checkpoint', file=sys.stderr)
+    sys.exit(130)

@@ -3,7 +3,9 @@
   python -m experiments.train --config=experiments/configs/mlp_sst2.py --workdir=runs/mlp_sst2 \
       [--config.train.epochs=5 --config.data.path=/my/data ...]
 
-Rerunning the same command resumes from the newest checkpoint in --workdir.
+Rerunning the same command resumes from the newest checkpoint in --workdir. SIGTERM or
+SIGINT saves a checkpoint at the next step boundary and exits 0. Exit status 2: a user
+error, printed as one line (--verbose for the traceback). See docs/reliability.md.
 """
 from absl import app
 from absl import flags
@@ -25,12 +27,13 @@ _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Fake CPU devices per proc
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.INFO)
-  common.quiet_library_logs()
+  common.quiet_library_logs(_VERBOSE.value)
 
   def run():
+    if len(argv) > 1:
+      raise common.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
+    common.check_config(_CONFIG.value)
     common.initialize_distributed(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                   process_id=_PROCESS_ID.value, auto=_DISTRIBUTED.value,
                                   cpu_devices=_CPU_DEVICES.value)
@@ -41,4 +44,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  app.run(main, flags_parser=common.parse_flags)

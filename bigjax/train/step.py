@@ -87,9 +87,20 @@ def train_step(state: TrainState, batch: Batch, *, loss_fn: Callable, tx,
     grad_sums, sums = jax.lax.psum((grad_sums, sums), axis_name)
   count = jnp.maximum(sums['examples'], 1.0)
   grads = jax.tree.map(lambda g: g / count, grad_sums)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  sums = dict(sums, grad_norm_sum=optax.tree.norm(grads), steps=jnp.ones((), jnp.float32))
+  grad_norm = optax.tree.norm(grads)
+  # A NaN/Inf loss or gradient leaves params and optimizer state as they were, so no
+  # checkpoint ever holds its result; the loop then stops or skips (train.nan_policy).
+  # lax.cond, not jnp.where over the state: the where cost 25% of an SST-2 MLP step on CPU.
+  finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums.get('loss', 0.0))
+
+  def apply(params, opt_state):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  params, opt_state = jax.lax.cond(finite, apply, lambda *kept: kept, state.params, state.opt_state)
+  sums = jax.tree.map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), dict(sums, grad_norm_sum=grad_norm))
+  sums.update(steps=jnp.ones((), jnp.float32), nonfinite_steps=1.0 - finite.astype(jnp.float32),
+              first_nonfinite_step=jnp.where(finite, jnp.iinfo(jnp.int32).max, state.step + 1))
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums
 
 

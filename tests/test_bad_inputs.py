@@ -1,0 +1,441 @@
+"""Bad inputs through the real entry point, as a user meets them.
+
+Each case runs `python -m experiments.train` on one mistake and expects one line
+`error: ...` that says what and where (and what to do), exit status 2, no traceback,
+and every file the workdir held before (a previous run's checkpoints, tokenizer,
+config, metrics) unchanged. tests/test_sources.py checks the data messages in detail;
+here the point is what the user sees end to end.
+
+Not covered: a mismatched `init_from` (finetuning does not exist yet).
+
+Speed: a fresh interpreter per case would spend ~5 s importing JAX each. One helper
+process imports the libraries once (no JAX backend, no threads yet), then forks a
+child per case that runs experiments/train.py as __main__ with the case's argv: the
+same flag parsing, config loading and error handling as the real command.
+"""
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import traceback
+
+import pytest
+
+from experiments import common
+from test_reliability import config_args
+from test_train import tiny_config, write_corpus
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(ROOT, 'tests')
+
+
+@dataclasses.dataclass
+class Env:
+  """What a case may change: its own copy of a good corpus and of a previous run's workdir."""
+  data: str
+  workdir: str
+  tmp: str
+  args: list  # The previous run's flags minus --config.data.path and --workdir.
+
+  def argv(self, *extra, data=None, workdir=None):
+    return (self.args + [f'--config.data.path={self.data if data is None else data}',
+                         f'--workdir={self.workdir if workdir is None else workdir}'] + list(extra))
+
+  def write(self, name, content, folder=None):
+    path = os.path.join(folder or self.data, name)
+    with open(path, 'wb' if isinstance(content, bytes) else 'w') as f:
+      f.write(content)
+    return path
+
+  def folder(self, name):
+    path = os.path.join(self.tmp, name)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+CASES = {}
+
+
+def case(*expected, rc=2):
+  """Registers fn(env) -> argv; `expected` are substrings of the error line."""
+  def register(fn):
+    CASES[fn.__name__] = (fn, expected, rc)
+    return fn
+  return register
+
+
+# --- Data files -----------------------------------------------------------------------
+
+@case('train.txt:3:', 'byte ff', 'not valid utf-8', 'data.encoding')
+def undecodable_bytes(env):
+  env.write('train.txt', b'1 good movie\n0 bad movie\n1 caf\xff great\n' + open(f'{env.data}/train.txt', 'rb').read())
+  return env.argv()
+
+
+@case('train.txt:2:', "label 'positive' is not an integer", '"LABEL text"')
+def non_integer_label(env):
+  env.write('train.txt', '1 good movie\npositive great film\n' + open(f'{env.data}/train.txt').read())
+  return env.argv()
+
+
+@case('train.txt:1:', 'label 1 has no text after it')
+def missing_text(env):
+  env.write('train.txt', '1\n' + open(f'{env.data}/train.txt').read())
+  return env.argv()
+
+
+@case('dev.txt:1:', 'label 7 is out of range [0, 2)', 'data.num_classes')
+def label_out_of_range(env):
+  env.write('dev.txt', '7 good movie\n' + open(f'{env.data}/dev.txt').read())
+  return env.argv('--config.data.num_classes=2')
+
+
+@case('train.txt:1:', 'label -1 is out of range')
+def negative_label(env):
+  env.write('train.txt', '-1 good movie\n' + open(f'{env.data}/train.txt').read())
+  return env.argv()
+
+
+@case('only 1 class', 'at least 2')
+def one_class(env):
+  for name in ('train.txt', 'dev.txt', 'test.txt'):
+    env.write(name, ''.join(f'0 movie number {i}\n' for i in range(30)))
+  return env.argv()
+
+
+@case('dev.txt is an empty file')
+def empty_file(env):
+  env.write('dev.txt', '')
+  return env.argv()
+
+
+@case('test.txt: no examples after parsing')
+def empty_split(env):
+  env.write('test.txt', '\n\n  \n')
+  return env.argv()
+
+
+@case('train.txt:2: line is', 'longer than data.max_line_bytes', '--config.data.max_line_bytes')
+def one_megabyte_line(env):
+  env.write('train.txt', '1 good\n0 ' + 'x' * 1_100_000 + '\n')
+  return env.argv()
+
+
+def imdb_archive(path, reviews=40):
+  with tarfile.open(path, 'w:gz') as tar:
+    for i in range(reviews):
+      data = (f'review {i} ' * 200).encode()
+      info = tarfile.TarInfo(f'aclImdb/train/{("neg", "pos")[i % 2]}/{i}_7.txt')
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+
+
+@case('aclImdb_v1.tar.gz: archive is truncated or corrupt', 'download aclImdb_v1.tar.gz again')
+def truncated_archive(env):
+  path = os.path.join(env.folder('imdb'), 'aclImdb_v1.tar.gz')
+  imdb_archive(path)
+  os.truncate(path, os.path.getsize(path) // 2)
+  return env.argv(data=path)
+
+
+@case('aclImdb_v1.tar.gz is not a gzip file', 'download aclImdb_v1.tar.gz again')
+def not_gzip_archive(env):
+  path = env.write('aclImdb_v1.tar.gz', '<html>404 Not Found</html>\n', folder=env.folder('imdb'))
+  return env.argv(data=path)
+
+
+@case('gzip_but_not_tar.tar.gz: archive is truncated or corrupt')
+def gzip_but_not_tar(env):
+  path = env.write('gzip_but_not_tar.tar.gz', gzip.compress(b'just text, no tar\n' * 100), folder=env.folder('gz'))
+  return env.argv(data=path)
+
+
+@case("train.tsv: no column 'text'", "columns found: 'sentence', 'label'", '--config.data.text_column=sentence')
+def tsv_wrong_columns(env):
+  folder = env.folder('tsv')
+  env.write('train.tsv', 'sentence\tlabel\ngood film\t1\nbad film\t0\n', folder=folder)
+  return env.argv(data=folder)
+
+
+@case('train.csv:3: row has 3 fields but the header has 2', 'delimiter')
+def csv_wrong_field_count(env):
+  folder = env.folder('csv')
+  env.write('train.csv', 'text,label\ngood film,1\nbad, dull film,0\n', folder=folder)
+  return env.argv(data=folder)
+
+
+@case('train.jsonl:2: bad JSON', 'one object like')
+def jsonl_bad_json(env):
+  folder = env.folder('jsonl')
+  env.write('train.jsonl', '{"text": "good", "label": 1}\n{"text": "bad", "label": 0\n', folder=folder)
+  return env.argv(data=folder)
+
+
+@case("train.jsonl:1: no key 'label'", 'data.label_column')
+def jsonl_missing_label(env):
+  folder = env.folder('jsonl')
+  env.write('train.jsonl', '{"text": "good", "stars": 1}\n', folder=folder)
+  return env.argv(data=folder)
+
+
+@case('train.jsonl:1: label [1] must be an integer or a string')
+def jsonl_list_label(env):
+  folder = env.folder('jsonl')
+  env.write('train.jsonl', '{"text": "good", "label": [1]}\n', folder=folder)
+  return env.argv(data=folder)
+
+
+@case("dev.tsv:2: label 'neutral' does not occur in train", 'same label names')
+def dev_label_not_in_train(env):
+  folder = env.folder('tsv')
+  env.write('train.tsv', 'text\tlabel\n' + 'good\tpos\nbad\tneg\n' * 20, folder=folder)
+  env.write('dev.tsv', 'text\tlabel\nso so\tneutral\n', folder=folder)
+  return env.argv(data=folder)
+
+
+@case('Unknown data format in folder', 'data.xml', 'supported:')
+def unknown_format(env):
+  folder = env.folder('xml')
+  env.write('data.xml', '<reviews/>', folder=folder)
+  return env.argv(data=folder)
+
+
+@case("data.path '/nonexistent/corpus' does not exist")
+def missing_data_path(env):
+  return env.argv(data='/nonexistent/corpus')
+
+
+@case('No data given', 'data.path', 'data.name')
+def no_data_given(env):
+  return env.argv(data='')
+
+
+@case("Unknown tensorflow-datasets name 'no_such_dataset_xyz'", 'data.path to local files')
+def unknown_tfds_name(env):
+  return env.argv('--config.data.name=no_such_dataset_xyz', data='')
+
+
+@case("Unknown data.encoding 'klingon'", 'latin-1')
+def unknown_encoding(env):
+  return env.argv('--config.data.encoding=klingon')
+
+
+# --- Config and flags -------------------------------------------------------------------
+
+@case("--config.train.bogus: train has no key 'bogus'", 'keys there:', 'batch_size')
+def unknown_config_key(env):
+  return env.argv('--config.train.bogus=1')
+
+
+@case("--config.trian.steps: the config has no key 'trian'", 'did you mean train?')
+def misspelled_config_section(env):
+  return env.argv('--config.trian.steps=3')
+
+
+@case('flag --config.train.steps=abc', 'invalid literal for int()')
+def bad_override_type(env):
+  return env.argv('--config.train.steps=abc')
+
+
+@case('train.log_every_steps=0 must be >= 1')
+def bad_override_value(env):
+  return env.argv('--config.train.log_every_steps=0')
+
+
+@case("optim: unknown optimizer 'adamx'", 'known: adam, adamw, sgd')
+def unknown_optimizer(env):
+  return env.argv('--config.optim.name=adamx')
+
+
+@case("train.nan_policy='maybe' is unknown", "'stop', 'skip'")
+def unknown_nan_policy(env):
+  return env.argv('--config.train.nan_policy=maybe')
+
+
+@case("model.name='transformer' is unknown")
+def unknown_model(env):
+  return env.argv('--config.model.name=transformer')
+
+
+@case('cannot load --config', 'No such file or directory', '/nonexistent/config.py')
+def missing_config_file(env):
+  return ['--config=/nonexistent/config.py'] + [arg for arg in env.argv() if not arg.startswith('--config=')]
+
+
+@case('broken.py:2: ', 'a syntax error in the --config file')
+def config_syntax_error(env):
+  path = env.write('broken.py', 'def get_config():\n  return {\n', folder=env.folder('configs'))
+  return [f'--config={path}', f'--workdir={env.workdir}']
+
+
+@case("unexpected arguments ['train']", '--name=value')
+def unexpected_positional_argument(env):
+  return env.argv('train')
+
+
+@case("Unknown command line flag 'work_dir'", '--helpfull')
+def unknown_flag(env):
+  return env.argv('--work_dir=/tmp/x')
+
+
+# --- Workdir ----------------------------------------------------------------------------
+
+@case('Flag --workdir must have a value')
+def missing_workdir(env):
+  return [arg for arg in env.argv() if not arg.startswith('--workdir=')]
+
+
+@case('cannot be written', 'Not a directory', 'choose a writable folder')
+def unwritable_workdir(env):
+  blocker = env.write('a_file', 'not a folder', folder=env.tmp)
+  return env.argv(workdir=os.path.join(blocker, 'run'))
+
+
+@case('cannot be written', 'choose a writable folder')
+def workdir_is_a_file(env):
+  return env.argv(workdir=env.write('a_file', 'not a folder', folder=env.tmp))
+
+
+@case('written by an incompatible run', 'model.hidden_dim: saved 16, this run 8', 'use another --workdir')
+def workdir_of_an_incompatible_run(env):
+  return env.argv('--config.model.hidden_dim=8')
+
+
+@case('written by an incompatible run', 'data: saved')
+def workdir_of_a_run_on_other_data(env):
+  env.write('train.txt', open(f'{env.data}/train.txt').read() + '1 one more good film\n')
+  return env.argv()
+
+
+@case('tokenizer.json: cannot load the tokenizer', 'delete it to retrain')
+def corrupt_tokenizer(env):
+  env.write('tokenizer.json', '{"version": "1.0", "trunc', folder=env.workdir)
+  return env.argv()
+
+
+@case('none of the checkpoints [5] can be restored', 'see the warnings above')
+def every_checkpoint_damaged(env):
+  shutil.rmtree(os.path.join(env.workdir, 'checkpoints', '5', 'state'))
+  return env.argv()
+
+
+@case('Traceback', "data.path '/nonexistent/corpus' does not exist")
+def verbose_shows_the_traceback(env):
+  return env.argv('--verbose', data='/nonexistent/corpus')
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def snapshot(folder):
+  """{relative path: sha256} of every file under folder."""
+  out = {}
+  for root, _, files in os.walk(folder):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def serve(cases_path, results_path, timeout=180):
+  """Runs each case's argv through experiments/train.py in a forked child (see the docstring)."""
+  with open(cases_path) as f:
+    cases = json.load(f)
+  results = {}
+  for name, argv in cases.items():
+    log_path = f'{results_path}.{name}.log'
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # The child: the entry point, exactly as `python -m experiments.train ARGV`.
+      fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+      os.dup2(fd, 1)
+      os.dup2(fd, 2)
+      sys.argv = [os.path.join(ROOT, 'experiments', 'train.py')] + argv
+      code = 0
+      try:
+        runpy.run_module('experiments.train', run_name='__main__', alter_sys=True)
+      except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):
+          print(e.code, file=sys.stderr)
+      except BaseException:  # pylint: disable=broad-except
+        traceback.print_exc()
+        code = 1
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(code)  # pylint: disable=protected-access
+    while True:
+      done, status = os.waitpid(pid, os.WNOHANG)
+      if done:
+        code = os.waitstatus_to_exitcode(status)
+        break
+      if time.monotonic() - started > timeout:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        code = 'timeout'
+        break
+      time.sleep(0.02)
+    with open(log_path, errors='replace') as f:
+      results[name] = {'rc': code, 'output': f.read(), 'seconds': time.monotonic() - started}
+  with open(results_path, 'w') as f:
+    json.dump(results, f)
+
+
+@pytest.fixture(scope='module')
+def outcomes(tmp_path_factory):
+  """Prepares every case, runs them all in one helper process, returns {name: outcome}."""
+  tmp = tmp_path_factory.mktemp('bad_inputs')
+  corpus = write_corpus(str(tmp / 'corpus'))
+  previous = str(tmp / 'previous_run')
+  config = tiny_config(corpus)
+  common.run_training(config, previous, stop_after_steps=5)  # Checkpoint 5, tokenizer, config, metrics.
+  base_args = [a for a in config_args(config) if not a.startswith('--config.data.path=')]
+  envs, argvs, before = {}, {}, {}
+  for name, (fn, _, _) in CASES.items():
+    folder = tmp / name
+    env = Env(data=str(folder / 'data'), workdir=str(folder / 'workdir'), tmp=str(folder), args=list(base_args))
+    shutil.copytree(corpus, env.data)
+    shutil.copytree(previous, env.workdir)
+    argvs[name] = fn(env)
+    before[name] = snapshot(env.workdir)
+    envs[name] = env
+  cases_path, results_path = tmp / 'cases.json', tmp / 'results.json'
+  cases_path.write_text(json.dumps(argvs))
+  subprocess.run([sys.executable, '-c', f'import sys; sys.path[:0] = {[ROOT, TESTS]!r}; import test_bad_inputs; '
+                  f'test_bad_inputs.serve({str(cases_path)!r}, {str(results_path)!r})'],
+                 cwd=ROOT, check=True, timeout=900)
+  results = json.loads(results_path.read_text())
+  for name, env in envs.items():
+    after = snapshot(env.workdir)
+    results[name]['lost'] = sorted(p for p, digest in before[name].items() if after.get(p) != digest)
+  return results
+
+
+def test_there_are_at_least_25_cases():
+  assert len(CASES) >= 25
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_bad_input(outcomes, name):
+  _, expected, rc = CASES[name]
+  outcome = outcomes[name]
+  output = outcome['output']
+  errors = [line for line in output.splitlines() if line.startswith('error: ')]
+  if name == 'verbose_shows_the_traceback':
+    assert outcome['rc'] != 0 and all(e in output for e in expected), output[-3000:]
+    return
+  assert outcome['rc'] == rc, output[-3000:]
+  assert len(errors) == 1, output[-3000:]
+  assert 'Traceback' not in output, output[-3000:]
+  for e in expected:
+    assert e in errors[0], (e, errors[0])
+  assert not outcome['lost'], f'changed or deleted in the workdir: {outcome["lost"]}'
