@@ -75,7 +75,7 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
   assert config['derived']['processes'] == 2 and config['derived']['global_batch_rows'] == 16
 
 
-def test_checkpoint_from_8_devices_continues_on_1_and_on_4(tmp_path):
+def test_checkpoint_from_8_devices_continues_on_1_and_on_4_and_back_on_8(tmp_path):
   data = write_corpus(tmp_path / 'data')
   finish(launch(tiny_args(data, tmp_path / 'eight', steps=10), cpu_devices=8))
   for name in ('one', 'four', 'straight'):
@@ -89,3 +89,6 @@ def test_checkpoint_from_8_devices_continues_on_1_and_on_4(tmp_path):
   for name in ('one', 'four'):
     assert results(tmp_path / name)['step'] == 20
     assert_same_params(results(tmp_path / name), straight)
+  # And the other way: the checkpoint written on 1 device continues on 8.
+  log = finish(launch(tiny_args(data, tmp_path / 'one', steps=25), cpu_devices=8))
+  assert 'resuming from step 20' in log and results(tmp_path / 'one')['step'] == 25

@@ -57,7 +57,7 @@ class SubwordTokenizer:
       raise DataError(f'{path}: cannot load the tokenizer ({e}); delete it to retrain') from e
 
 
-KINDS = ('bpe', 'word')
+KINDS = ('bpe', 'word', 'wordpunct')
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, *, kind: str = 'bpe', lowercase: bool = True,
@@ -68,6 +68,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, *, kind: str = 'bpe',
   characters). kind='word': whole whitespace-separated words, the most frequent
   `vocab_size` with at least `min_frequency` occurrences; the rest map to <unk>. The
   PyTorch peers tokenize this way, so speed comparisons with them use it.
+  kind='wordpunct': like 'word', but runs of letters/digits and runs of punctuation are
+  separate tokens ("great!" -> "great", "!"), for raw text such as IMDB reviews.
   """
   if kind == 'bpe':
     tok = tokenizers.Tokenizer(models.BPE(unk_token=UNK))
@@ -75,9 +77,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, *, kind: str = 'bpe',
     tok.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                   special_tokens=list(SPECIAL_TOKENS), show_progress=False)
-  elif kind == 'word':
+  elif kind in ('word', 'wordpunct'):
     tok = tokenizers.Tokenizer(models.WordLevel(unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit() if kind == 'word' else pre_tokenizers.Whitespace()
     tok.decoder = decoders.WordPiece(prefix='##', cleanup=False)  # Joins words with single spaces.
     trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                         special_tokens=list(SPECIAL_TOKENS), show_progress=False)

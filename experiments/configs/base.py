@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.num_classes = 0  # 0: from the data.
   c.data.dev_fraction = 0.1  # Carved from train when the data has no dev split.
   c.data.test_fraction = 0.1  # Carved when it has no test split either.
-  c.data.tokenizer = 'bpe'  # bpe (subwords) | word (whole words, as the PyTorch peers do).
+  c.data.tokenizer = 'bpe'  # bpe (subwords) | word (space-separated words, as the PyTorch peers) | wordpunct.
   c.data.vocab_size = 16000  # Vocabulary trained on the train split.
   c.data.min_frequency = 2  # Rarer pieces are not given an id.
   c.data.max_len = 64  # Tokens kept per text (the first ones).
@@ -58,6 +58,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.accum_steps = 1  # Micro-batches per step: same update, 1/accum_steps of the activation memory.
   c.train.eval_batch_size = 256
   c.train.log_every_steps = 50
+  # A step with a NaN/Inf loss or gradient is never applied; 'stop': the run stops with an
+  # error naming it; 'skip': it is dropped with a warning and training goes on.
+  c.train.nan_policy = 'stop'
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 0  # Save (and evaluate dev) every N steps; 0: once per epoch.
