@@ -269,6 +269,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'{key}={config[section][name]} must be in [0, 1)')
   if config.train.nan_policy not in loop.NAN_POLICIES:
     raise ConfigError(f'train.nan_policy={config.train.nan_policy!r} is unknown; use one of {loop.NAN_POLICIES}')
+  # Choices checked here too, so that a typo fails before minutes of data loading.
+  for key, choices in (('model.name', sorted(registry.MODELS)), ('parallel', parallel.MODES),
+                       ('data.tokenizer', KINDS)):
+    value = config[key.split('.')[0]][key.split('.')[1]] if '.' in key else config[key]
+    if value not in choices:
+      raise ConfigError(f'{key}={value!r} is unknown; use one of {tuple(choices)}')
   try:  # optim names its choices itself.
     optim.make_optimizer(config.optim.name, optim.make_schedule(config.optim.schedule, 1.0, 10))
   except ValueError as e:
