@@ -29,6 +29,7 @@ _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.
 
 
 def measure(config) -> dict:
+  common.check_config(config)
   compiles = bench.CompileCounter()
   exp = common.build_experiment(config, workdir=None)
   driver, k, windows = exp.driver, _WINDOW_STEPS.value, _WINDOWS.value

@@ -125,11 +125,12 @@ class Experiment:
 
 
 def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) -> Experiment:
-  """Data, tokenizer, model, optimizer and driver from a config. workdir=None keeps nothing on disk."""
+  """Data, tokenizer, model, optimizer and driver from a config. workdir=None keeps nothing on disk.
+
+  Entry points run check_config first, so bad choices fail before any data is read.
+  """
   dataset = load_data(config.data, config.seed)
   logging.info('data: %s', dataset.description)
-  if config.data.tokenizer not in KINDS:
-    raise ConfigError(f'data.tokenizer={config.data.tokenizer!r} is unknown; use one of {KINDS}')
   train_fn = functools.partial(train_tokenizer, vocab_size=config.data.vocab_size, kind=config.data.tokenizer,
                                min_frequency=config.data.min_frequency)
   if workdir is None:
@@ -147,8 +148,6 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   accum_steps = config.train.accum_steps
   if accum_steps < 1 or config.train.batch_size < accum_steps:
     raise ConfigError(f'train.accum_steps={accum_steps} must be between 1 and train.batch_size')
-  if config.parallel not in parallel.MODES:
-    raise ConfigError(f'parallel={config.parallel!r} is unknown; use one of {parallel.MODES}')
   # Each process builds only its rows of every global batch (see batching.Sharding).
   sharding = batching.Sharding(jax.process_index(), jax.process_count(),
                                parallel.rows_multiple(config.parallel, accum_steps))
