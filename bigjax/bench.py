@@ -73,6 +73,11 @@ def peak_host_memory_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB.
 
 
+def minor_page_faults() -> int:
+  """This process's minor page faults so far: each is a page of fresh memory touched."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def peak_device_memory_mib() -> float | None:
   stats = jax.devices()[0].memory_stats() or {}
   peak = stats.get('peak_bytes_in_use')

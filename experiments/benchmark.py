@@ -54,7 +54,9 @@ def measure(config) -> dict:
       state, _ = driver.train_step(state, b)
     return state
 
+  faults_before = bench.minor_page_faults()
   device_times = bench.time_windows(device_window, windows)
+  faults_per_step = (bench.minor_page_faults() - faults_before) / steps
 
   def pipeline_window(i):  # As the training loop runs: batches built on a prefetch thread.
     nonlocal state
@@ -94,6 +96,7 @@ def measure(config) -> dict:
       'config': {'model': m.to_dict(), 'batch_size': config.train.batch_size, 'max_len': config.data.max_len,
                  'parallel': config.parallel, 'data': config.data.path or config.data.name},
       'devices': [str(d) for d in jax.devices()],
+      'host': {'keep_freed_memory': common.keeps_freed_memory(), 'minor_page_faults_per_step': faults_per_step},
       'train': {'examples_per_s': examples_per_s, 'tokens_per_s': tokens_per_s,
                 'step_ms': 1000 * statistics.median(device_times) / k,
                 'pipeline_examples_per_s': pipeline_examples_per_s,
@@ -134,6 +137,7 @@ def print_table(r: dict) -> None:
       ('eval examples/s', f"{r['eval']['examples_per_s']:.0f}"),
       ('inference examples/s', f"{r['inference']['examples_per_s']:.0f}"),
       ('peak host memory MiB', f"{r['memory']['peak_host_mib']:.0f}"),
+      ('page faults per train step', f"{r['host']['minor_page_faults_per_step']:.0f} (keep_freed_memory={r['host']['keep_freed_memory']})"),
   ]
   width = max(len(name) for name, _ in rows)
   for name, value in rows:
@@ -143,6 +147,7 @@ def print_table(r: dict) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  common.setup_host()
   common.quiet_library_logs()
   logging.set_verbosity(logging.WARNING)
   results = common.exit_on_user_error(lambda: measure(_CONFIG.value), _VERBOSE.value)

@@ -19,9 +19,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from bigjax import hostmem
 from bigjax import metrics as metrics_lib
 from bigjax.data import batching, sources
-from bigjax.data.tokenizer import KINDS, SubwordTokenizer, train_tokenizer
+from bigjax.data.tokenizer import KINDS, TRUNCATIONS, SubwordTokenizer, train_tokenizer
 from bigjax.errors import BigjaxError, ConfigError
 from bigjax.models import registry
 from bigjax.train import loop, optim, parallel
@@ -100,7 +101,7 @@ def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int)
   common = dict(vocab_size=vocab_size, num_classes=num_classes, embed_dim=c.embed_dim, dropout=c.dropout)
   if c.name == 'mlp':
     return registry.build_model('mlp', hidden_dims=(c.hidden_dim,) * c.num_layers, word_dropout=c.word_dropout,
-                                **common)
+                                bigram_buckets=c.bigram_buckets, **common)
   if c.name == 'lstm':
     return registry.build_model('lstm', hidden_dim=c.hidden_dim, num_layers=c.num_layers,
                                 bidirectional=c.bidirectional, **common)
@@ -142,7 +143,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
 
   def encode(name):
     split = dataset.splits[name]
-    return batching.EncodedSplit.from_rows(tokenizer.encode(split.texts, config.data.max_len), split.labels)
+    return batching.EncodedSplit.from_rows(tokenizer.encode(split.texts, config.data.max_len, config.data.keep), split.labels)
 
   train, dev, test = encode('train'), encode('dev'), encode('test')
   accum_steps = config.train.accum_steps
@@ -236,6 +237,26 @@ class _DropLibraryChatter(logging.Filter):
     return record.levelno >= logging.WARNING and (self.verbose or record.levelno < logging.ERROR)
 
 
+_KEEP_FREED_MEMORY = flags.DEFINE_bool(
+    'keep_freed_memory', True, 'Keep freed host memory in the process (glibc mallopt) so that XLA:CPU steps do not '
+    'page-fault their temporaries in again each step. See bigjax/hostmem.py.')
+
+
+_host = {'keeps_freed_memory': False}
+
+
+def setup_host() -> None:
+  """Process-wide settings, before JAX allocates anything big."""
+  if _KEEP_FREED_MEMORY.value:
+    _host['keeps_freed_memory'] = hostmem.keep_freed_memory()
+    if not _host['keeps_freed_memory']:
+      logging.info('keep_freed_memory: not a glibc system; left the allocator as it is')
+
+
+def keeps_freed_memory() -> bool:
+  return _host['keeps_freed_memory']
+
+
 def quiet_library_logs(verbose: bool = False):
   for handler in logging.getLogger().handlers + logging.getLogger('absl').handlers:
     handler.addFilter(_DropLibraryChatter(verbose))
@@ -255,7 +276,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Values that would otherwise fail deep inside with a traceback (or train nonsense)."""
   at_least = {'train.steps': 0, 'train.epochs': 0, 'train.batch_size': 1, 'train.eval_batch_size': 1,
               'train.log_every_steps': 1, 'model.embed_dim': 1, 'optim.warmup_steps': 0,
-              'checkpoint.every_steps': 0, 'checkpoint.keep_latest': 1, 'checkpoint.keep_best': 0}
+              'checkpoint.every_steps': 0, 'checkpoint.keep_latest': 1, 'checkpoint.keep_best': 0,
+              'model.bigram_buckets': 0}
   for key, low in at_least.items():
     section, name = key.split('.')
     if config[section][name] < low:
@@ -270,7 +292,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'train.nan_policy={config.train.nan_policy!r} is unknown; use one of {loop.NAN_POLICIES}')
   # Choices checked here too, so that a typo fails before minutes of data loading.
   for key, choices in (('model.name', sorted(registry.MODELS)), ('parallel', parallel.MODES),
-                       ('data.tokenizer', KINDS)):
+                       ('data.tokenizer', KINDS), ('data.keep', TRUNCATIONS)):
     value = config[key.split('.')[0]][key.split('.')[1]] if '.' in key else config[key]
     if value not in choices:
       raise ConfigError(f'{key}={value!r} is unknown; use one of {tuple(choices)}')

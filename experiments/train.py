@@ -28,6 +28,7 @@ _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Fake CPU devices per proc
 
 def main(argv):
   logging.set_verbosity(logging.INFO)
+  common.setup_host()
   common.quiet_library_logs(_VERBOSE.value)
 
   def run():

@@ -15,6 +15,7 @@ from bigjax.types import Batch
 VOCAB, CLASSES = 40, 3
 MODELS = {
     'mlp': dict(name='mlp', hidden_dims=(16, 12)),
+    'mlp_bigrams': dict(name='mlp', hidden_dims=(16,), bigram_buckets=23),
     'lstm': dict(name='lstm', hidden_dim=12),
     'bilstm2': dict(name='lstm', hidden_dim=8, num_layers=2, bidirectional=True),
 }
@@ -59,7 +60,10 @@ def test_padded_embeddings_get_no_gradient(kind):
   params = model.init(jax.random.PRNGKey(1), ids, lengths)
   embeddings = model.apply(params, ids, method='embed')
   grad = jax.grad(lambda e: model.apply(params, e, lengths, method='logits_from_embeddings').sum())(embeddings)
-  padded = np.arange(ids.shape[1])[None] >= np.asarray(lengths)[:, None]
+  position, lengths_ = np.arange(ids.shape[1])[None], np.asarray(lengths)[:, None]
+  padded = position >= lengths_
+  if embeddings.shape[1] == 2 * ids.shape[1]:  # Bigram slots follow: pair (t, t+1) is real when t + 1 < length.
+    padded = np.concatenate([padded, position >= lengths_ - 1], axis=1)
   assert np.abs(np.asarray(grad)[padded]).max() == 0.0
   assert np.abs(np.asarray(grad)[~padded]).max() > 0.0
   np.testing.assert_allclose(model.apply(params, embeddings, lengths, method='logits_from_embeddings'),

@@ -33,10 +33,12 @@ def test_save_load_encodes_identically(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_truncation_keeps_the_first_tokens():
+def test_truncation_keeps_the_first_or_the_last_tokens():
   tok = tok_lib.train_tokenizer(TEXTS, vocab_size=150)
   full = tok.encode([TEXTS[2]], 1000)[0]
   np.testing.assert_array_equal(tok.encode([TEXTS[2]], 4)[0], full[:4])
+  np.testing.assert_array_equal(tok.encode([TEXTS[2]], 4, keep='last')[0], full[-4:])
+  np.testing.assert_array_equal(tok.encode([TEXTS[2]], 1000, keep='last')[0], full)  # Short texts stay whole.
 
 
 def test_word_level_tokenizer_matches_a_split_on_spaces():

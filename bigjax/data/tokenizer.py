@@ -18,6 +18,11 @@ PAD_ID = 0
 FILENAME = 'tokenizer.json'
 
 
+# Which end of a long text survives truncation. 'last' keeps a review's conclusion, which
+# is where an LSTM's final state is read.
+TRUNCATIONS = ('first', 'last')
+
+
 class SubwordTokenizer:
   """Text <-> int32 ids."""
 
@@ -30,10 +35,13 @@ class SubwordTokenizer:
   def vocab_size(self) -> int:
     return self._tok.get_vocab_size()
 
-  def encode(self, texts: Sequence[str], max_len: int) -> list[np.ndarray]:
-    """Token ids per text, truncated to the first `max_len` tokens."""
+  def encode(self, texts: Sequence[str], max_len: int, keep: str = 'first') -> list[np.ndarray]:
+    """Token ids per text, truncated to its first (keep='first') or last `max_len` tokens."""
+    if keep not in TRUNCATIONS:
+      raise ValueError(f'keep={keep!r}; use one of {TRUNCATIONS}')
     encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
-    return [np.asarray(e.ids[:max_len], np.int32) for e in encodings]
+    cut = (lambda ids: ids[:max_len]) if keep == 'first' else (lambda ids: ids[max(len(ids) - max_len, 0):])
+    return [np.asarray(cut(e.ids), np.int32) for e in encodings]
 
   def decode(self, ids: Iterable[int]) -> str:
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)

@@ -8,14 +8,31 @@ import jax.numpy as jnp
 from bigjax.models.common import length_mask
 
 
+def bigram_ids(token_ids, buckets: int):
+  """int32[B, T] -> int32[B, T]: a hash of each adjacent pair (t, t+1) into [0, buckets).
+
+  The last position pairs with nothing; the model masks it (and every pair that reaches
+  past a row's length), so the ids there do not matter.
+  """
+  first = token_ids.astype(jnp.uint32)
+  second = jnp.pad(token_ids[:, 1:], ((0, 0), (0, 1))).astype(jnp.uint32)
+  mixed = first * jnp.uint32(2654435761) ^ (second + jnp.uint32(0x7F4A7C15)) * jnp.uint32(2246822519)
+  return ((mixed ^ (mixed >> 15)) % jnp.uint32(buckets)).astype(jnp.int32)
+
+
 class MLPClassifier(nn.Module):
-  """token ids -> embeddings -> mean over real tokens -> [dropout, Dense, relu]* -> dropout -> logits."""
+  """token ids -> embeddings -> mean over real tokens -> [dropout, Dense, relu]* -> dropout -> logits.
+
+  With bigram_buckets > 0, hashed embeddings of adjacent token pairs join the mean
+  (fastText's bigram features): word order at the scale of a phrase ("not good").
+  """
   vocab_size: int
   num_classes: int
   embed_dim: int = 300
   hidden_dims: Sequence[int] = (256,)
   dropout: float = 0.5
   word_dropout: float = 0.0  # Training drops whole tokens from the mean (Iyyer et al. 2015).
+  bigram_buckets: int = 0  # Hash buckets (embedding rows) for token pairs; 0: unigrams only.
   dtype: Any = None  # Compute dtype (e.g. jnp.bfloat16); None: that of the params.
   param_dtype: Any = jnp.float32
 
@@ -23,6 +40,10 @@ class MLPClassifier(nn.Module):
     self.embedding = nn.Embed(self.vocab_size, self.embed_dim,
                               embedding_init=nn.initializers.normal(stddev=1.0),
                               dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.bigram_buckets:
+      self.bigram_embedding = nn.Embed(self.bigram_buckets, self.embed_dim,
+                                       embedding_init=nn.initializers.normal(stddev=1.0),
+                                       dtype=self.dtype, param_dtype=self.param_dtype)
     self.hidden = [nn.Dense(h, dtype=self.dtype, param_dtype=self.param_dtype) for h in self.hidden_dims]
     self.drop = nn.Dropout(self.dropout)
     self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype)
@@ -32,12 +53,24 @@ class MLPClassifier(nn.Module):
     return self.logits_from_embeddings(self.embed(token_ids), lengths, deterministic=deterministic)
 
   def embed(self, token_ids):
-    """int32[B, T] -> float32[B, T, E]. Attributions differentiate w.r.t. this output."""
-    return self.embedding(token_ids)
+    """int32[B, T] -> float32[B, T, E]. Attributions differentiate w.r.t. this output.
+
+    With bigrams: float32[B, 2T, E], where position T + t holds the pair (t, t+1).
+    """
+    x = self.embedding(token_ids)
+    if not self.bigram_buckets:
+      return x
+    return jnp.concatenate([x, self.bigram_embedding(bigram_ids(token_ids, self.bigram_buckets))], axis=1)
+
+  def real_positions(self, lengths, width: int):
+    """bool[B, width]: the positions of `embed`'s output that hold real tokens (or pairs)."""
+    if not self.bigram_buckets:
+      return length_mask(lengths, width)
+    return jnp.concatenate([length_mask(lengths, width // 2), length_mask(lengths - 1, width // 2)], axis=1)
 
   def pooled(self, embeddings, lengths, *, deterministic: bool = True):
     """Mean of the embeddings of real tokens: float32[B, T, E] -> float32[B, E]."""
-    mask = length_mask(lengths, embeddings.shape[1])
+    mask = self.real_positions(lengths, embeddings.shape[1])
     if self.word_dropout and not deterministic:
       keep = jax.random.bernoulli(self.make_rng('dropout'), 1.0 - self.word_dropout, mask.shape)
       mask = mask & keep

@@ -1,8 +1,8 @@
 """Pure train and eval steps. No I/O, no logging, no host syncs.
 
-Losses are weighted *sums* with a weight count beside them, divided once: under data
-parallelism the sums are added over devices before dividing, so filler rows and
-uneven padding between devices cannot skew the mean.
+Losses are weighted *sums*, divided by the weight count of the whole global batch (added
+over devices first), so filler rows and uneven padding between devices cannot skew the
+mean, and k micro-batches give the update of one batch k times the size.
 """
 from typing import Callable, Optional
 
@@ -49,7 +49,7 @@ def classification_loss(model_fns: ModelFns, params, batch: Batch, dropout_key):
 
 
 def gradient_sums(loss_fn: Callable, params, batch: Batch, dropout_key, accum_steps: int = 1):
-  """Gradient of the loss sum, and the metric sums, over `accum_steps` micro-batches.
+  """Gradient of the loss, and the metric sums, summed over `accum_steps` micro-batches.
 
   Micro-batch i takes rows i, i+k, i+2k, ... (k = accum_steps): strided rows keep each
   device's share of every micro-batch equal when the batch is sharded by rows.
@@ -82,11 +82,21 @@ def train_step(state: TrainState, batch: Batch, *, loss_fn: Callable, tx,
   dropout_key = jax.random.fold_in(state.rng, state.step)
   if axis_name is not None:  # Different dropout masks on each device's rows.
     dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
-  grad_sums, sums = gradient_sums(loss_fn, state.params, batch, dropout_key, accum_steps)
+  # The example count is known before the backward pass, so the loss sum is divided by it
+  # there: the gradients come out as means, with no division pass over every parameter
+  # (on the SST-2 MLP that pass over the embedding table cost ~15% of the step).
+  count = jnp.sum(batch.weights)
   if axis_name is not None:
-    grad_sums, sums = jax.lax.psum((grad_sums, sums), axis_name)
-  count = jnp.maximum(sums['examples'], 1.0)
-  grads = jax.tree.map(lambda g: g / count, grad_sums)
+    count = jax.lax.psum(count, axis_name)
+  count = jnp.maximum(count, 1.0)
+
+  def mean_loss(params, batch, dropout_key):
+    loss_sum, sums = loss_fn(params, batch, dropout_key)
+    return loss_sum / count, sums
+
+  grads, sums = gradient_sums(mean_loss, state.params, batch, dropout_key, accum_steps)
+  if axis_name is not None:
+    grads, sums = jax.lax.psum((grads, sums), axis_name)
   grad_norm = optax.tree.norm(grads)
   # A NaN/Inf loss or gradient leaves params and optimizer state as they were, so no
   # checkpoint ever holds its result; the loop then stops or skips (train.nan_policy).

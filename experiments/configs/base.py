@@ -30,7 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.tokenizer = 'bpe'  # bpe (subwords) | word (space-separated words, as the PyTorch peers) | wordpunct.
   c.data.vocab_size = 16000  # Vocabulary trained on the train split.
   c.data.min_frequency = 2  # Rarer pieces are not given an id.
-  c.data.max_len = 64  # Tokens kept per text (the first ones).
+  c.data.max_len = 64  # Tokens kept per text.
+  c.data.keep = 'first'  # first | last: which max_len tokens of a longer text are kept.
   c.data.smallest_bucket = 16  # Batch widths: smallest_bucket * bucket_growth^k (rounded), up to max_len.
   c.data.bucket_growth = 2.0  # Smaller: less padding, more compiled shapes.
 
@@ -42,6 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.bidirectional = False  # lstm only
   c.model.dropout = 0.5
   c.model.word_dropout = 0.0  # mlp only: drop whole tokens from the average while training.
+  c.model.bigram_buckets = 0  # mlp only: >0 adds hashed token-pair embeddings to the average.
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'adam'  # adam | adamw | sgd
