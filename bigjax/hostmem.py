@@ -12,9 +12,9 @@ def keep_freed_memory() -> bool:
 
   XLA:CPU allocates each step's temporaries afresh (the dense embedding gradient alone is
   V x E floats, 18 MB for SST-2). glibc serves blocks that large with mmap and unmaps them
-  on free, so every step faults the same pages in again: 15.7k page faults per SST-2 LSTM
-  step on the 2-core VM, about a fifth of its time (docs/RESULTS.md, "Host memory").
-  With mmap off and trimming at 2 GiB, the next step reuses the same heap memory.
+  on free, so every step faults the same pages in again. With mmap off and trimming at
+  2 GiB the next step reuses heap memory: on the 2-core VM an SST-2 LSTM step went from
+  13.5k to 3.8k page faults and 13% more examples/s (docs/RESULTS.md, speed section).
 
   Returns whether the setting took effect (False off glibc, e.g. macOS: nothing to do).
   Call it early: blocks allocated before keep their mmap.

@@ -12,6 +12,7 @@ import logging
 import os
 import runpy
 import sys
+import tempfile
 from typing import Any, Callable, Optional
 
 from absl import flags
@@ -58,10 +59,11 @@ def prepare_workdir(workdir: str) -> str:
   workdir = os.path.abspath(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
+    # A probe of its own per process: with one shared name, another host's process could
+    # delete it in between (seen in the 2-process test).
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_test_') as probe:
+      probe.write(b'ok')
+      probe.flush()
   except OSError as e:
     raise ConfigError(f'--workdir={workdir} cannot be written ({e.strerror}); choose a writable folder') from e
   return workdir
@@ -104,7 +106,7 @@ def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int)
                                 bigram_buckets=c.bigram_buckets, **common)
   if c.name == 'lstm':
     return registry.build_model('lstm', hidden_dim=c.hidden_dim, num_layers=c.num_layers,
-                                bidirectional=c.bidirectional, **common)
+                                bidirectional=c.bidirectional, forget_bias=c.forget_bias, **common)
   raise ConfigError(f'model.name={c.name!r} is unknown; use one of {sorted(registry.MODELS)}')
 
 
@@ -143,7 +145,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
 
   def encode(name):
     split = dataset.splits[name]
-    return batching.EncodedSplit.from_rows(tokenizer.encode(split.texts, config.data.max_len, config.data.keep), split.labels)
+    rows = tokenizer.encode(split.texts, config.data.max_len, config.data.keep)
+    return batching.EncodedSplit.from_rows(rows, split.labels)
 
   train, dev, test = encode('train'), encode('dev'), encode('test')
   accum_steps = config.train.accum_steps

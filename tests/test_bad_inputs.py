@@ -260,6 +260,16 @@ def unknown_nan_policy(env):
   return env.argv('--config.train.nan_policy=maybe')
 
 
+@case("data.keep='middle' is unknown", "'first', 'last'")
+def unknown_truncation(env):
+  return env.argv('--config.data.keep=middle')
+
+
+@case('model.bigram_buckets=-1 must be >= 0')
+def negative_bigram_buckets(env):
+  return env.argv('--config.model.bigram_buckets=-1')
+
+
 @case("model.name='transformer' is unknown")
 def unknown_model(env):
   return env.argv('--config.model.name=transformer')

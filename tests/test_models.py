@@ -105,3 +105,34 @@ def test_dropout_is_active_only_with_a_key():
   np.testing.assert_array_equal(a, b)
   c = fns.logits_fn(params, ids, lengths, jax.random.PRNGKey(5))
   assert np.abs(np.asarray(a - c)).max() > 1e-4
+
+
+@pytest.mark.parametrize('reverse', [False, True])
+def test_lstm_layer_equals_flax_lstm_cell(reverse):
+  """The cuDNN-layout layer computes what flax's OptimizedLSTMCell under nn.RNN computes."""
+  from flax import linen as nn
+  from bigjax.models.lstm import LSTMLayer
+  ids, lengths = tokens()
+  x = jax.random.normal(jax.random.PRNGKey(0), ids.shape + (6,))
+  layer = LSTMLayer(5, reverse=reverse)
+  params = layer.init(jax.random.PRNGKey(1), x, lengths)['params']
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+  final, states = layer.apply({'params': params}, x, lengths)
+
+  reference = nn.RNN(nn.OptimizedLSTMCell(5), return_carry=True, reverse=reverse, keep_order=True)
+  split = lambda w: dict(zip('ifgo', jnp.split(w, 4, axis=-1)))
+  kernel_i, kernel_h, bias = split(params['kernel_i']), split(params['kernel_h']), split(params['bias'])
+  flax_params = {f'i{g}': {'kernel': kernel_i[g]} for g in 'ifgo'}
+  flax_params.update({f'h{g}': {'kernel': kernel_h[g], 'bias': bias[g]} for g in 'ifgo'})
+  (_, flax_final), flax_states = reference.apply({'params': {'cell': flax_params}}, x, seq_lengths=lengths)
+  np.testing.assert_allclose(final, flax_final, atol=1e-5)
+  real = np.arange(ids.shape[1])[None] < np.asarray(lengths)[:, None]
+  np.testing.assert_allclose(np.asarray(states)[real], np.asarray(flax_states)[real], atol=1e-5)
+
+
+def test_forget_bias_starts_the_forget_gate_open():
+  from bigjax.models.lstm import LSTMLayer
+  ids, lengths = tokens()
+  x = jnp.zeros(ids.shape + (4,))
+  bias = LSTMLayer(3, forget_bias=1.0).init(jax.random.PRNGKey(0), x, lengths)['params']['bias']
+  np.testing.assert_array_equal(bias, [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])

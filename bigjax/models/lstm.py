@@ -2,21 +2,87 @@
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+from bigjax.models.common import length_mask
+
+
+def reverse_within_lengths(x, lengths):
+  """Reverses each row's first `lengths` steps in place; padding stays where it is. x: [B, T, ...]."""
+  t = jnp.arange(x.shape[1])[None, :]
+  index = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+  return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+class LSTMLayer(nn.Module):
+  """One LSTM direction over padded sequences: flax's OptimizedLSTMCell, owning its biases.
+
+  It computes what nn.RNN(nn.OptimizedLSTMCell) computes, at the same speed on the CPU
+  (tests/test_models.py, docs/RESULTS.md), with gates (i, f, g, o) fused in one kernel as
+  in flax and PyTorch, but `forget_bias` can start the forget gate open (Jozefowicz et al.
+  2015; Keras's unit_forget_bias), which long IMDB reviews need. After a row's last real
+  token its state stays frozen, so padding never changes the final state; `reverse` runs
+  each row from its last real token back to its first. Matmuls run in `dtype`; gates and
+  the cell state stay in f32.
+  """
+  hidden_dim: int
+  reverse: bool = False
+  forget_bias: float = 0.0  # Initial bias of the forget gate; 1.0 remembers longer from the start.
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, lengths):
+    """x: [B, T, E], lengths: int32[B] -> (final h [B, H], per-step h [B, T, H])."""
+    batch, width, _ = x.shape
+    hidden = self.hidden_dim
+    if self.reverse:
+      x = reverse_within_lengths(x, lengths)
+
+    def bias_init(key, shape, dtype):
+      del key
+      return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(self.forget_bias)
+
+    kernel_i = self.param('kernel_i', nn.initializers.lecun_normal(), (x.shape[-1], 4 * hidden), self.param_dtype)
+    kernel_h = self.param('kernel_h', nn.initializers.orthogonal(column_axis=-1), (hidden, 4 * hidden),
+                          self.param_dtype)
+    bias = self.param('bias', bias_init, (4 * hidden,), self.param_dtype)
+    compute = self.dtype or jnp.result_type(x.dtype, self.param_dtype)
+    state_dtype = jnp.promote_types(compute, jnp.float32)  # Gates and cell state: f32 even under bf16.
+    kernel_i, kernel_h = kernel_i.astype(compute), kernel_h.astype(compute)
+    real = jnp.swapaxes(length_mask(lengths, width), 0, 1)[..., None]  # [T, B, 1]
+
+    def step(carry, inputs):
+      c, h = carry
+      x_t, is_real = inputs
+      gates = (jnp.dot(x_t.astype(compute), kernel_i, preferred_element_type=state_dtype) +
+               jnp.dot(h.astype(compute), kernel_h, preferred_element_type=state_dtype) + bias)
+      i, f, g, o = jnp.split(gates, 4, axis=-1)
+      new_c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+      new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
+      c = jnp.where(is_real, new_c, c)
+      h = jnp.where(is_real, new_h, h)
+      return (c, h), h
+
+    zeros = jnp.zeros((batch, hidden), state_dtype)
+    (_, final), states = jax.lax.scan(step, (zeros, zeros), (jnp.swapaxes(x, 0, 1), real))
+    states = jnp.swapaxes(states, 0, 1)
+    if self.reverse:
+      states = reverse_within_lengths(states, lengths)
+    return final, states
 
 
 class LSTMClassifier(nn.Module):
-  """Classifies from the LSTM state at each sequence's last real token.
-
-  `nn.RNN` with `seq_lengths` freezes the carry after a row's last real token and the
-  backward direction starts at it, so padding does not change the result.
-  """
+  """Classifies from the LSTM state at each sequence's last real token (and, for the
+  backward direction of a bi-LSTM, at its first)."""
   vocab_size: int
   num_classes: int
   embed_dim: int = 300
   hidden_dim: int = 256
   num_layers: int = 1
   bidirectional: bool = False
+  forget_bias: float = 0.0
   dropout: float = 0.5
   dtype: Any = None  # Compute dtype (e.g. jnp.bfloat16); None: that of the params.
   param_dtype: Any = jnp.float32
@@ -25,15 +91,10 @@ class LSTMClassifier(nn.Module):
     self.embedding = nn.Embed(self.vocab_size, self.embed_dim,
                               embedding_init=nn.initializers.normal(stddev=1.0),
                               dtype=self.dtype, param_dtype=self.param_dtype)
-    layers = []
-    for _ in range(self.num_layers):
-      forward = nn.RNN(nn.OptimizedLSTMCell(self.hidden_dim, dtype=self.dtype, param_dtype=self.param_dtype), return_carry=True)
-      if self.bidirectional:
-        backward = nn.RNN(nn.OptimizedLSTMCell(self.hidden_dim, dtype=self.dtype, param_dtype=self.param_dtype), return_carry=True)
-        layers.append(nn.Bidirectional(forward, backward, return_carry=True))
-      else:
-        layers.append(forward)
-    self.layers = layers
+    directions = (False, True) if self.bidirectional else (False,)
+    self.layers = [[LSTMLayer(self.hidden_dim, reverse=reverse, forget_bias=self.forget_bias, dtype=self.dtype,
+                              param_dtype=self.param_dtype)
+                    for reverse in directions] for _ in range(self.num_layers)]
     self.drop = nn.Dropout(self.dropout)
     self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype)
 
@@ -52,14 +113,12 @@ class LSTMClassifier(nn.Module):
     """
     x = self.drop(embeddings, deterministic=deterministic)
     final = None
-    for i, layer in enumerate(self.layers):
+    for i, directions in enumerate(self.layers):
       if i:  # Dropout between stacked layers, as in cuDNN/PyTorch multi-layer LSTMs.
         x = self.drop(x, deterministic=deterministic)
-      carry, x = layer(x, seq_lengths=lengths)
-      if self.bidirectional:  # carry = ((c, h) forward, (c, h) backward)
-        final = jnp.concatenate([carry[0][1], carry[1][1]], axis=-1)
-      else:
-        final = carry[1]
+      outputs = [direction(x, lengths) for direction in directions]
+      final = jnp.concatenate([f for f, _ in outputs], axis=-1)
+      x = jnp.concatenate([s for _, s in outputs], axis=-1)
     return x, final
 
   def logits_from_embeddings(self, embeddings, lengths, *, deterministic: bool = True):

@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.hidden_dim = 256
   c.model.num_layers = 1
   c.model.bidirectional = False  # lstm only
+  c.model.forget_bias = 0.0  # lstm only: initial forget-gate bias (1.0 helps long texts).
   c.model.dropout = 0.5
   c.model.word_dropout = 0.0  # mlp only: drop whole tokens from the average while training.
   c.model.bigram_buckets = 0  # mlp only: >0 adds hashed token-pair embeddings to the average.
