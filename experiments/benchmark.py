@@ -96,7 +96,7 @@ def measure(config) -> dict:
       'config': {'model': m.to_dict(), 'batch_size': config.train.batch_size, 'max_len': config.data.max_len,
                  'parallel': config.parallel, 'data': config.data.path or config.data.name},
       'devices': [str(d) for d in jax.devices()],
-      'host': {'keep_freed_memory': common.keeps_freed_memory(), 'minor_page_faults_per_step': faults_per_step},
+      'host': {'minor_page_faults_per_step': faults_per_step},
       'train': {'examples_per_s': examples_per_s, 'tokens_per_s': tokens_per_s,
                 'step_ms': 1000 * statistics.median(device_times) / k,
                 'pipeline_examples_per_s': pipeline_examples_per_s,
@@ -147,10 +147,11 @@ def print_table(r: dict) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  common.setup_host()
+  keeps_freed_memory = common.setup_host()
   common.quiet_library_logs()
   logging.set_verbosity(logging.WARNING)
   results = common.exit_on_user_error(lambda: measure(_CONFIG.value), _VERBOSE.value)
+  results['host']['keep_freed_memory'] = keeps_freed_memory
   print_table(results)
   if _JSON_OUT.value:
     os.makedirs(os.path.dirname(os.path.abspath(_JSON_OUT.value)), exist_ok=True)

@@ -245,19 +245,14 @@ _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     'page-fault their temporaries in again each step. See bigjax/hostmem.py.')
 
 
-_host = {'keeps_freed_memory': False}
-
-
-def setup_host() -> None:
-  """Process-wide settings, before JAX allocates anything big."""
-  if _KEEP_FREED_MEMORY.value:
-    _host['keeps_freed_memory'] = hostmem.keep_freed_memory()
-    if not _host['keeps_freed_memory']:
-      logging.info('keep_freed_memory: not a glibc system; left the allocator as it is')
-
-
-def keeps_freed_memory() -> bool:
-  return _host['keeps_freed_memory']
+def setup_host() -> bool:
+  """Process-wide settings, before JAX allocates anything big. Returns whether freed memory is kept."""
+  if not _KEEP_FREED_MEMORY.value:
+    return False
+  kept = hostmem.keep_freed_memory()
+  if not kept:
+    logging.info('keep_freed_memory: not a glibc system; left the allocator as it is')
+  return kept
 
 
 def quiet_library_logs(verbose: bool = False):

@@ -230,49 +230,22 @@ def unknown_encoding(env):
 
 # --- Config and flags -------------------------------------------------------------------
 
-@case("--config.train.bogus: train has no key 'bogus'", 'keys there:', 'batch_size')
-def unknown_config_key(env):
-  return env.argv('--config.train.bogus=1')
-
-
-@case("--config.trian.steps: the config has no key 'trian'", 'did you mean train?')
-def misspelled_config_section(env):
-  return env.argv('--config.trian.steps=3')
-
-
-@case('flag --config.train.steps=abc', 'invalid literal for int()')
-def bad_override_type(env):
-  return env.argv('--config.train.steps=abc')
-
-
-@case('train.log_every_steps=0 must be >= 1')
-def bad_override_value(env):
-  return env.argv('--config.train.log_every_steps=0')
-
-
-@case("optim: unknown optimizer 'adamx'", 'known: adam, adamw, sgd')
-def unknown_optimizer(env):
-  return env.argv('--config.optim.name=adamx')
-
-
-@case("train.nan_policy='maybe' is unknown", "'stop', 'skip'")
-def unknown_nan_policy(env):
-  return env.argv('--config.train.nan_policy=maybe')
-
-
-@case("data.keep='middle' is unknown", "'first', 'last'")
-def unknown_truncation(env):
-  return env.argv('--config.data.keep=middle')
-
-
-@case('model.bigram_buckets=-1 must be >= 0')
-def negative_bigram_buckets(env):
-  return env.argv('--config.model.bigram_buckets=-1')
-
-
-@case("model.name='transformer' is unknown")
-def unknown_model(env):
-  return env.argv('--config.model.name=transformer')
+# One bad --config override each: case name -> (override, substrings of the error line).
+BAD_OVERRIDES = {
+    'unknown_config_key': ('--config.train.bogus=1', "--config.train.bogus: train has no key 'bogus'",
+                           'keys there:', 'batch_size'),
+    'misspelled_config_section': ('--config.trian.steps=3', "--config.trian.steps: the config has no key 'trian'",
+                                  'did you mean train?'),
+    'bad_override_type': ('--config.train.steps=abc', 'flag --config.train.steps=abc', 'invalid literal for int()'),
+    'bad_override_value': ('--config.train.log_every_steps=0', 'train.log_every_steps=0 must be >= 1'),
+    'unknown_optimizer': ('--config.optim.name=adamx', "optim: unknown optimizer 'adamx'", 'known: adam, adamw, sgd'),
+    'unknown_nan_policy': ('--config.train.nan_policy=maybe', "train.nan_policy='maybe' is unknown", "'stop', 'skip'"),
+    'unknown_truncation': ('--config.data.keep=middle', "data.keep='middle' is unknown", "'first', 'last'"),
+    'negative_bigram_buckets': ('--config.model.bigram_buckets=-1', 'model.bigram_buckets=-1 must be >= 0'),
+    'unknown_model': ('--config.model.name=transformer', "model.name='transformer' is unknown"),
+}
+for _name, (_override, *_expected) in BAD_OVERRIDES.items():
+  CASES[_name] = (lambda env, override=_override: env.argv(override), tuple(_expected), 2)
 
 
 @case('cannot load --config', 'No such file or directory', '/nonexistent/config.py')

@@ -4,15 +4,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.recurrent import flip_sequences
 
 from bigjax.models.common import length_mask
-
-
-def reverse_within_lengths(x, lengths):
-  """Reverses each row's first `lengths` steps in place; padding stays where it is. x: [B, T, ...]."""
-  t = jnp.arange(x.shape[1])[None, :]
-  index = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
-  return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
 class LSTMLayer(nn.Module):
@@ -38,7 +32,7 @@ class LSTMLayer(nn.Module):
     batch, width, _ = x.shape
     hidden = self.hidden_dim
     if self.reverse:
-      x = reverse_within_lengths(x, lengths)
+      x = flip_sequences(x, lengths, num_batch_dims=1, time_major=False)
 
     def bias_init(key, shape, dtype):
       del key
@@ -69,7 +63,7 @@ class LSTMLayer(nn.Module):
     (_, final), states = jax.lax.scan(step, (zeros, zeros), (jnp.swapaxes(x, 0, 1), real))
     states = jnp.swapaxes(states, 0, 1)
     if self.reverse:
-      states = reverse_within_lengths(states, lengths)
+      states = flip_sequences(states, lengths, num_batch_dims=1, time_major=False)
     return final, states
 
 
