@@ -16,6 +16,7 @@ import tempfile
 from typing import Any, Callable, Optional
 
 from absl import flags
+import flax
 import jax
 import ml_collections
 import numpy as np
@@ -26,6 +27,7 @@ from bigjax.data import batching, sources
 from bigjax.data.tokenizer import KINDS, TRUNCATIONS, SubwordTokenizer, train_tokenizer
 from bigjax.errors import BigjaxError, ConfigError
 from bigjax.models import registry
+from bigjax.pretrain import embeddings as embeddings_lib
 from bigjax.train import loop, optim, parallel
 from bigjax.train import step as step_lib
 
@@ -134,8 +136,12 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   """
   dataset = load_data(config.data, config.seed)
   logging.info('data: %s', dataset.description)
-  train_fn = functools.partial(train_tokenizer, vocab_size=config.data.vocab_size, kind=config.data.tokenizer,
-                               min_frequency=config.data.min_frequency)
+  train_fn = tokenizer_trainer(config.data)
+  pretrained = None
+  if config.init.embeddings:
+    # The vectors are rows of the pretraining run's vocabulary: its tokenizer is this run's.
+    pretrained_tokenizer, *pretrained = embeddings_lib.load(config.init.embeddings)
+    train_fn = lambda texts: pretrained_tokenizer
   if workdir is None:
     tokenizer = train_fn(dataset.splits['train'].texts)
   else:
@@ -188,8 +194,23 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
       tokenizer=tokenizer, fns=fns, tx=tx, driver=driver, train_batches=train_batches,
       dev=batching.eval_batches(dev, config.train.eval_batch_size, boundaries, sharding),
       test=batching.eval_batches(test, config.train.eval_batch_size, boundaries, sharding),
-      init_state=lambda: step_lib.create_train_state(fns, tx, jax.random.PRNGKey(config.seed), example),
+      init_state=functools.partial(initial_state, fns, tx, jax.random.PRNGKey(config.seed), example, pretrained),
       total_steps=total_steps, checkpoint_every_steps=every, derived=derived, compatibility=compatibility)
+
+
+def tokenizer_trainer(c: ml_collections.ConfigDict) -> Callable[[list[str]], SubwordTokenizer]:
+  return functools.partial(train_tokenizer, vocab_size=c.vocab_size, kind=c.tokenizer, min_frequency=c.min_frequency)
+
+
+def initial_state(fns, tx, key, example, pretrained=None) -> step_lib.TrainState:
+  """A fresh train state; with pretrained = (vectors, found), its embedding rows start from them."""
+  state = step_lib.create_train_state(fns, tx, key, example)
+  if pretrained is None:
+    return state
+  params = flax.core.unfreeze(state.params)
+  module, name = registry.EMBEDDING_TABLE
+  params[module][name] = jax.numpy.asarray(embeddings_lib.init_embedding_table(params[module][name], *pretrained))
+  return state.replace(params=params, opt_state=tx.init(params))
 
 
 def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_steps=None) -> dict:
@@ -235,6 +256,11 @@ class _DropLibraryChatter(logging.Filter):
     self.verbose = verbose
 
   def filter(self, record):
+    if record.name == 'asyncio' and not self.verbose:
+      # A failed save's other writes, left unawaited on Orbax's event loop, are logged when
+      # collected ("Task exception was never retrieved"), after the one real error.
+      message = record.getMessage()
+      return not ('was never retrieved' in message and ('orbax' in message or 'OCDBT' in message))
     if '/orbax/' not in record.pathname:
       return True
     return record.levelno >= logging.WARNING and (self.verbose or record.levelno < logging.ERROR)
@@ -294,6 +320,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     value = config[key.split('.')[0]][key.split('.')[1]] if '.' in key else config[key]
     if value not in choices:
       raise ConfigError(f'{key}={value!r} is unknown; use one of {tuple(choices)}')
+  for key in ('window', 'negative', 'epochs', 'min_count'):
+    if config.pretrain[key] < 1:
+      raise ConfigError(f'pretrain.{key}={config.pretrain[key]} must be >= 1')
+  if config.init.embeddings and not os.path.exists(os.path.join(config.init.embeddings, embeddings_lib.FILENAME)):
+    embeddings_lib.load(config.init.embeddings)  # Raises, saying how to write one.
   try:  # optim names its choices itself.
     optim.make_optimizer(config.optim.name, optim.make_schedule(config.optim.schedule, 1.0, 10))
   except ValueError as e:

@@ -43,6 +43,9 @@ class SubwordTokenizer:
     cut = (lambda ids: ids[:max_len]) if keep == 'first' else (lambda ids: ids[max(len(ids) - max_len, 0):])
     return [np.asarray(cut(e.ids), np.int32) for e in encodings]
 
+  def token_id(self, token: str) -> int | None:
+    return self._tok.token_to_id(token)
+
   def decode(self, ids: Iterable[int]) -> str:
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
 

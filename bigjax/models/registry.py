@@ -5,6 +5,9 @@ from bigjax.models.mlp import MLPClassifier
 from bigjax.types import ModelFns
 
 MODELS = {'mlp': MLPClassifier, 'lstm': LSTMClassifier}
+# Where every classifier keeps its token table, params[module][name]: pretrained word
+# vectors are put there, and attributions differentiate with respect to its output.
+EMBEDDING_TABLE = ('embedding', 'embedding')
 
 
 def build_model(name: str, **kwargs):

@@ -169,7 +169,7 @@ def train_and_evaluate(*, driver: Driver, init_state: Callable, batch_at: Callab
   restored = checkpointer.restore_latest(fresh, check_compatible)
   if restored is None:
     start_step, state = 0, fresh
-    logging.info('no checkpoint in %s: starting from scratch', workdir)
+    logging.info('no checkpoint in %s: starting at step 0', workdir)
   else:
     start_step, state, _ = restored
     logging.info('resuming from step %d of %s', start_step, checkpointer.directory)

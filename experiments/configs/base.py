@@ -65,6 +65,22 @@ def get_config() -> ml_collections.ConfigDict:
   # error naming it; 'skip': it is dropped with a warning and training goes on.
   c.train.nan_policy = 'stop'
 
+  # Where a run's parameters start: from scratch, or from pretraining.
+  c.init = ml_collections.ConfigDict()
+  # A folder written by experiments.pretrain_embeddings: its word vectors start the embedding
+  # table, and its tokenizer (which the vectors are rows of) replaces training one.
+  c.init.embeddings = ''
+
+  # experiments.pretrain_embeddings: skip-gram word vectors over the train split, the
+  # unlabelled split if the data has one, and the train/unlabelled text of corpus_path.
+  c.pretrain = ml_collections.ConfigDict()
+  c.pretrain.corpus_path = ''  # More raw text (any format data.path takes); '' for none.
+  c.pretrain.corpus_encoding = 'utf-8'
+  c.pretrain.window = 5
+  c.pretrain.negative = 5  # Negative samples per word.
+  c.pretrain.epochs = 1
+  c.pretrain.min_count = 3  # Rarer tokens keep a random vector.
+
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 0  # Save (and evaluate dev) every N steps; 0: once per epoch.
   c.checkpoint.keep_latest = 2

@@ -1,0 +1,1 @@
+"""Pretraining stages whose results start a classifier (pretrain -> finetune)."""
