@@ -323,8 +323,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for key in ('window', 'negative', 'epochs', 'min_count'):
     if config.pretrain[key] < 1:
       raise ConfigError(f'pretrain.{key}={config.pretrain[key]} must be >= 1')
-  if config.init.embeddings and not os.path.exists(os.path.join(config.init.embeddings, embeddings_lib.FILENAME)):
-    embeddings_lib.load(config.init.embeddings)  # Raises, saying how to write one.
+  if config.init.embeddings:
+    embeddings_lib.check_exists(config.init.embeddings)
   try:  # optim names its choices itself.
     optim.make_optimizer(config.optim.name, optim.make_schedule(config.optim.schedule, 1.0, 10))
   except ValueError as e:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bigjax.data.tokenizer import PAD_ID, SPECIAL_TOKENS, SubwordTokenizer
+from bigjax.data.tokenizer import SPECIAL_TOKENS, SubwordTokenizer
 from bigjax.errors import ConfigError
 
 FILENAME = 'embeddings.npz'
@@ -73,12 +73,18 @@ def save(directory: str, tokenizer: SubwordTokenizer, vectors: np.ndarray, found
     json.dump(info, f, indent=1)
 
 
-def load(directory: str) -> tuple[SubwordTokenizer, np.ndarray, np.ndarray]:
-  """(tokenizer, vectors, found) from a folder written by `save`."""
+def check_exists(directory: str) -> str:
+  """The vectors' path in `directory`; an error saying how to write them if they are missing."""
   path = os.path.join(directory, FILENAME)
   if not os.path.exists(path):
     raise ConfigError(f'init.embeddings={directory!r}: no {FILENAME} there; write one with '
                       'python -m experiments.pretrain_embeddings --config=... --workdir=' + directory)
+  return path
+
+
+def load(directory: str) -> tuple[SubwordTokenizer, np.ndarray, np.ndarray]:
+  """(tokenizer, vectors, found) from a folder written by `save`."""
+  path = check_exists(directory)
   tokenizer = SubwordTokenizer.load(directory)
   with np.load(path) as saved:
     vectors, found = saved['vectors'], saved['found']
@@ -89,12 +95,7 @@ def load(directory: str) -> tuple[SubwordTokenizer, np.ndarray, np.ndarray]:
 
 def special_ids(tokenizer: SubwordTokenizer) -> list[int]:
   """Ids that are not words of the text: padding, <unk> and the other special tokens."""
-  ids = {PAD_ID}
-  for token in SPECIAL_TOKENS:
-    i = tokenizer.token_id(token)
-    if i is not None:
-      ids.add(i)
-  return sorted(ids)
+  return sorted({tokenizer.token_id(token) for token in SPECIAL_TOKENS} - {None})
 
 
 def init_embedding_table(table: np.ndarray, vectors: np.ndarray, found: np.ndarray) -> np.ndarray:
