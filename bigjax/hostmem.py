@@ -5,6 +5,10 @@ import sys
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's malloc.h.
 _M_MMAP_MAX = -4
+_MMAP_MAX, _TRIM_THRESHOLD = 0, 2**31 - 1  # No mmap'd blocks; trim only above 2 GiB free.
+# The same setting as environment variables, read by glibc at process start: for giving
+# other programs (the PyTorch peers) bigjax's allocator behaviour in a comparison.
+KEEP_FREED_MEMORY_ENV = {'MALLOC_MMAP_MAX_': str(_MMAP_MAX), 'MALLOC_TRIM_THRESHOLD_': str(_TRIM_THRESHOLD)}
 
 
 def keep_freed_memory() -> bool:
@@ -26,4 +30,4 @@ def keep_freed_memory() -> bool:
     mallopt = libc.mallopt
   except (OSError, AttributeError):  # musl and other libcs have no mallopt.
     return False
-  return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+  return bool(mallopt(_M_MMAP_MAX, _MMAP_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))

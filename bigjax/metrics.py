@@ -1,6 +1,7 @@
 """Metrics from sums, and a writer to metrics.jsonl plus TensorBoard event files."""
 import json
 import os
+import time
 from typing import Optional
 
 import numpy as np
@@ -45,7 +46,8 @@ class MetricWriter:
   def write(self, step: int, kind: str, scalars: dict, extra: Optional[dict] = None):
     if not self.enabled:
       return
-    record = {'step': int(step), 'kind': kind, **{k: float(v) for k, v in scalars.items()}, **(extra or {})}
+    record = {'step': int(step), 'kind': kind, **{k: float(v) for k, v in scalars.items()}, **(extra or {}),
+              'time': round(time.time(), 3)}  # Wall clock: learning curves over time, not only steps.
     self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()
     if self._tb is not None:

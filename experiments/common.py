@@ -226,6 +226,7 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
                                config.checkpoint.keep_latest, config.checkpoint.keep_best),
         workdir=workdir, meta={'compatibility': exp.compatibility, 'config': config.to_dict()}, writer=writer,
         stop_after_steps=stop_after_steps, nan_policy=config.train.nan_policy,
+        test_at_checkpoints=config.train.test_at_checkpoints,
         # config.json only once the workdir's checkpoints are known to be this run's.
         on_start=lambda: is_main and write_run_info(workdir, config, exp.derived))
   finally:

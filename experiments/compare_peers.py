@@ -23,6 +23,8 @@ import tempfile
 from absl import app
 from absl import flags
 
+from bigjax import hostmem
+
 _PEER_PYTHON = flags.DEFINE_string('peer_python', sys.executable, 'Python that has torch installed.')
 _PEERS = flags.DEFINE_string('peers_dir', os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'peers'),
                              'Folder of torch_lstm.py and torch_bow_mlp.py.')
@@ -47,9 +49,7 @@ def run_bigjax(model: str, out: str) -> dict:
           'with_input_pipeline_examples_per_s': r['train']['pipeline_examples_per_s']}
 
 
-# The environment form of hostmem.keep_freed_memory(), read by glibc at process start.
-SAME_ALLOCATOR_ENV = {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': str(2**31 - 1)}
-PEER_SETTINGS = {'torch': {}, 'torch_same_allocator': SAME_ALLOCATOR_ENV}
+PEER_SETTINGS = {'torch': {}, 'torch_same_allocator': hostmem.KEEP_FREED_MEMORY_ENV}
 
 
 def run_peer(model: str, out: str, extra_env: dict) -> dict:

@@ -46,6 +46,10 @@ class SubwordTokenizer:
   def token_id(self, token: str) -> int | None:
     return self._tok.token_to_id(token)
 
+  def tokens(self, ids: Iterable[int]) -> list[str]:
+    """The vocabulary entries of ids, specials included (decode() drops them)."""
+    return [self._tok.id_to_token(int(i)) for i in ids]
+
   def decode(self, ids: Iterable[int]) -> str:
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
 

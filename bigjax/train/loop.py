@@ -141,7 +141,7 @@ def train_and_evaluate(*, driver: Driver, init_state: Callable, batch_at: Callab
                        dev: Sequence[Batch], test: Sequence[Batch], schedule: Schedule, workdir: str,
                        meta: dict, writer: metrics_lib.MetricWriter,
                        stop_after_steps: Optional[int] = None, nan_policy: str = 'stop',
-                       on_start: Optional[Callable[[], None]] = None) -> dict:
+                       test_at_checkpoints: bool = False, on_start: Optional[Callable[[], None]] = None) -> dict:
   """Trains to schedule.total_steps, resuming from workdir's checkpoints, then tests the best.
 
   init_state() -> fresh host TrainState (also the restore target).
@@ -149,6 +149,8 @@ def train_and_evaluate(*, driver: Driver, init_state: Callable, batch_at: Callab
   meta: JSON facts stored with each checkpoint; on resume, its 'compatibility' entry must match.
   stop_after_steps: stop (after a checkpoint) once this many steps ran in this call; for tests.
   nan_policy: one of NAN_POLICIES.
+  test_at_checkpoints: also evaluate test at each checkpoint, for a test-accuracy curve over
+    time (time-to-accuracy races). Model selection still uses dev only.
   on_start(): called once the workdir's checkpoints are known to belong to this run, so
     that a refused run writes nothing over the files of the run it refused.
   Returns the results dict, also written to workdir/results.json.
@@ -194,16 +196,20 @@ def train_and_evaluate(*, driver: Driver, init_state: Callable, batch_at: Callab
     if nonfinite:  # Finite loss and gradients can still overflow the parameters.
       raise TrainingError(f'step {step}: {", ".join(nonfinite[:3])} hold NaN or Inf, so no checkpoint is saved '
                           f'from them; {intact()}. Lower optim.learning_rate or set optim.clip_norm.')
-    dev_accuracy = None
+    dev_accuracy, curve = None, ''
     if evaluate_dev:
       dev_report = evaluate(driver, device_state, dev)
       dev_accuracy = dev_report['accuracy']
       writer.write(step, 'dev', {k: dev_report[k] for k in ('accuracy', 'macro_f1', 'loss')},
                    {'confusion': dev_report['confusion']})
+      if test_at_checkpoints:
+        test_report = evaluate(driver, device_state, test)
+        writer.write(step, 'test_curve', {k: test_report[k] for k in ('accuracy', 'macro_f1', 'loss')})
+        curve = f', test accuracy {test_report["accuracy"]:.4f} (curve only)'
     checkpointer.save(step, state, meta, dev_accuracy=dev_accuracy, digest=digest)
     if evaluate_dev:
-      logging.info('step %d: dev accuracy %.4f, macro-F1 %.4f; checkpoint saved', step, dev_report['accuracy'],
-                   dev_report['macro_f1'])
+      logging.info('step %d: dev accuracy %.4f, macro-F1 %.4f%s; checkpoint saved', step, dev_report['accuracy'],
+                   dev_report['macro_f1'], curve)
     else:
       logging.info('step %d: checkpoint saved (no dev evaluation on a stop)', step)
 

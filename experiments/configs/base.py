@@ -64,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
   # A step with a NaN/Inf loss or gradient is never applied; 'stop': the run stops with an
   # error naming it; 'skip': it is dropped with a warning and training goes on.
   c.train.nan_policy = 'stop'
+  # Also evaluate test at each checkpoint (a test-accuracy curve over time, for
+  # experiments.time_to_accuracy). The checkpoint tested at the end is still chosen on dev.
+  c.train.test_at_checkpoints = False
 
   # Where a run's parameters start: from scratch, or from pretraining.
   c.init = ml_collections.ConfigDict()

@@ -1,0 +1,128 @@
+"""Time to a test accuracy: bigjax's LSTM against the PyTorch peer LSTM, same recipe, one run.
+
+  python -m experiments.time_to_accuracy --config=experiments/configs/lstm_imdb.py \
+      --config.init.embeddings=runs/w2v_imdb --peer_python=/path/to/torch-venv/bin/python \
+      --target=0.85 --workdir=runs/race_imdb
+
+Same recipe on both sides:
+- the same token sequences: the config's tokenizer, max_len and truncation, written out
+  in the peer's 'LABEL tok tok ...' layout (words out of the vocabulary as <unk>), with
+  the same train/dev/test split;
+- with init.embeddings, the same starting embedding table (bigjax's initial table, rows
+  named by token);
+- embed and hidden sizes, dropout, Adam, learning rate, batch size, epochs, seed, and the
+  forget-gate bias and gradient clipping through experiments/torch_peer_recipe.py.
+Both evaluate dev and test after every epoch (bigjax with train.test_at_checkpoints).
+Each side's clock runs from launching its process to the moment it prints a test
+accuracy >= --target; it is stopped there, or after --max_minutes. The peer runs with
+bigjax's allocator setting (like for like; see experiments/compare_peers.py). Nothing
+else may run on the machine meanwhile: on 2 cores any other process skews both clocks.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from bigjax import hostmem
+from bigjax.errors import ConfigError
+from experiments import common
+from experiments import peers
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (an LSTM classifier).', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for the peer data, both runs and race.json.')
+_PEER_PYTHON = flags.DEFINE_string('peer_python', sys.executable, 'Python that has torch installed.')
+_PEERS = flags.DEFINE_string('peers_dir', os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'peers'),
+                             'Folder of torch_lstm.py.')
+_TARGET = flags.DEFINE_float('target', 0.85, 'Test accuracy to reach.')
+_MAX_MINUTES = flags.DEFINE_float('max_minutes', 60.0, 'Stop a side that has not reached the target by then.')
+_SIDES = flags.DEFINE_list('sides', ['bigjax', 'torch'], 'Which to run, in this order.')
+_VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.')
+
+
+
+def race(command: list[str], parse, env: dict, log_path: str) -> dict:
+  """Runs command until a parsed test accuracy reaches the target (or time runs out)."""
+  curve, reached = [], None
+  start = time.perf_counter()
+  with open(log_path, 'w', encoding='utf-8') as log:
+    proc = subprocess.Popen(command, cwd=peers.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1)
+    timer = threading.Timer(_MAX_MINUTES.value * 60, proc.terminate)
+    timer.start()
+    try:
+      for line in proc.stdout:
+        log.write(line)
+        point = parse(line)
+        if point is None:
+          continue
+        point['elapsed_s'] = round(time.perf_counter() - start, 1)
+        curve.append(point)
+        print(f'  {point}', flush=True)
+        if point['test_acc'] >= _TARGET.value and reached is None:
+          reached = point['elapsed_s']
+          proc.terminate()  # bigjax saves a checkpoint and exits; the peer just stops.
+    finally:
+      timer.cancel()
+      proc.wait()
+  return {'command': command, 'curve': curve, 'seconds_to_target': reached,
+          'wall_s': round(time.perf_counter() - start, 1), 'exit_status': proc.returncode}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.INFO)
+  common.setup_host()
+  common.quiet_library_logs(_VERBOSE.value)
+  config = _CONFIG.value
+
+  def run():
+    common.check_config(config)
+    peers.check_recipe(config)
+    workdir = common.prepare_workdir(_WORKDIR.value)
+    results = {'target': _TARGET.value, 'max_minutes': _MAX_MINUTES.value, 'sides': {}}
+    peer_data = os.path.join(workdir, 'peer_data')
+    if 'torch' in _SIDES.value:
+      results['peer_data'] = peers.write_peer_data(config, peer_data)
+    config_args = [a for a in sys.argv[1:] if a.startswith('--config')]
+    for side in _SIDES.value:
+      print(f'{side}: running until test accuracy >= {_TARGET.value} (at most {_MAX_MINUTES.value:g} min)',
+            flush=True)
+      if side == 'bigjax':
+        command = [sys.executable, '-m', 'experiments.train', *config_args,
+                   '--config.train.test_at_checkpoints=True', f'--workdir={os.path.join(workdir, "bigjax")}']
+        results['sides'][side] = race(command, peers.parse_bigjax_curve, dict(os.environ),
+                                      os.path.join(workdir, 'bigjax.log'))
+      elif side == 'torch':
+        command = peers.lstm_command(config, _PEER_PYTHON.value, os.path.abspath(_PEERS.value), peer_data,
+                                     results['peer_data'].get('init_table'), os.path.join(workdir, 'torch.json'))
+        env = dict(os.environ, **hostmem.KEEP_FREED_MEMORY_ENV)  # Like for like: bigjax's allocator setting.
+        results['sides'][side] = race(command, peers.parse_peer_curve, env, os.path.join(workdir, 'torch.log'))
+      else:
+        raise ConfigError(f'--sides: {side!r} is unknown; use bigjax and/or torch')
+    times = {side: r['seconds_to_target'] for side, r in results['sides'].items()}
+    if times.get('bigjax') and times.get('torch'):
+      results['torch_over_bigjax'] = times['torch'] / times['bigjax']
+    with open(os.path.join(workdir, 'race.json'), 'w', encoding='utf-8') as f:
+      json.dump(results, f, indent=2)
+    for side, r in results['sides'].items():
+      best = max((p['test_acc'] for p in r['curve']), default=float('nan'))
+      reached = f'{r["seconds_to_target"]:.0f} s' if r['seconds_to_target'] else 'not reached'
+      print(f'{side:<7} time to test >= {_TARGET.value}: {reached:>12}  (best test {best:.4f}, '
+            f'{len(r["curve"])} evaluations, {r["wall_s"]:.0f} s in all)')
+    if 'torch_over_bigjax' in results:
+      print(f'torch / bigjax: {results["torch_over_bigjax"]:.2f}x')
+
+  common.exit_on_user_error(run, _VERBOSE.value)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main, flags_parser=common.parse_flags)

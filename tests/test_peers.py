@@ -1,0 +1,86 @@
+"""Racing the PyTorch peers: the peer's data is bigjax's tokens, the test curve, the recipe check."""
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from bigjax.pretrain import embeddings
+from experiments import common, peers, pretrain_embeddings
+from tests.test_train import tiny_config, write_corpus
+
+
+def read_peer_split(path):
+  """What torch_lstm.read_split does: 'LABEL tok tok ...' -> (labels, token lists)."""
+  with open(path, encoding='utf-8') as f:
+    lines = [line.split() for line in f]
+  return [int(parts[0]) for parts in lines], [parts[1:] for parts in lines]
+
+
+def test_peer_data_holds_the_token_sequences_bigjax_trains_on(tmp_path):
+  data = write_corpus(tmp_path / 'data')
+  config = tiny_config(data, 'lstm', **{'data.vocab_size': 15, 'data.max_len': 6, 'data.keep': 'last',
+                                        'data.tokenizer': 'wordpunct', 'data.min_frequency': 3})
+  info = peers.write_peer_data(config, str(tmp_path / 'peer'))
+  assert 'init_table' not in info  # From scratch: each side initializes its own way.
+  dataset = common.load_data(config.data, config.seed)
+  exp = common.build_experiment(config, workdir=None)
+  unk_seen = False
+  for name in ('train', 'dev', 'test'):
+    labels, token_lists = read_peer_split(tmp_path / 'peer' / f'{name}.txt')
+    split = dataset.splits[name]
+    assert labels == [int(x) for x in split.labels]
+    rows = exp.tokenizer.encode(split.texts, config.data.max_len, 'last')
+    for tokens, row in zip(token_lists, rows):
+      assert [exp.tokenizer.token_id(t) for t in tokens] == row.tolist()  # The last 6 ids, exactly.
+      unk_seen |= '<unk>' in tokens
+  assert unk_seen  # A 15-entry vocabulary leaves words out: they reach the peer as <unk>.
+
+
+def test_peer_gets_the_pretrained_starting_table(tmp_path):
+  data = write_corpus(tmp_path / 'data')
+  config = tiny_config(data, 'lstm', **{'pretrain.min_count': 1})
+  pretrain_embeddings.pretrain(config, str(tmp_path / 'w2v'))
+  config.init.embeddings = str(tmp_path / 'w2v')
+  info = peers.write_peer_data(config, str(tmp_path / 'peer'))
+  with np.load(info['init_table']) as saved:
+    tokens, table = saved['tokens'].tolist(), saved['table']
+  tokenizer, _, found = embeddings.load(str(tmp_path / 'w2v'))
+  assert tokens == tokenizer.tokens(range(tokenizer.vocab_size))
+  start = np.asarray(common.build_experiment(config, None).init_state().params['embedding']['embedding'])
+  np.testing.assert_array_equal(table, start)  # Row for row the table bigjax's run starts from.
+  assert found.sum() > 20
+
+
+def test_test_curve_at_each_checkpoint_and_its_log_line(tmp_path, caplog):
+  data = write_corpus(tmp_path / 'data')
+  config = tiny_config(data, 'lstm', **{'train.steps': 15, 'train.test_at_checkpoints': True,
+                                        'data.max_len': 16, 'data.smallest_bucket': 16})
+  with caplog.at_level(logging.INFO):
+    results = common.run_training(config, str(tmp_path / 'run'))
+  curve = [peers.parse_bigjax_curve(r.getMessage()) for r in caplog.records]
+  curve = [point for point in curve if point]
+  assert [point['step'] for point in curve] == [5, 10, 15]
+  best = next(point for point in curve if point['step'] == results['best_step'])
+  # The curve's test accuracy at the best-dev step is the one the run reports at the end.
+  assert best['test_acc'] == pytest.approx(results['test']['accuracy'], abs=1e-4)
+  assert best['dev_acc'] == pytest.approx(results['dev']['accuracy'], abs=1e-4)
+  records = (tmp_path / 'run' / 'metrics.jsonl').read_text().count('"kind": "test_curve"')
+  assert records == 3
+
+
+def test_a_recipe_the_peer_cannot_follow_is_refused(tmp_path):
+  config = tiny_config(tmp_path, 'lstm', **{'model.bidirectional': True, 'optim.schedule': 'cosine'})
+  with pytest.raises(common.ConfigError, match=r'model\.bidirectional=True.*optim\.schedule=.cosine'):
+    peers.check_recipe(config)
+  peers.check_recipe(tiny_config(tmp_path, 'lstm', **{'train.steps': 0, 'checkpoint.every_steps': 0}))
+
+
+def test_peer_command_carries_the_recipe(tmp_path):
+  config = tiny_config(tmp_path, 'lstm', **{'model.forget_bias': 1.0, 'optim.clip_norm': 0.5,
+                                            'optim.learning_rate': 2e-3, 'train.epochs': 7})
+  command = peers.lstm_command(config, 'python', '/peers', '/data', '/t.npz', '/out.json')
+  assert os.path.basename(command[1]) == 'torch_peer_recipe.py' and os.path.exists(command[1])
+  for flag in ('--forget_bias=1.0', '--clip_norm=0.5', '--lr=0.002', '--epochs=7', '--embed_dim=16',
+               '--hidden_dim=16', '--dropout=0.3', '--batch_size=16', '--init_table=/t.npz', '--threads=2'):
+    assert flag in command, flag
