@@ -44,7 +44,7 @@ _TARGET = flags.DEFINE_float('target', 0.85, 'Test accuracy to reach.')
 _MAX_MINUTES = flags.DEFINE_float('max_minutes', 60.0, 'Stop a side that has not reached the target by then.')
 _SIDES = flags.DEFINE_list('sides', ['bigjax', 'torch'], 'Which to run, in this order.')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.')
-
+SIDES = ('bigjax', 'torch')
 
 
 def race(command: list[str], parse, env: dict, log_path: str) -> dict:
@@ -86,7 +86,13 @@ def main(argv):
   def run():
     common.check_config(config)
     peers.check_recipe(config)
+    unknown = [side for side in _SIDES.value if side not in SIDES]
+    if unknown:
+      raise ConfigError(f'--sides: {unknown} unknown; use {" and/or ".join(SIDES)}')
     workdir = common.prepare_workdir(_WORKDIR.value)
+    if os.path.exists(os.path.join(workdir, 'bigjax')):
+      # experiments.train would resume from the earlier run's checkpoints: not a race.
+      raise ConfigError(f'--workdir={workdir} holds an earlier race; use a new one')
     results = {'target': _TARGET.value, 'max_minutes': _MAX_MINUTES.value, 'sides': {}}
     peer_data = os.path.join(workdir, 'peer_data')
     if 'torch' in _SIDES.value:
@@ -100,13 +106,11 @@ def main(argv):
                    '--config.train.test_at_checkpoints=True', f'--workdir={os.path.join(workdir, "bigjax")}']
         results['sides'][side] = race(command, peers.parse_bigjax_curve, dict(os.environ),
                                       os.path.join(workdir, 'bigjax.log'))
-      elif side == 'torch':
+      else:
         command = peers.lstm_command(config, _PEER_PYTHON.value, os.path.abspath(_PEERS.value), peer_data,
                                      results['peer_data'].get('init_table'), os.path.join(workdir, 'torch.json'))
         env = dict(os.environ, **hostmem.KEEP_FREED_MEMORY_ENV)  # Like for like: bigjax's allocator setting.
         results['sides'][side] = race(command, peers.parse_peer_curve, env, os.path.join(workdir, 'torch.log'))
-      else:
-        raise ConfigError(f'--sides: {side!r} is unknown; use bigjax and/or torch')
     times = {side: r['seconds_to_target'] for side, r in results['sides'].items()}
     if times.get('bigjax') and times.get('torch'):
       results['torch_over_bigjax'] = times['torch'] / times['bigjax']

@@ -1,6 +1,8 @@
 """Racing the PyTorch peers: the peer's data is bigjax's tokens, the test curve, the recipe check."""
 import logging
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -84,3 +86,16 @@ def test_peer_command_carries_the_recipe(tmp_path):
   for flag in ('--forget_bias=1.0', '--clip_norm=0.5', '--lr=0.002', '--epochs=7', '--embed_dim=16',
                '--hidden_dim=16', '--dropout=0.3', '--batch_size=16', '--init_table=/t.npz', '--threads=2'):
     assert flag in command, flag
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['--config=experiments/configs/mlp_sst2.py'], "model.name='mlp' (needs 'lstm')"),
+    (['--config=experiments/configs/lstm_sst2.py', '--sides=bigjax,jax'], "--sides: ['jax'] unknown"),
+    (['--config=experiments/configs/lstm_sst2.py', '--sides=bigjax'], 'holds an earlier race'),
+])
+def test_race_refusals_are_one_line(tmp_path, args, expected):
+  (tmp_path / 'race' / 'bigjax').mkdir(parents=True)  # As an earlier race leaves it: bigjax would resume.
+  done = subprocess.run([sys.executable, '-m', 'experiments.time_to_accuracy', f'--workdir={tmp_path / "race"}',
+                         *args], cwd=peers.ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert expected in done.stderr and 'Traceback' not in done.stderr
