@@ -115,6 +115,7 @@ def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int)
 @dataclasses.dataclass(frozen=True)
 class Experiment:
   """Everything a config resolves to, before any training: what the loop and the benchmark use."""
+  dataset: sources.TextDataset  # The texts and labels, before tokenization.
   tokenizer: SubwordTokenizer
   fns: Any  # ModelFns
   tx: Any  # optax.GradientTransformation
@@ -191,7 +192,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
                    'num_classes': dataset.num_classes, 'data': derived['data_fingerprint'],
                    'batch_size': config.train.batch_size, 'seed': config.seed}
   return Experiment(
-      tokenizer=tokenizer, fns=fns, tx=tx, driver=driver, train_batches=train_batches,
+      dataset=dataset, tokenizer=tokenizer, fns=fns, tx=tx, driver=driver, train_batches=train_batches,
       dev=batching.eval_batches(dev, config.train.eval_batch_size, boundaries, sharding),
       test=batching.eval_batches(test, config.train.eval_batch_size, boundaries, sharding),
       init_state=functools.partial(initial_state, fns, tx, jax.random.PRNGKey(config.seed), example, pretrained),
@@ -297,6 +298,13 @@ def quiet_library_logs(verbose: bool = False):
     sys.unraisablehook = drop_closed_loop_noise
 
 
+def config_value(config: ml_collections.ConfigDict, key: str):
+  """config['section.name'] (or config['name'])."""
+  for part in key.split('.'):
+    config = config[part]
+  return config
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Values that would otherwise fail deep inside with a traceback (or train nonsense)."""
   at_least = {'train.steps': 0, 'train.epochs': 0, 'train.batch_size': 1, 'train.eval_batch_size': 1,
@@ -304,21 +312,19 @@ def check_config(config: ml_collections.ConfigDict) -> None:
               'checkpoint.every_steps': 0, 'checkpoint.keep_latest': 1, 'checkpoint.keep_best': 0,
               'model.bigram_buckets': 0}
   for key, low in at_least.items():
-    section, name = key.split('.')
-    if config[section][name] < low:
-      raise ConfigError(f'{key}={config[section][name]} must be >= {low}')
+    if config_value(config, key) < low:
+      raise ConfigError(f'{key}={config_value(config, key)} must be >= {low}')
   if not (config.train.steps or config.train.epochs):
     raise ConfigError('train.steps=0 and train.epochs=0: nothing to train; set one of them')
   for key in ('model.dropout', 'model.word_dropout'):
-    section, name = key.split('.')
-    if not 0.0 <= config[section][name] < 1.0:
-      raise ConfigError(f'{key}={config[section][name]} must be in [0, 1)')
+    if not 0.0 <= config_value(config, key) < 1.0:
+      raise ConfigError(f'{key}={config_value(config, key)} must be in [0, 1)')
   if config.train.nan_policy not in loop.NAN_POLICIES:
     raise ConfigError(f'train.nan_policy={config.train.nan_policy!r} is unknown; use one of {loop.NAN_POLICIES}')
   # Choices checked here too, so that a typo fails before minutes of data loading.
   for key, choices in (('model.name', sorted(registry.MODELS)), ('parallel', parallel.MODES),
                        ('data.tokenizer', KINDS), ('data.keep', TRUNCATIONS)):
-    value = config[key.split('.')[0]][key.split('.')[1]] if '.' in key else config[key]
+    value = config_value(config, key)
     if value not in choices:
       raise ConfigError(f'{key}={value!r} is unknown; use one of {tuple(choices)}')
   for key in ('window', 'negative', 'epochs', 'min_count'):

@@ -23,20 +23,16 @@ def check_recipe(config) -> None:
   needed = {'model.name': 'lstm', 'model.num_layers': 1, 'model.bidirectional': False, 'optim.name': 'adam',
             'optim.schedule': 'constant', 'optim.warmup_steps': 0, 'train.accum_steps': 1, 'parallel': 'none',
             'checkpoint.every_steps': 0, 'train.steps': 0}
-  wrong = []
-  for key, value in needed.items():
-    ours = config[key] if '.' not in key else config[key.split('.')[0]][key.split('.')[1]]
-    if ours != value:
-      wrong.append(f'{key}={ours!r} (needs {value!r})')
+  wrong = [f'{key}={common.config_value(config, key)!r} (needs {value!r})' for key, value in needed.items()
+           if common.config_value(config, key) != value]
   if wrong:
     raise ConfigError(f'the PyTorch peer cannot follow this recipe: {", ".join(wrong)}')
 
 
 def write_peer_data(config, folder: str) -> dict:
   """The config's splits, tokenized as bigjax does, in torch_lstm.py's layout; and the start table."""
-  dataset = common.load_data(config.data, config.seed)
-  exp = common.build_experiment(config, workdir=None)  # Its tokenizer and initial state are the run's.
-  tokenizer = exp.tokenizer
+  exp = common.build_experiment(config, workdir=None)  # Its data, tokenizer and initial state are the run's.
+  dataset, tokenizer = exp.dataset, exp.tokenizer
   os.makedirs(folder, exist_ok=True)
   for name in ('train', 'dev', 'test'):
     split = dataset.splits[name]

@@ -56,9 +56,8 @@ def main():
           if missing:
             raise SystemExit(f'{ours.init_table}: no row for {len(missing)} peer tokens, e.g. {missing[:5]}')
           # The peer's padding row stays zero (padding_idx).
-          peer_rows = [index for token, index in vocab.items() if token != '<pad>']
-          saved_rows = [row_of[token] for token, index in vocab.items() if token != '<pad>']
-          self.embedding.weight[peer_rows] = torch.from_numpy(table[saved_rows])
+          peer_rows, saved_rows = zip(*[(i, row_of[t]) for t, i in vocab.items() if t != '<pad>'])
+          self.embedding.weight[list(peer_rows)] = torch.from_numpy(table[list(saved_rows)])
 
   optimizer = torch.optim.Adam
 
