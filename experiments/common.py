@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 from absl import flags
 import flax
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -101,6 +102,9 @@ def data_fingerprint(dataset: sources.TextDataset) -> str:
   return digest.hexdigest()[:16]
 
 
+COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}  # None: the params' dtype.
+
+
 def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int):
   common = dict(vocab_size=vocab_size, num_classes=num_classes, embed_dim=c.embed_dim, dropout=c.dropout)
   if c.name == 'mlp':
@@ -108,7 +112,8 @@ def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int)
                                 bigram_buckets=c.bigram_buckets, **common)
   if c.name == 'lstm':
     return registry.build_model('lstm', hidden_dim=c.hidden_dim, num_layers=c.num_layers,
-                                bidirectional=c.bidirectional, forget_bias=c.forget_bias, **common)
+                                bidirectional=c.bidirectional, forget_bias=c.forget_bias,
+                                dtype=COMPUTE_DTYPES[c.dtype], **common)
   raise ConfigError(f'model.name={c.name!r} is unknown; use one of {sorted(registry.MODELS)}')
 
 
@@ -323,10 +328,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'train.nan_policy={config.train.nan_policy!r} is unknown; use one of {loop.NAN_POLICIES}')
   # Choices checked here too, so that a typo fails before minutes of data loading.
   for key, choices in (('model.name', sorted(registry.MODELS)), ('parallel', parallel.MODES),
-                       ('data.tokenizer', KINDS), ('data.keep', TRUNCATIONS)):
+                       ('data.tokenizer', KINDS), ('data.keep', TRUNCATIONS),
+                       ('model.dtype', tuple(COMPUTE_DTYPES))):
     value = config_value(config, key)
     if value not in choices:
       raise ConfigError(f'{key}={value!r} is unknown; use one of {tuple(choices)}')
+  if config.model.dtype != 'float32' and config.model.name != 'lstm':
+    raise ConfigError(f'model.dtype={config.model.dtype!r} is for the lstm only; '
+                      f'model.name={config.model.name!r} computes in float32')
   for key in ('window', 'negative', 'epochs', 'min_count'):
     if config.pretrain[key] < 1:
       raise ConfigError(f'pretrain.{key}={config.pretrain[key]} must be >= 1')

@@ -12,7 +12,15 @@ torch does not do by itself; the peers' README shows that the same allocator set
 speeds torch up too. So torch runs twice per round, with the default allocator ("what
 anyone gets") and with bigjax's setting through the environment ("same allocator"), and
 both ratios are reported. The like-for-like figure is the one against "same allocator".
+
+bigjax's LSTM runs once per round for each --lstm_dtypes value: float32 computes what torch
+computes; bfloat16 gives its matmuls bf16 operands with f32 sums (model.dtype).
+
+bigjax's figure is its steady state (every shape compiled); torch's is its own
+train_tokens_per_s after 20 warm-up steps, over --peer_steps steps. The peers' README finds
+torch's first epochs slower than later ones, so a short --peer_steps favours bigjax.
 """
+import functools
 import json
 import os
 import statistics
@@ -25,24 +33,30 @@ from absl import flags
 
 from bigjax import hostmem
 
+PEER_STEPS = {'lstm': 200, 'mlp': 400}  # Defaults: the peers' README short-run rows.
 _PEER_PYTHON = flags.DEFINE_string('peer_python', sys.executable, 'Python that has torch installed.')
 _PEERS = flags.DEFINE_string('peers_dir', os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'peers'),
                              'Folder of torch_lstm.py and torch_bow_mlp.py.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds per model.')
+_PEER_STEPS = flags.DEFINE_integer('peer_steps', 0, "torch's --max_steps; 0: the peers' README short runs "
+                                   f'({PEER_STEPS}). 1090 is 10 SST-2 epochs, past its warm-up.')
 _MODELS = flags.DEFINE_list('models', ['lstm', 'mlp'], 'Which models to compare.')
 _JSON_OUT = flags.DEFINE_string('json_out', '', 'Also write the figures here.')
+_LSTM_DTYPES = flags.DEFINE_list('lstm_dtypes', ['float32', 'bfloat16'],
+                                 "bigjax's LSTM runs once per round in each of these model.dtype values "
+                                 '(matmul operands; torch computes in float32).')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER_SCRIPT = {'lstm': 'torch_lstm.py', 'mlp': 'torch_bow_mlp.py'}
-PEER_STEPS = {'lstm': 200, 'mlp': 400}  # As in the peers' README short-run rows.
 SAME_SETUP = ['--config.data.tokenizer=word', '--config.data.min_frequency=1', '--config.data.vocab_size=20000',
               '--config.data.max_len=64', '--config.model.embed_dim=300', '--config.model.hidden_dim=256',
               '--config.train.batch_size=64']
 
 
-def run_bigjax(model: str, out: str) -> dict:
+def run_bigjax(model: str, out: str, dtype: str) -> dict:
+  overrides = [f'--config.model.dtype={dtype}'] if model == 'lstm' else []
   subprocess.run([sys.executable, '-m', 'experiments.benchmark', f'--config=experiments/configs/{model}_sst2.py',
-                  *SAME_SETUP, f'--json_out={out}'], cwd=ROOT, check=True, capture_output=True)
+                  *SAME_SETUP, *overrides, f'--json_out={out}'], cwd=ROOT, check=True, capture_output=True)
   with open(out, encoding='utf-8') as f:
     r = json.load(f)
   return {'examples_per_s': r['train']['examples_per_s'], 'tokens_per_s': r['train']['tokens_per_s'],
@@ -55,7 +69,7 @@ PEER_SETTINGS = {'torch': {}, 'torch_same_allocator': hostmem.KEEP_FREED_MEMORY_
 def run_peer(model: str, out: str, extra_env: dict) -> dict:
   data = os.path.join(_PEERS.value, '..', 'data', 'sst2')
   subprocess.run([_PEER_PYTHON.value, os.path.join(_PEERS.value, PEER_SCRIPT[model]), f'--data_dir={data}',
-                  '--threads=2', f'--max_steps={PEER_STEPS[model]}', '--embed_dim=300', '--hidden_dim=256',
+                  '--threads=2', f'--max_steps={_PEER_STEPS.value or PEER_STEPS[model]}', '--embed_dim=300', '--hidden_dim=256',
                   '--batch_size=64', f'--json_out={out}'], check=True, capture_output=True, env=dict(os.environ, **extra_env))
   with open(out, encoding='utf-8') as f:
     r = json.load(f)
@@ -67,25 +81,30 @@ def main(argv):
   results = {}
   with tempfile.TemporaryDirectory() as tmp:
     for model in _MODELS.value:
-      runs = {'bigjax': [], **{peer: [] for peer in PEER_SETTINGS}}
+      dtypes = _LSTM_DTYPES.value if model == 'lstm' else ['float32']
+      sides = {f'bigjax_{dtype}': functools.partial(run_bigjax, model, dtype=dtype) for dtype in dtypes}
+      sides.update({peer: functools.partial(run_peer, model, extra_env=env) for peer, env in PEER_SETTINGS.items()})
+      runs = {side: [] for side in sides}
       for i in range(_ROUNDS.value):
-        runs['bigjax'].append(run_bigjax(model, os.path.join(tmp, f'bigjax_{model}_{i}.json')))
-        for peer, env in PEER_SETTINGS.items():
-          runs[peer].append(run_peer(model, os.path.join(tmp, f'{peer}_{model}_{i}.json'), env))
-        print(f'{model} round {i + 1}: ' + ', '.join(f'{who} {rs[-1]}' for who, rs in runs.items()), flush=True)
-      median = {who: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for who, rs in runs.items()}
-      results[model] = {'runs': runs, 'median': median}
-      for peer in PEER_SETTINGS:
-        results[model][f'tokens_per_s_ratio_vs_{peer}'] = median['bigjax']['tokens_per_s'] / median[peer]['tokens_per_s']
-        results[model][f'examples_per_s_ratio_vs_{peer}'] = (median['bigjax']['examples_per_s'] /
-                                                             median[peer]['examples_per_s'])
-  print(f'{"model":<6} {"bigjax tokens/s":>16} {"torch tokens/s":>15} {"ratio":>6} '
+        for side, run in sides.items():
+          runs[side].append(run(os.path.join(tmp, f'{side}_{model}_{i}.json')))
+        print(f'{model} round {i + 1}: ' + ', '.join(f'{side} {rs[-1]}' for side, rs in runs.items()), flush=True)
+      median = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
+      results[model] = {'runs': runs, 'median': median, 'ratios': {}}
+      for side in sides:
+        for peer in PEER_SETTINGS:
+          if side.startswith('bigjax'):
+            results[model]['ratios'][f'{side}_vs_{peer}'] = {
+                k: median[side][k] / median[peer][k] for k in ('tokens_per_s', 'examples_per_s')}
+  print(f'{"model":<6} {"bigjax matmuls":<15} {"bigjax tokens/s":>16} {"torch tokens/s":>15} {"ratio":>6} '
         f'{"torch same-allocator tokens/s":>30} {"ratio":>6}')
   for model, r in results.items():
     m = r['median']
-    print(f'{model:<6} {m["bigjax"]["tokens_per_s"]:>16.0f} {m["torch"]["tokens_per_s"]:>15.0f} '
-          f'{r["tokens_per_s_ratio_vs_torch"]:>6.2f} {m["torch_same_allocator"]["tokens_per_s"]:>30.0f} '
-          f'{r["tokens_per_s_ratio_vs_torch_same_allocator"]:>6.2f}')
+    for side in (s for s in m if s.startswith('bigjax')):
+      ratio = lambda peer: r['ratios'][f'{side}_vs_{peer}']['tokens_per_s']
+      print(f'{model:<6} {side.split("_", 1)[1]:<15} {m[side]["tokens_per_s"]:>16.0f} {m["torch"]["tokens_per_s"]:>15.0f} '
+            f'{ratio("torch"):>6.2f} {m["torch_same_allocator"]["tokens_per_s"]:>30.0f} '
+            f'{ratio("torch_same_allocator"):>6.2f}')
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, 'w', encoding='utf-8') as f:
       json.dump(results, f, indent=2)

@@ -22,7 +22,7 @@ def check_recipe(config) -> None:
   """What torch_lstm.py can also do; anything else would not be the same recipe."""
   needed = {'model.name': 'lstm', 'model.num_layers': 1, 'model.bidirectional': False, 'optim.name': 'adam',
             'optim.schedule': 'constant', 'optim.warmup_steps': 0, 'train.accum_steps': 1, 'parallel': 'none',
-            'checkpoint.every_steps': 0, 'train.steps': 0}
+            'checkpoint.every_steps': 0, 'train.steps': 0, 'model.dtype': 'float32'}
   wrong = [f'{key}={common.config_value(config, key)!r} (needs {value!r})' for key, value in needed.items()
            if common.config_value(config, key) != value]
   if wrong:

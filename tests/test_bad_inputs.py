@@ -243,6 +243,8 @@ BAD_OVERRIDES = {
     'unknown_truncation': ('--config.data.keep=middle', "data.keep='middle' is unknown", "'first', 'last'"),
     'negative_bigram_buckets': ('--config.model.bigram_buckets=-1', 'model.bigram_buckets=-1 must be >= 0'),
     'unknown_model': ('--config.model.name=transformer', "model.name='transformer' is unknown"),
+    'unknown_dtype': ('--config.model.dtype=float16', "model.dtype='float16' is unknown", "'float32', 'bfloat16'"),
+    'bf16_for_the_mlp': ('--config.model.dtype=bfloat16', "model.dtype='bfloat16' is for the lstm only"),
 }
 for _name, (_override, *_expected) in BAD_OVERRIDES.items():
   CASES[_name] = (lambda env, override=_override: env.argv(override), tuple(_expected), 2)

@@ -35,8 +35,9 @@ def test_lstm_flops_scale_with_real_tokens():
   assert bi['useful'] > 2 * full['useful']
 
 
-def test_matmul_ceiling_is_plausible():
-  flops = bench.matmul_ceiling(n=256, seconds=0.2)
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_matmul_ceiling_is_plausible(dtype):
+  flops = bench.matmul_ceiling(n=256, dtype=dtype, seconds=0.2)
   assert 1e8 < flops < 1e15
 
 
@@ -56,4 +57,5 @@ def test_benchmark_entry_point(tmp_path):
   assert r['compilation']['train_shapes'] == 1 and r['compilation']['train_compiles'] >= 1
   assert r['input_pipeline']['vs_train_step'] > 1
   assert 0 < r['flops']['useful_per_s'] <= r['flops']['executed_per_s']
+  assert r['flops']['matmul_operand_dtype'] == 'bfloat16'  # lstm_sst2.py's; the ceiling is measured in it.
   assert np.isfinite(r['eval']['examples_per_s']) and r['memory']['peak_host_mib'] > 0

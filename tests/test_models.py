@@ -19,10 +19,16 @@ MODELS = {
     'lstm': dict(name='lstm', hidden_dim=12),
     'bilstm2': dict(name='lstm', hidden_dim=8, num_layers=2, bidirectional=True),
 }
+# bf16 matmuls: not in MODELS, whose finite-difference test needs f64 throughout. The
+# stacked bidirectional one is checked against its f32 twin only (test_bf16_lstm_tracks...).
+BF16_MODELS = {
+    'lstm_bf16': dict(name='lstm', hidden_dim=12, dtype=jnp.bfloat16),
+    'bilstm2_bf16': dict(name='lstm', hidden_dim=8, num_layers=2, bidirectional=True, dtype=jnp.bfloat16),
+}
 
 
 def make(kind, dropout=0.0, **extra):
-  kwargs = dict(MODELS[kind], **extra)
+  kwargs = dict({**MODELS, **BF16_MODELS}[kind], **extra)
   return registry.build_model(kwargs.pop('name'), vocab_size=VOCAB, num_classes=CLASSES, embed_dim=10,
                               dropout=dropout, **kwargs)
 
@@ -35,7 +41,7 @@ def tokens(seed=0, batch=5, width=9):
   return jnp.asarray(ids), jnp.asarray(lengths)
 
 
-@pytest.mark.parametrize('kind', sorted(MODELS))
+@pytest.mark.parametrize('kind', sorted(MODELS) + ['lstm_bf16'])
 def test_padding_does_not_change_logits(kind):
   model = make(kind)
   ids, lengths = tokens()
@@ -53,7 +59,7 @@ def test_padding_does_not_change_logits(kind):
     np.testing.assert_allclose(alone[0], reference[row], atol=1e-5)
 
 
-@pytest.mark.parametrize('kind', sorted(MODELS))
+@pytest.mark.parametrize('kind', sorted(MODELS) + ['lstm_bf16'])
 def test_padded_embeddings_get_no_gradient(kind):
   model = make(kind)
   ids, lengths = tokens()
@@ -82,7 +88,7 @@ def test_gradients_match_finite_differences(kind):
     check_grads(loss, (params,), order=1, modes=['rev'], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize('kind', sorted(MODELS))
+@pytest.mark.parametrize('kind', sorted(MODELS) + ['lstm_bf16'])
 def test_tiny_batch_is_overfit(kind):
   fns = registry.model_fns(make(kind, dropout=0.0))
   ids, lengths = tokens(seed=3, batch=5)
@@ -95,6 +101,41 @@ def test_tiny_batch_is_overfit(kind):
     state, sums = train(state, batch)
   assert float(sums['loss'] / sums['examples']) < 0.05
   assert float(sums['correct']) == 5.0
+
+
+def test_bf16_matmul_takes_bf16_operands_and_sums_in_f32_both_ways():
+  """Forward and backward: the f32 dots of the bf16-rounded operands (cotangent included)."""
+  from bigjax.models.lstm import _bf16_copies, _bf16_matmul
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  x, kernel, cotangent = (jax.random.normal(k, s) for k, s in zip(keys, [(6, 40), (40, 24), (6, 24)]))
+  rounded = lambda a: a.astype(jnp.bfloat16).astype(jnp.float32)
+  dot = functools.partial(jnp.dot, precision=jax.lax.Precision.HIGHEST)
+  y, vjp = jax.vjp(lambda x, kernel: _bf16_matmul(x, kernel, *_bf16_copies(kernel)), x, kernel)
+  d_x, d_kernel = vjp(cotangent)
+  assert y.dtype == d_x.dtype == d_kernel.dtype == jnp.float32
+  np.testing.assert_allclose(y, dot(rounded(x), rounded(kernel)), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(d_x, dot(rounded(cotangent), rounded(kernel).T), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(d_kernel, dot(rounded(x).T, rounded(cotangent)), rtol=1e-5, atol=1e-5)
+  assert np.abs(np.asarray(y - dot(x, kernel))).max() > 1e-3  # Rounded indeed: not the f32 product.
+
+
+@pytest.mark.parametrize('kind', ['lstm', 'bilstm2'])
+def test_bf16_lstm_tracks_the_f32_lstm(kind):
+  """Same parameters, bf16 matmuls: logits and every gradient within bf16's rounding of f32."""
+  ids, lengths = tokens()
+  batch = Batch(ids, lengths, jnp.array([0, 2, 1, 1, 0]), jnp.ones(5))
+  fns32, fns16 = registry.model_fns(make(kind)), registry.model_fns(make(f'{kind}_bf16'))
+  params = fns32.init_fn(jax.random.PRNGKey(3), ids, lengths)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, fns16.init_fn(jax.random.PRNGKey(3), ids, lengths))
+  np.testing.assert_allclose(fns16.logits_fn(params, ids, lengths), fns32.logits_fn(params, ids, lengths),
+                             rtol=2e-2, atol=2e-2)
+  grads = [jax.grad(lambda p, f=fns: step_lib.classification_loss(f, p, batch, None)[0])(params)
+           for fns in (fns32, fns16)]
+  for path, g32, g16 in zip(jax.tree_util.tree_leaves_with_path(grads[0]), jax.tree.leaves(grads[0]),
+                            jax.tree.leaves(grads[1])):
+    assert g16.dtype == jnp.float32
+    error = float(jnp.linalg.norm(g16 - g32) / jnp.linalg.norm(g32))
+    assert error < 2e-2, (jax.tree_util.keystr(path[0]), error)
 
 
 def test_dropout_is_active_only_with_a_key():

@@ -90,8 +90,9 @@ def test_peer_command_carries_the_recipe(tmp_path):
 
 @pytest.mark.parametrize('args, expected', [
     (['--config=experiments/configs/mlp_sst2.py'], "model.name='mlp' (needs 'lstm')"),
-    (['--config=experiments/configs/lstm_sst2.py', '--sides=bigjax,jax'], "--sides: ['jax'] unknown"),
-    (['--config=experiments/configs/lstm_sst2.py', '--sides=bigjax'], 'holds an earlier race'),
+    (['--config=experiments/configs/lstm_sst2.py'], "model.dtype='bfloat16' (needs 'float32')"),
+    (['--config=experiments/configs/lstm_imdb.py', '--sides=bigjax,jax'], "--sides: ['jax'] unknown"),
+    (['--config=experiments/configs/lstm_imdb.py', '--sides=bigjax'], 'holds an earlier race'),
 ])
 def test_race_refusals_are_one_line(tmp_path, args, expected):
   (tmp_path / 'race' / 'bigjax').mkdir(parents=True)  # As an earlier race leaves it: bigjax would resume.

@@ -9,6 +9,52 @@ from flax.linen.recurrent import flip_sequences
 from bigjax.models.common import length_mask
 
 
+@jax.custom_vjp
+def _bf16_matmul(x, kernel, kernel_bf16, kernel_t_bf16):
+  """x (f32) @ kernel with bf16 operands and f32 sums, in the forward and the backward pass.
+
+  Autodiff of a bf16 dot would compute its backward dots from an f32 cotangent, which XLA:CPU
+  runs in f32 (or worse, on a slow path for transposed operands). Here every dot takes bf16
+  operands in the layout XLA:CPU's fast bf16 kernels want: `kernel_t_bf16` is kernel.T
+  materialized once outside the recurrence, and x.T is materialized at each step. `kernel`
+  itself (f32) only receives the gradient; the two bf16 copies are never differentiated.
+  On the 2-core CPU a [64, 256] x [256, 1024] dot runs at ~360 GFLOP/s this way against ~140
+  in f32 (docs/RESULTS.md).
+  """
+  del kernel, kernel_t_bf16
+  return jnp.dot(x.astype(jnp.bfloat16), kernel_bf16, preferred_element_type=jnp.float32)
+
+
+def _bf16_matmul_fwd(x, kernel, kernel_bf16, kernel_t_bf16):
+  del kernel
+  x_bf16 = x.astype(jnp.bfloat16)
+  # The barrier keeps XLA from folding the transpose back into the weight-gradient dot.
+  x_t_bf16 = jax.lax.optimization_barrier(x_bf16.T)
+  # Saved as its uint16 bits: inside a scan each step's residual is written into a stacked
+  # buffer, which XLA:CPU does in place for uint16 but, for bf16, by converting the whole
+  # buffer to f32 and back at every step (0.3 ms per step at width 32).
+  x_t_bits = jax.lax.bitcast_convert_type(x_t_bf16, jnp.uint16)
+  return jnp.dot(x_bf16, kernel_bf16, preferred_element_type=jnp.float32), (x_t_bits, kernel_t_bf16)
+
+
+def _bf16_matmul_bwd(residuals, cotangent):
+  x_t_bits, kernel_t_bf16 = residuals
+  x_t_bf16 = jax.lax.bitcast_convert_type(x_t_bits, jnp.bfloat16)
+  cotangent = cotangent.astype(jnp.bfloat16)
+  d_x = jnp.dot(cotangent, kernel_t_bf16, preferred_element_type=jnp.float32)
+  d_kernel = jnp.dot(x_t_bf16, cotangent, preferred_element_type=jnp.float32)
+  return d_x, d_kernel, None, None
+
+
+_bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
+
+
+def _bf16_copies(kernel):
+  """The bf16 kernel and its materialized transpose, constants to autodiff."""
+  kernel_bf16 = jax.lax.stop_gradient(kernel).astype(jnp.bfloat16)
+  return kernel_bf16, jax.lax.optimization_barrier(kernel_bf16.T)
+
+
 class LSTMLayer(nn.Module):
   """One LSTM direction over padded sequences: flax's OptimizedLSTMCell, owning its biases.
 
@@ -17,8 +63,9 @@ class LSTMLayer(nn.Module):
   in flax and PyTorch, but `forget_bias` can start the forget gate open (Jozefowicz et al.
   2015; Keras's unit_forget_bias), which long IMDB reviews need. After a row's last real
   token its state stays frozen, so padding never changes the final state; `reverse` runs
-  each row from its last real token back to its first. Matmuls run in `dtype`; gates and
-  the cell state stay in f32.
+  each row from its last real token back to its first. With `dtype=bfloat16` the matmuls
+  take bf16 operands and sum in f32, forwards and backwards (`_bf16_matmul`); gates, the
+  cell state, the parameters and their gradients stay in f32.
   """
   hidden_dim: int
   reverse: bool = False
@@ -44,14 +91,20 @@ class LSTMLayer(nn.Module):
     bias = self.param('bias', bias_init, (4 * hidden,), self.param_dtype)
     compute = self.dtype or jnp.result_type(x.dtype, self.param_dtype)
     state_dtype = jnp.promote_types(compute, jnp.float32)  # Gates and cell state: f32 even under bf16.
-    kernel_i, kernel_h = kernel_i.astype(compute), kernel_h.astype(compute)
     real = jnp.swapaxes(length_mask(lengths, width), 0, 1)[..., None]  # [T, B, 1]
+    if compute == jnp.bfloat16:
+      copies_i, copies_h = _bf16_copies(kernel_i), _bf16_copies(kernel_h)
+      project_i = lambda x_t: _bf16_matmul(x_t.astype(jnp.float32), kernel_i, *copies_i)
+      project_h = lambda h: _bf16_matmul(h, kernel_h, *copies_h)
+    else:
+      kernel_i, kernel_h = kernel_i.astype(compute), kernel_h.astype(compute)
+      project_i = lambda x_t: jnp.dot(x_t.astype(compute), kernel_i, preferred_element_type=state_dtype)
+      project_h = lambda h: jnp.dot(h.astype(compute), kernel_h, preferred_element_type=state_dtype)
 
     def step(carry, inputs):
       c, h = carry
       x_t, is_real = inputs
-      gates = (jnp.dot(x_t.astype(compute), kernel_i, preferred_element_type=state_dtype) +
-               jnp.dot(h.astype(compute), kernel_h, preferred_element_type=state_dtype) + bias)
+      gates = project_i(x_t) + project_h(h) + bias
       i, f, g, o = jnp.split(gates, 4, axis=-1)
       new_c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
       new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
@@ -82,9 +135,10 @@ class LSTMClassifier(nn.Module):
   param_dtype: Any = jnp.float32
 
   def setup(self):
+    # No compute dtype for the lookup: flax would cast the whole table to it at every step,
+    # and the LSTM casts what it reads itself.
     self.embedding = nn.Embed(self.vocab_size, self.embed_dim,
-                              embedding_init=nn.initializers.normal(stddev=1.0),
-                              dtype=self.dtype, param_dtype=self.param_dtype)
+                              embedding_init=nn.initializers.normal(stddev=1.0), param_dtype=self.param_dtype)
     directions = (False, True) if self.bidirectional else (False,)
     self.layers = [[LSTMLayer(self.hidden_dim, reverse=reverse, forget_bias=self.forget_bias, dtype=self.dtype,
                               param_dtype=self.param_dtype)

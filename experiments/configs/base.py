@@ -42,6 +42,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.num_layers = 1
   c.model.bidirectional = False  # lstm only
   c.model.forget_bias = 0.0  # lstm only: initial forget-gate bias (1.0 helps long texts).
+  # lstm only: bfloat16 runs the LSTM's matmuls on bf16 operands with f32 sums (parameters,
+  # gradients, gates and cell state stay f32). Fast where the hardware has bf16 dot
+  # instructions (AVX512-BF16/AMX CPUs, GPUs, TPUs); slow where it must emulate them.
+  c.model.dtype = 'float32'  # float32 | bfloat16
   c.model.dropout = 0.5
   c.model.word_dropout = 0.0  # mlp only: drop whole tokens from the average while training.
   c.model.bigram_buckets = 0  # mlp only: >0 adds hashed token-pair embeddings to the average.
