@@ -57,5 +57,7 @@ def test_benchmark_entry_point(tmp_path):
   assert r['compilation']['train_shapes'] == 1 and r['compilation']['train_compiles'] >= 1
   assert r['input_pipeline']['vs_train_step'] > 1
   assert 0 < r['flops']['useful_per_s'] <= r['flops']['executed_per_s']
-  assert r['flops']['matmul_operand_dtype'] == 'bfloat16'  # lstm_sst2.py's; the ceiling is measured in it.
+  assert r['flops']['matmul_operand_dtype'] == 'bfloat16'  # lstm_sst2.py's: its own ceiling besides f32's.
+  assert set(r['flops']['ceilings']) == {'float32', 'bfloat16'}
+  assert 'fraction of bfloat16 ceiling executed / useful' in done.stdout
   assert np.isfinite(r['eval']['examples_per_s']) and r['memory']['peak_host_mib'] > 0

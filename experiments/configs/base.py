@@ -44,7 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.forget_bias = 0.0  # lstm only: initial forget-gate bias (1.0 helps long texts).
   # lstm only: bfloat16 runs the LSTM's matmuls on bf16 operands with f32 sums (parameters,
   # gradients, gates and cell state stay f32). Fast where the hardware has bf16 dot
-  # instructions (AVX512-BF16/AMX CPUs, GPUs, TPUs); slow where it must emulate them.
+  # instructions (AVX512-BF16/AMX CPUs, GPUs, TPUs); elsewhere XLA must emulate them, likely
+  # slower than float32 (not measured: this project's CPU has them).
   c.model.dtype = 'float32'  # float32 | bfloat16
   c.model.dropout = 0.5
   c.model.word_dropout = 0.0  # mlp only: drop whole tokens from the average while training.
