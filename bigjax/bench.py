@@ -18,11 +18,20 @@ from bigjax.types import Batch
 
 
 class CompileCounter:
-  """Counts XLA backend compilations and their seconds, from JAX's own monitoring events."""
+  """Counts XLA backend compilations and their seconds, from JAX's own monitoring events.
+
+  A context manager: the listener is process-wide, so it is removed on exit.
+  """
 
   def __init__(self):
     self.count, self.seconds, self._lock = 0, 0.0, threading.Lock()
+
+  def __enter__(self):
     monitoring.register_event_duration_secs_listener(self._on_event)
+    return self
+
+  def __exit__(self, *exc):
+    monitoring.unregister_event_duration_listener(self._on_event)
 
   def _on_event(self, name, seconds, **kwargs):
     del kwargs

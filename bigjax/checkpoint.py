@@ -1,8 +1,12 @@
-"""Orbax checkpoints of {state, meta}: periodic saves, latest-N plus best-N by dev accuracy.
+"""Orbax checkpoints: the latest N full train states (to resume) and the best N by a dev
+metric as parameters alone (to test, finetune, compress, export).
 
-Retention uses a preservation policy that keeps the latest N *and* the best N: Orbax's
-`max_to_keep` together with `best_fn` was seen to delete the newest step, which breaks
-resume after preemption (docs/FACTS.md).
+Two folders, two managers: `checkpoints/` keeps the latest `keep_latest` steps of the whole
+state (parameters, optimizer moments, step, key); `best/` keeps the parameters of the
+`keep_best` steps with the best dev metric. A best checkpoint needs no optimizer state, which
+for Adam is two more copies of every parameter. Each uses one plain preservation policy:
+Orbax's `max_to_keep` together with `best_fn` in one manager was seen to delete the newest
+step, which breaks resume after preemption (docs/FACTS.md).
 
 Damage. Saves are atomic (Orbax writes `<step>.orbax-checkpoint-tmp` and renames it when
 complete); the leftovers of a killed save are removed when the next run opens the folder.
@@ -13,7 +17,6 @@ it, and resuming walks back from the newest step until one restores and matches.
 newer steps are moved aside to `<step>.damaged` (never deleted): the run then saves those
 steps afresh, and retention does not count them.
 """
-import contextlib
 import errno
 import glob
 import hashlib
@@ -30,7 +33,6 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from bigjax.errors import CheckpointError
 
-BEST_METRIC = 'dev_accuracy'
 DIGEST_KEY = 'state_sha256'
 DAMAGED_SUFFIX = '.damaged'
 _TMP_SUFFIX = '.orbax-checkpoint-tmp'
@@ -59,27 +61,6 @@ def inspect_state(state) -> tuple[str, list[str]]:
   return digest.hexdigest(), nonfinite
 
 
-def _best_metric(metrics) -> float:
-  return metrics[BEST_METRIC]
-
-
-class _DropMissingMetricsWarning(logging.Filter):
-  """Saves made on a stop request skip the dev evaluation on purpose; Orbax warns about it."""
-
-  def filter(self, record):
-    return 'did not provide metrics' not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _without_missing_metrics_warning():
-  absl_logger, dropper = logging.getLogger('absl'), _DropMissingMetricsWarning()
-  absl_logger.addFilter(dropper)
-  try:
-    yield
-  finally:
-    absl_logger.removeFilter(dropper)
-
-
 def _short_cause(e: BaseException) -> str:
   """One line for a write failure: Orbax's messages embed whole TensorStore specs."""
   text = str(e)
@@ -92,50 +73,75 @@ def _short_cause(e: BaseException) -> str:
 
 
 class Checkpointer:
+  """Latest full states in `directory`, best parameters in `best_directory`.
 
-  def __init__(self, directory: str, *, keep_latest: int = 2, keep_best: int = 1, async_save: bool = True):
-    policy = pp.AnyPreservationPolicy([
-        pp.LatestN(n=keep_latest),
-        # reverse=False sorts ascending and keeps the last n: the highest accuracies.
-        pp.BestN(get_metric_fn=_best_metric, reverse=False, n=keep_best,
-                 keep_checkpoints_without_metrics=False),
-    ])
-    # best_fn is what makes Orbax write each step's metrics to disk, so that the best
-    # step is still known (and kept) after a restart; retention itself is `policy`.
+  metric: the name of the selection metric (e.g. 'dev_accuracy'); higher_is_better its
+  direction. Among equal values the earliest step ranks first.
+  """
+
+  def __init__(self, directory: str, *, best_directory: Optional[str] = None, keep_latest: int = 2,
+               keep_best: int = 1, metric: str = 'dev_accuracy', higher_is_better: bool = True,
+               async_save: bool = True):
+    self.directory = directory
+    self.best_directory = best_directory or os.path.join(os.path.dirname(directory.rstrip('/')), 'best')
+    self.metric, self.higher_is_better, self.keep_best = metric, higher_is_better, keep_best
     # cleanup_tmp_directories: a save killed midway left `<step>.orbax-checkpoint-tmp`; it is
     # never a checkpoint, and saving that step again must not trip over it.
-    options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=async_save,
-                                           best_fn=_best_metric, best_mode='max', create=True,
-                                           cleanup_tmp_directories=True)
-    self._manager = ocp.CheckpointManager(directory, options=options, item_names=('state', 'meta'))
-    self.directory = directory
+    common = dict(enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True)
+    self._latest = ocp.CheckpointManager(directory, item_names=('state', 'meta'), options=ocp.CheckpointManagerOptions(
+        preservation_policy=pp.LatestN(n=keep_latest), **common))
+    get_metric = lambda metrics: metrics[metric]
+    # best_fn is what makes Orbax write each step's metric to disk, so that the ranking
+    # survives a restart; retention itself is the policy. reverse=False sorts ascending
+    # and keeps the last n, so a lower-is-better metric is ranked by its negation.
+    self._best = ocp.CheckpointManager(self.best_directory, item_names=('params', 'meta'),
+                                       options=ocp.CheckpointManagerOptions(
+        preservation_policy=pp.BestN(get_metric_fn=lambda m: self._score(get_metric(m)), reverse=False,
+                                     n=max(keep_best, 1), keep_checkpoints_without_metrics=False),
+        best_fn=get_metric, best_mode='max' if higher_is_better else 'min', **common))
+    self._managers = (self._latest, self._best)
     self._pending_step: Optional[int] = None  # The save in flight, to name it if it fails.
 
-  def save(self, step: int, state, meta: dict, dev_accuracy: Optional[float] = None,
-           digest: Optional[str] = None) -> bool:
-    """Starts an async save of state and meta (plus the state's sha256, for restore to check).
+  def _score(self, value: float) -> float:
+    """Higher is better, whatever the metric's direction."""
+    return float(value) if self.higher_is_better else -float(value)
 
-    dev_accuracy=None (a save on a stop request): the step is kept as one of the latest,
-    never as the best. Raises CheckpointError if this save or the previous one fails.
+  def save(self, step: int, state, meta: dict, metric: Optional[float] = None, best=None,
+           digest: Optional[str] = None) -> None:
+    """Starts async saves: the full state as the latest step, and, when `metric` ranks among
+    the best `keep_best`, `best` (the parameters) as a best step. Each carries a sha256.
+
+    metric=None (a save on a stop request): the step is one of the latest, never a best.
+    Raises CheckpointError if this save or the previous one fails.
     """
     self.wait()  # A failed earlier save is reported as itself, not as this one.
     if digest is None:
       digest, _ = inspect_state(state)
-    metrics = None if dev_accuracy is None else {BEST_METRIC: float(dev_accuracy)}
     self._pending_step = step
-    quiet = _without_missing_metrics_warning() if metrics is None else contextlib.nullcontext()
     try:
-      with quiet:
-        return self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta, **{DIGEST_KEY: digest}))),
-                                  metrics=metrics, force=True)
+      self._latest.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta, **{DIGEST_KEY: digest}))),
+                        force=True)
+      if metric is not None and best is not None and self._ranks_among_best(metric):
+        self._best.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(best),
+            meta=ocp.args.JsonSave(dict(meta, **{DIGEST_KEY: inspect_state(best)[0]}))),
+                        metrics={self.metric: float(metric)}, force=True)
     except Exception as e:  # Orbax and TensorStore raise ValueError, OSError, ...
       raise self._save_failed(e) from e
+
+  def _ranks_among_best(self, metric: float) -> bool:
+    if self.keep_best < 1:
+      return False
+    kept = [self._score(info.metrics[self.metric]) for info in self._best._checkpoints  # pylint: disable=protected-access
+            if info.metrics and self.metric in info.metrics]
+    return len(kept) < self.keep_best or self._score(metric) > min(kept)
 
   def wait(self):
     """Waits for the save in flight; raises CheckpointError if it failed."""
     try:
-      self._manager.wait_until_finished()
+      for manager in self._managers:
+        manager.wait_until_finished()
     except Exception as e:
       raise self._save_failed(e) from e
     self._pending_step = None
@@ -150,9 +156,11 @@ class Checkpointer:
   def _save_failed(self, e: BaseException) -> CheckpointError:
     step, self._pending_step = self._pending_step, None
     if step is not None:  # A half-written save only takes space (a full disk is the usual cause).
-      for tmp in glob.glob(os.path.join(glob.escape(self.directory), f'{step}{_TMP_SUFFIX}*')):
-        shutil.rmtree(tmp, ignore_errors=True)
-    self._manager.reload()
+      for directory in (self.directory, self.best_directory):
+        for tmp in glob.glob(os.path.join(glob.escape(directory), f'{step}{_TMP_SUFFIX}*')):
+          shutil.rmtree(tmp, ignore_errors=True)
+    for manager in self._managers:
+      manager.reload()
     cause = _short_cause(e)
     todo = 'free some space (or move --workdir)' if 'space' in cause or 'quota' in cause else 'fix the cause'
     steps = self.all_steps()
@@ -161,33 +169,36 @@ class Checkpointer:
     return CheckpointError(f'{self.directory}: saving the checkpoint of step {step} failed ({cause}); {kept}.')
 
   def all_steps(self) -> list[int]:
-    return sorted(self._manager.all_steps())
+    """The latest steps (full states)."""
+    return sorted(self._latest.all_steps())
 
-  def _ranked_steps(self) -> list[int]:
-    """Kept steps that have a dev accuracy, best first (earliest first among equals)."""
-    ranked = [(-info.metrics[BEST_METRIC], info.step)
-              for info in self._manager._checkpoints  # pylint: disable=protected-access
-              if info.metrics and BEST_METRIC in info.metrics]
+  def ranked_best_steps(self) -> list[int]:
+    """Kept best steps, best first (earliest first among equals)."""
+    ranked = [(-self._score(info.metrics[self.metric]), info.step)
+              for info in self._best._checkpoints  # pylint: disable=protected-access
+              if info.metrics and self.metric in info.metrics]
     return [step for _, step in sorted(ranked)]
 
-  def best_step(self) -> Optional[int]:
-    """The step with the highest dev accuracy among the kept checkpoints."""
-    ranked = self._ranked_steps()
-    return ranked[0] if ranked else None
-
   def restore(self, step: int, target) -> tuple[Any, dict]:
-    """The state and meta of `step`; CheckpointError if the state does not match its saved sha256."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_like(target)), meta=ocp.args.JsonRestore()))
-    state, meta = restored['state'], dict(restored['meta'])
+    """The full state and meta of latest `step`; CheckpointError if it does not match its sha256."""
+    return self._restore(self._latest, 'state', step, target)
+
+  def restore_params(self, step: int, target) -> tuple[Any, dict]:
+    """The parameters and meta of best `step`, checked like `restore`."""
+    return self._restore(self._best, 'params', step, target)
+
+  def _restore(self, manager, item: str, step: int, target) -> tuple[Any, dict]:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        **{item: ocp.args.StandardRestore(abstract_like(target)), 'meta': ocp.args.JsonRestore()}))
+    tree, meta = restored[item], dict(restored['meta'])
     expected = meta.pop(DIGEST_KEY, None)  # Absent in checkpoints written before it existed.
-    if expected is not None and inspect_state(state)[0] != expected:
-      raise CheckpointError(f'{self.directory}: step {step} does not match the sha256 saved with it (a damaged '
-                            'file)')
-    return state, meta
+    if expected is not None and inspect_state(tree)[0] != expected:
+      raise CheckpointError(f'{manager.directory}: step {step} does not match the sha256 saved with it (a '
+                            'damaged file)')
+    return tree, meta
 
   def read_meta(self, step: int) -> dict:
-    meta = dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'])
+    meta = dict(self._latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'])
     meta.pop(DIGEST_KEY, None)
     return meta
 
@@ -225,15 +236,18 @@ class Checkpointer:
     return None
 
   def restore_best(self, target) -> tuple[int, Any]:
-    """The best kept step that restores (the next best if it is damaged), and its state."""
-    for step in self._ranked_steps():
+    """The best kept step that restores (the next best if it is damaged), and its parameters.
+
+    target: the parameters' structure (a params pytree, or abstract arrays).
+    """
+    for step in self.ranked_best_steps():
       try:
-        return step, self.restore(step, target)[0]
+        return step, self.restore_params(step, target)[0]
       except Exception as e:  # Damaged after it was saved: the next best will do, with a warning.
         logging.warning('best checkpoint step %d in %s cannot be restored (%s); trying the next best', step,
-                        self.directory, _short_cause(e))
-    raise CheckpointError(f'{self.directory}: no checkpoint with a dev accuracy can be restored for the final '
-                          'test; rerun the same command to train again from the newest one')
+                        self.best_directory, _short_cause(e))
+    raise CheckpointError(f'{self.best_directory}: no best checkpoint can be restored for the final test; rerun '
+                          'the same command to train again from the newest one')
 
   def _set_aside(self, steps: list[int]) -> None:
     """Renames damaged steps so that Orbax no longer lists them; nothing is deleted."""
@@ -254,7 +268,8 @@ class Checkpointer:
       if jax.process_count() > 1:  # Every process lists the steps only after the renames.
         from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
         multihost_utils.sync_global_devices('bigjax_checkpoint_set_aside')
-      self._manager.reload()
+      self._latest.reload()
 
   def close(self):
-    self._manager.close()
+    for manager in self._managers:
+      manager.close()

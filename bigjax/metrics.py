@@ -25,27 +25,59 @@ def classification_report(confusion: np.ndarray) -> dict:
   }
 
 
+def _kept_on_resume(line: str, step: int) -> bool:
+  """Whether a metrics.jsonl line survives a resume from `step`.
+
+  Records of steps after it are replayed (and written again) by the resumed run; the final
+  test is written again when the run ends; a partial last line (a SIGKILL mid-write) is dropped.
+  """
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError:
+    return False
+  return isinstance(record, dict) and (record.get('step', 0) < step or (record.get('step') == step
+                                                                          and record.get('kind') != 'test'))
+
+
 class MetricWriter:
   """Appends one JSON object per record to metrics.jsonl and scalars to TensorBoard.
 
-  Pass enabled=False on every process but the first of a multi-host job.
+  `start(step)` opens both for a run that starts (or resumes) at `step`, first removing
+  what a previous attempt wrote past it, so that after any number of resumes the file holds
+  each step once and every line parses. Pass enabled=False on every process but the first
+  of a multi-host job.
   """
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
+    self._workdir = workdir
     self._jsonl = None
     self._tb = None
-    if enabled:
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
-      try:
-        from tensorboardX import SummaryWriter  # Optional: runs without TensorBoard.
-        self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-      except ImportError:
-        self._tb = None
+
+  def start(self, step: int) -> None:
+    if not self.enabled:
+      return
+    path = os.path.join(self._workdir, 'metrics.jsonl')
+    if os.path.exists(path):
+      with open(path, encoding='utf-8', errors='replace') as f:
+        lines = f.read().split('\n')
+      kept = [line for line in lines if line.strip() and _kept_on_resume(line, step)]
+      with open(path + '.tmp', 'w', encoding='utf-8') as f:
+        f.write(''.join(line + '\n' for line in kept))
+      os.replace(path + '.tmp', path)
+    self._jsonl = open(path, 'a', encoding='utf-8')
+    try:
+      from tensorboardX import SummaryWriter  # Optional: runs without TensorBoard.
+      # purge_step: TensorBoard hides the events a previous attempt wrote past `step`.
+      self._tb = SummaryWriter(os.path.join(self._workdir, 'tensorboard'), purge_step=step + 1 if step else None)
+    except ImportError:
+      self._tb = None
 
   def write(self, step: int, kind: str, scalars: dict, extra: Optional[dict] = None):
     if not self.enabled:
       return
+    if self._jsonl is None:
+      raise RuntimeError('MetricWriter.start(step) must come before write()')
     record = {'step': int(step), 'kind': kind, **{k: float(v) for k, v in scalars.items()}, **(extra or {}),
               'time': round(time.time(), 3)}  # Wall clock: learning curves over time, not only steps.
     self._jsonl.write(json.dumps(record) + '\n')

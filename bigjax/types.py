@@ -1,7 +1,5 @@
-"""Types shared by data, models and training. Imports nothing from bigjax."""
-from typing import Any, Callable, NamedTuple
-
-import numpy as np
+"""Types shared by data, models, tasks and training. Imports nothing from bigjax."""
+from typing import Any, Callable, NamedTuple, Optional
 
 Array = Any  # jax.Array or np.ndarray
 Key = Any  # a raw PRNG key, uint32[2]
@@ -13,23 +11,38 @@ class Batch(NamedTuple):
 
   Filler rows (added so every batch has the same number of rows) have weight 0 and
   length 0; every reduction in training and evaluation is weighted by `weights`.
+  Tasks that predict per token (a language model) also get `targets` and
+  `target_weights`; None (an empty pytree) elsewhere.
   """
   token_ids: Array  # int32[B, T]; 0 is padding
   lengths: Array  # int32[B]; real tokens per row
   labels: Array  # int32[B]
   weights: Array  # float32[B]; 1 for real rows, 0 for filler rows
-
-  @property
-  def num_real(self) -> int:
-    return int(np.asarray(self.weights).sum())
+  targets: Optional[Array] = None  # int32[B, T]: what position t predicts (the next token, say)
+  target_weights: Optional[Array] = None  # float32[B, T]: 1 where a target counts
 
 
 class ModelFns(NamedTuple):
-  """All the training code knows of a model.
+  """All the training and post-training code knows of a model: named pure functions.
 
-  init_fn(key, token_ids, lengths) -> params
-  logits_fn(params, token_ids, lengths, dropout_key) -> float32[B, K] logits; with
-    dropout_key=None the model runs deterministically (evaluation).
+  A dropout_key of None runs the model deterministically (evaluation). Entries a model
+  does not have are None.
+
+  init(key, token_ids, lengths) -> params
+  logits(params, token_ids, lengths, dropout_key=None) -> float32[B, K]
+  embed(params, token_ids) -> float32[B, S, E]: the vectors the model reads; S slots per
+    row (S = T, or 2T for the MLP with hashed bigrams). Attributions differentiate here.
+  logits_from_embeddings(params, embeddings, lengths, dropout_key=None) -> float32[B, K]
+  slot_tokens(width) -> float32[S, T]: how much embedding slot s belongs to token t
+    (identity, or 1/2 to each token of a bigram), to fold slot attributions onto tokens.
+  sequence_states(params, token_ids, lengths, dropout_key=None) -> float32[B, T, H]
+  token_logits(params, token_ids, lengths, dropout_key=None) -> float32[B, T, V]: a
+    language model's next-token logits at each position.
   """
-  init_fn: Callable[..., Params]
-  logits_fn: Callable[..., Array]
+  init: Callable[..., Params]
+  logits: Optional[Callable[..., Array]] = None
+  embed: Optional[Callable[..., Array]] = None
+  logits_from_embeddings: Optional[Callable[..., Array]] = None
+  slot_tokens: Optional[Callable[[int], Array]] = None
+  sequence_states: Optional[Callable[..., Array]] = None
+  token_logits: Optional[Callable[..., Array]] = None

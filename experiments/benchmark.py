@@ -1,7 +1,7 @@
 """Measures training, evaluation and inference speed of a config; prints a table, writes JSON.
 
   python -m experiments.benchmark --config=experiments/configs/lstm_sst2.py \
-      --config.model.embed_dim=300 --config.model.hidden_dim=256 --json_out=bench.json
+      --config.model.embed_dim=300 --config.model.lstm.hidden_dim=256 --json_out=bench.json
 
 Same data pipeline, model and step as experiments.train (built by common.build_experiment);
 nothing is written but --json_out. Works unchanged on CPU, GPU and TPU.
@@ -31,7 +31,11 @@ _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.
 
 def measure(config) -> dict:
   common.check_config(config)
-  compiles = bench.CompileCounter()
+  with bench.CompileCounter() as compiles:
+    return _measure(config, compiles)
+
+
+def _measure(config, compiles: bench.CompileCounter) -> dict:
   exp = common.build_experiment(config, workdir=None)
   driver, k, windows = exp.driver, _WINDOW_STEPS.value, _WINDOWS.value
   steps = k * windows
@@ -73,27 +77,28 @@ def measure(config) -> dict:
   tokens_per_s = statistics.median(n / t for (_, n), t in zip(window_totals, device_times))
   pipeline_examples_per_s = statistics.median(e / t for (e, _), t in zip(window_totals, pipeline_times))
 
-  m = config.model
+  m, own = config.model, config.model[config.model.name]
   flops = [bench.model_flops(m.name, batch=b.token_ids.shape[0], width=b.token_ids.shape[1],
                              real_tokens=int((b.lengths * (b.weights > 0)).sum()), embed_dim=m.embed_dim,
-                             hidden_dim=m.hidden_dim, num_classes=exp.derived['num_classes'],
-                             num_layers=m.num_layers, bidirectional=m.bidirectional) for b in batches]
+                             hidden_dim=own.hidden_dim, num_classes=exp.derived['num_classes'],
+                             num_layers=own.num_layers, bidirectional=own.get('bidirectional', False))
+           for b in batches]
   executed_per_s = statistics.median(sum(f['executed'] for f in flops[i * k:(i + 1) * k]) / t
                                      for i, t in enumerate(device_times))
   useful_per_s = statistics.median(sum(f['useful'] for f in flops[i * k:(i + 1) * k]) / t
                                    for i, t in enumerate(device_times))
 
-  loop.evaluate(driver, state, exp.dev)  # Compile.
-  eval_times = bench.time_windows(lambda _: loop.evaluate(driver, state, exp.dev), 3)
+  loop.evaluate(driver, exp.task, state, exp.dev)  # Compile.
+  eval_times = bench.time_windows(lambda _: loop.evaluate(driver, exp.task, state, exp.dev), 3)
   dev_examples, _ = bench.batch_totals(exp.dev)
-  logits_fn = jax.jit(exp.fns.logits_fn)
+  logits_fn = jax.jit(exp.fns.logits)
   params = driver.get_state(state).params
   run_inference = lambda _: [logits_fn(params, b.token_ids, b.lengths) for b in exp.dev]
   run_inference(0)
   inference_times = bench.time_windows(run_inference, 3)
   # The f32 ceiling is the common yardstick; bf16 operands also get their own, which says how
   # far a bf16 step is from what the hardware's bf16 units do.
-  matmul_dtype = m.dtype
+  matmul_dtype = m.lstm.dtype if m.name == 'lstm' else 'float32'
   ceilings = {'float32': bench.matmul_ceiling(dtype=jnp.float32)}
   if matmul_dtype != 'float32':
     ceilings[matmul_dtype] = bench.matmul_ceiling(dtype=jnp.dtype(matmul_dtype))

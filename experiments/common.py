@@ -6,31 +6,32 @@ import dataclasses
 import difflib
 import errno
 import functools
-import hashlib
 import json
 import logging
 import os
+import re
 import runpy
 import sys
 import tempfile
 from typing import Any, Callable, Optional
 
 from absl import flags
-import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from bigjax import hostmem
 from bigjax import metrics as metrics_lib
-from bigjax.data import batching, sources
-from bigjax.data.tokenizer import KINDS, TRUNCATIONS, SubwordTokenizer, train_tokenizer
+from bigjax import runs
+from bigjax import transfer
+from bigjax.data import batching, prepare, sources
+from bigjax.data.tokenizer import KINDS, TRUNCATIONS, Tokenizer, train_tokenizer
 from bigjax.errors import BigjaxError, ConfigError
 from bigjax.models import registry
 from bigjax.pretrain import embeddings as embeddings_lib
+from bigjax.tasks.classification import Classification
 from bigjax.train import loop, optim, parallel
 from bigjax.train import step as step_lib
+from experiments.configs import base as base_config
 
 
 def initialize_distributed(*, coordinator_address: str = '', num_processes: int = 0, process_id: int = -1,
@@ -76,52 +77,30 @@ def load_data(c: ml_collections.ConfigDict, seed: int) -> sources.TextDataset:
   return sources.load_text_dataset(
       path=c.path, name=c.name, encoding=c.encoding, data_dir=c.data_dir, dev_fraction=c.dev_fraction,
       test_fraction=c.test_fraction, seed=seed, text_column=c.text_column, label_column=c.label_column,
-      num_classes=c.num_classes)
-
-
-def tokenizer_for(workdir: str, train_texts, train_fn, save: bool = True) -> SubwordTokenizer:
-  """The run's tokenizer: reloaded from the workdir, so a resumed run encodes identically.
-
-  Training is deterministic, so every process of a multi-host job trains the same one
-  and only the first saves it.
-  """
-  if os.path.exists(os.path.join(workdir, 'tokenizer.json')):
-    return SubwordTokenizer.load(workdir)
-  tokenizer = train_fn(train_texts)
-  if save:
-    tokenizer.save(workdir)
-  return tokenizer
-
-
-def data_fingerprint(dataset: sources.TextDataset) -> str:
-  digest = hashlib.sha256()
-  for name in ('train', 'dev', 'test'):
-    split = dataset.splits[name]
-    digest.update(f'{name}:{len(split.texts)}:'.encode())
-    digest.update(np.asarray(split.labels, np.int32).tobytes())
-  return digest.hexdigest()[:16]
-
-
-COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}  # None: the params' dtype.
+      num_classes=c.num_classes, max_line_mb=c.max_line_mb, on_bad_lines=c.on_bad_lines)
 
 
 def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int):
-  common = dict(vocab_size=vocab_size, num_classes=num_classes, embed_dim=c.embed_dim, dropout=c.dropout)
-  if c.name == 'mlp':
-    return registry.build_model('mlp', hidden_dims=(c.hidden_dim,) * c.num_layers, word_dropout=c.word_dropout,
-                                bigram_buckets=c.bigram_buckets, **common)
-  if c.name == 'lstm':
-    return registry.build_model('lstm', hidden_dim=c.hidden_dim, num_layers=c.num_layers,
-                                bidirectional=c.bidirectional, forget_bias=c.forget_bias,
-                                dtype=COMPUTE_DTYPES[c.dtype], **common)
-  raise ConfigError(f'model.name={c.name!r} is unknown; use one of {sorted(registry.MODELS)}')
+  return registry.from_section(c.to_dict(), vocab_size=vocab_size, num_classes=num_classes)
+
+
+def param_groups(c: ml_collections.ConfigDict) -> list:
+  try:
+    return optim.parse_param_groups(c.param_groups)
+  except ValueError as e:
+    raise ConfigError(f'optim.param_groups={c.param_groups!r}: {e}') from None
+
+
+def drop_patterns(c: ml_collections.ConfigDict) -> list[str]:
+  return [p.strip() for p in c.drop.split(',') if p.strip()]
 
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
   """Everything a config resolves to, before any training: what the loop and the benchmark use."""
   dataset: sources.TextDataset  # The texts and labels, before tokenization.
-  tokenizer: SubwordTokenizer
+  tokenizer: Tokenizer
+  task: Any  # bigjax.tasks.Task
   fns: Any  # ModelFns
   tx: Any  # optax.GradientTransformation
   driver: parallel.Driver
@@ -135,34 +114,39 @@ class Experiment:
   compatibility: dict
 
 
+def _start(config: ml_collections.ConfigDict):
+  """(tokenizer or None, start(params) -> params or None, record) from init.checkpoint or init.embeddings."""
+  if config.init.checkpoint:
+    source = runs.load_run(config.init.checkpoint)
+    drop = drop_patterns(config.init)
+    name = f'the run in {source.workdir} (step {source.step})'
+    start = lambda fresh: transfer.merge_params(fresh, source.params, drop=drop, source_name=name)[0]
+    return source.tokenizer, start, {'checkpoint': source.workdir, 'step': source.step, 'drop': drop}
+  if config.init.embeddings:
+    # The vectors are rows of the pretraining run's vocabulary: its tokenizer is this run's.
+    tokenizer, vectors, found = embeddings_lib.load(config.init.embeddings)
+    start = lambda fresh: transfer.with_word_vectors(fresh, vectors, found, embeddings_lib.init_embedding_table)
+    return tokenizer, start, {'embeddings': os.path.abspath(config.init.embeddings)}
+  return None, None, {}
+
+
 def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) -> Experiment:
-  """Data, tokenizer, model, optimizer and driver from a config. workdir=None keeps nothing on disk.
+  """Data, tokenizer, model, task, optimizer and driver from a config. workdir=None keeps nothing on disk.
 
   Entry points run check_config first, so bad choices fail before any data is read.
   """
   dataset = load_data(config.data, config.seed)
   logging.info('data: %s', dataset.description)
-  train_fn = tokenizer_trainer(config.data)
-  pretrained = None
-  if config.init.embeddings:
-    # The vectors are rows of the pretraining run's vocabulary: its tokenizer is this run's.
-    pretrained_tokenizer, *pretrained = embeddings_lib.load(config.init.embeddings)
-    train_fn = lambda texts: pretrained_tokenizer
-  if workdir is None:
-    tokenizer = train_fn(dataset.splits['train'].texts)
-  else:
-    tokenizer = tokenizer_for(workdir, dataset.splits['train'].texts, train_fn, save=jax.process_index() == 0)
+  pretrained_tokenizer, start, init_record = _start(config)
+  train_fn = tokenizer_trainer(config.data) if pretrained_tokenizer is None else lambda texts: pretrained_tokenizer
+  tokenizer = prepare.run_tokenizer(workdir, dataset.splits['train'].texts, train_fn,
+                                    save=jax.process_index() == 0)
   boundaries = batching.bucket_boundaries(config.data.max_len, config.data.smallest_bucket,
                                           config.data.bucket_growth)
-
-  def encode(name):
-    split = dataset.splits[name]
-    rows = tokenizer.encode(split.texts, config.data.max_len, config.data.keep)
-    return batching.EncodedSplit.from_rows(rows, split.labels)
-
-  train, dev, test = encode('train'), encode('dev'), encode('test')
+  train, dev, test = (prepare.encode_split(tokenizer, dataset.splits[name], config.data.max_len, config.data.keep)
+                      for name in ('train', 'dev', 'test'))
   accum_steps = config.train.accum_steps
-  if accum_steps < 1 or config.train.batch_size < accum_steps:
+  if config.train.batch_size < accum_steps:
     raise ConfigError(f'train.accum_steps={accum_steps} must be between 1 and train.batch_size')
   # Each process builds only its rows of every global batch (see batching.Sharding).
   sharding = batching.Sharding(jax.process_index(), jax.process_count(),
@@ -176,47 +160,42 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   steps_per_epoch = train_batches.steps_per_epoch
   total_steps = config.train.steps or config.train.epochs * steps_per_epoch
   every = config.checkpoint.every_steps or steps_per_epoch
-  model = build_model(config.model, tokenizer.vocab_size, dataset.num_classes)
-  fns = registry.model_fns(model)
+  fns = registry.model_fns(build_model(config.model, tokenizer.vocab_size, dataset.num_classes))
+  task = Classification(dataset.num_classes)
   schedule = optim.make_schedule(config.optim.schedule, config.optim.learning_rate, total_steps,
                                  config.optim.warmup_steps)
   tx = optim.make_optimizer(config.optim.name, schedule, weight_decay=config.optim.weight_decay,
-                            clip_norm=config.optim.clip_norm)
-  driver = parallel.make_driver(
-      config.parallel, loss_fn=functools.partial(step_lib.classification_loss, fns), tx=tx,
-      eval_fn=functools.partial(step_lib.eval_step, model_fns=fns, num_classes=dataset.num_classes),
-      accum_steps=accum_steps)
+                            clip_norm=config.optim.clip_norm, groups=param_groups(config.optim))
+  driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps)
   example = train_batches.batch(0)
-  derived = {'vocab_size': tokenizer.vocab_size, 'num_classes': dataset.num_classes, 'total_steps': total_steps,
-             'steps_per_epoch': steps_per_epoch, 'checkpoint_every_steps': every,
-             'data_fingerprint': data_fingerprint(dataset), 'train_batches': stats,
+  if init_record.get('checkpoint'):  # Mismatches fail now, before any training, with what was copied recorded.
+    abstract = jax.eval_shape(fns.init, jax.random.PRNGKey(0), example.token_ids, example.lengths)
+    _, copy_record = transfer.merge_params(abstract, runs.load_run(init_record['checkpoint']).params,
+                                           drop=init_record['drop'], source_name=init_record['checkpoint'])
+    init_record.update(copy_record)
+  derived = {'vocab_size': tokenizer.vocab_size, 'num_classes': dataset.num_classes,
+             'label_names': list(dataset.label_names), 'task': task.name,
+             'selection_metric': f'dev_{task.selection_metric}', 'higher_is_better': task.higher_is_better,
+             'total_steps': total_steps, 'steps_per_epoch': steps_per_epoch, 'checkpoint_every_steps': every,
+             'data_fingerprint': prepare.data_fingerprint(dataset), 'train_batches': stats,
              'bucket_boundaries': list(boundaries), 'devices': jax.device_count(),
-             'processes': jax.process_count(), 'global_batch_rows': sharding.rows(config.train.batch_size)[0]}
+             'processes': jax.process_count(), 'global_batch_rows': sharding.rows(config.train.batch_size)[0],
+             'init': init_record}
   # What a checkpoint must agree on to be resumed into this run.
-  compatibility = {'model': config.model.to_dict(), 'vocab_size': tokenizer.vocab_size,
+  compatibility = {'model': registry.section_of(config.model.to_dict()), 'vocab_size': tokenizer.vocab_size,
                    'num_classes': dataset.num_classes, 'data': derived['data_fingerprint'],
                    'batch_size': config.train.batch_size, 'seed': config.seed}
   return Experiment(
-      dataset=dataset, tokenizer=tokenizer, fns=fns, tx=tx, driver=driver, train_batches=train_batches,
+      dataset=dataset, tokenizer=tokenizer, task=task, fns=fns, tx=tx, driver=driver, train_batches=train_batches,
       dev=batching.eval_batches(dev, config.train.eval_batch_size, boundaries, sharding),
       test=batching.eval_batches(test, config.train.eval_batch_size, boundaries, sharding),
-      init_state=functools.partial(initial_state, fns, tx, jax.random.PRNGKey(config.seed), example, pretrained),
+      init_state=functools.partial(step_lib.create_train_state, fns, tx, jax.random.PRNGKey(config.seed), example,
+                                   start),
       total_steps=total_steps, checkpoint_every_steps=every, derived=derived, compatibility=compatibility)
 
 
-def tokenizer_trainer(c: ml_collections.ConfigDict) -> Callable[[list[str]], SubwordTokenizer]:
+def tokenizer_trainer(c: ml_collections.ConfigDict) -> Callable[[list[str]], Tokenizer]:
   return functools.partial(train_tokenizer, vocab_size=c.vocab_size, kind=c.tokenizer, min_frequency=c.min_frequency)
-
-
-def initial_state(fns, tx, key, example, pretrained=None) -> step_lib.TrainState:
-  """A fresh train state; with pretrained = (vectors, found), its embedding rows start from them."""
-  state = step_lib.create_train_state(fns, tx, key, example)
-  if pretrained is None:
-    return state
-  params = flax.core.unfreeze(state.params)
-  module, name = registry.EMBEDDING_TABLE
-  params[module][name] = jax.numpy.asarray(embeddings_lib.init_embedding_table(params[module][name], *pretrained))
-  return state.replace(params=params, opt_state=tx.init(params))
 
 
 def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_steps=None) -> dict:
@@ -227,11 +206,13 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
   try:
     return loop.train_and_evaluate(
-        driver=exp.driver, init_state=exp.init_state, batch_at=exp.train_batches.batch, dev=exp.dev, test=exp.test,
-        schedule=loop.Schedule(exp.total_steps, exp.checkpoint_every_steps, config.train.log_every_steps,
-                               config.checkpoint.keep_latest, config.checkpoint.keep_best),
+        driver=exp.driver, task=exp.task, init_state=exp.init_state, batch_at=exp.train_batches.batch,
+        dev=exp.dev, test=exp.test,
+        periods=loop.Periods(exp.total_steps, exp.checkpoint_every_steps, config.train.log_every_steps,
+                             config.checkpoint.keep_latest, config.checkpoint.keep_best),
         workdir=workdir, meta={'compatibility': exp.compatibility, 'config': config.to_dict()}, writer=writer,
-        stop_after_steps=stop_after_steps, nan_policy=config.train.nan_policy,
+        stop_after_steps=stop_after_steps,
+        nan=loop.NanPolicy(config.train.nan_policy, config.train.max_skipped_in_a_row),
         test_at_checkpoints=config.train.test_at_checkpoints,
         # config.json only once the workdir's checkpoints are known to be this run's.
         on_start=lambda: is_main and write_run_info(workdir, config, exp.derived))
@@ -247,8 +228,10 @@ def write_run_info(workdir: str, config, derived: dict) -> None:
     except (ImportError, AttributeError):
       pass
   info = {'config': json.loads(config.to_json()), 'derived': derived, 'argv': sys.argv, 'versions': versions}
-  with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+  path = os.path.join(workdir, 'config.json')
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
     json.dump(info, f, indent=2)
+  os.replace(path + '.tmp', path)
 
 
 class _DropLibraryChatter(logging.Filter):
@@ -310,35 +293,55 @@ def config_value(config: ml_collections.ConfigDict, key: str):
   return config
 
 
+def _in_range(value, low, high, closed: str) -> bool:
+  above = low is None or (value >= low if closed in ('both', 'low') else value > low)
+  below = high is None or (value <= high if closed in ('both', 'high') else value < high)
+  return above and below
+
+
+def _range_text(low, high, closed: str) -> str:
+  if high is None:
+    return f'>= {low}' if closed in ('both', 'low') else f'> {low}'
+  left = '[' if closed in ('both', 'low') else '('
+  right = ']' if closed in ('both', 'high') else ')'
+  return f'in {left}{low}, {high}{right}'
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Values that would otherwise fail deep inside with a traceback (or train nonsense)."""
-  at_least = {'train.steps': 0, 'train.epochs': 0, 'train.batch_size': 1, 'train.eval_batch_size': 1,
-              'train.log_every_steps': 1, 'model.embed_dim': 1, 'optim.warmup_steps': 0,
-              'checkpoint.every_steps': 0, 'checkpoint.keep_latest': 1, 'checkpoint.keep_best': 0,
-              'model.bigram_buckets': 0}
-  for key, low in at_least.items():
-    if config_value(config, key) < low:
-      raise ConfigError(f'{key}={config_value(config, key)} must be >= {low}')
+  """Every value that would otherwise fail deep inside with a traceback, or train nonsense,
+  checked before any data is read: numeric ranges (declared in configs/base.py beside their
+  defaults), choices, and the folders a run starts from."""
+  for key, (low, high, closed) in base_config.RANGES.items():
+    try:
+      value = config_value(config, key)
+    except KeyError:
+      continue  # A config built without base.py's section.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _in_range(value, low, high, closed):
+      raise ConfigError(f'{key}={value!r} must be {_range_text(low, high, closed)}')
   if not (config.train.steps or config.train.epochs):
     raise ConfigError('train.steps=0 and train.epochs=0: nothing to train; set one of them')
-  for key in ('model.dropout', 'model.word_dropout'):
-    if not 0.0 <= config_value(config, key) < 1.0:
-      raise ConfigError(f'{key}={config_value(config, key)} must be in [0, 1)')
-  if config.train.nan_policy not in loop.NAN_POLICIES:
-    raise ConfigError(f'train.nan_policy={config.train.nan_policy!r} is unknown; use one of {loop.NAN_POLICIES}')
+  if config.train.accum_steps > config.train.batch_size:
+    raise ConfigError(f'train.accum_steps={config.train.accum_steps} must be between 1 and train.batch_size')
   # Choices checked here too, so that a typo fails before minutes of data loading.
-  for key, choices in (('model.name', sorted(registry.MODELS)), ('parallel', parallel.MODES),
+  for key, choices in (('model.name', ('mlp', 'lstm')), ('parallel', parallel.MODES),
                        ('data.tokenizer', KINDS), ('data.keep', TRUNCATIONS),
-                       ('model.dtype', tuple(COMPUTE_DTYPES))):
+                       ('data.on_bad_lines', sources.ON_BAD_LINES),
+                       ('model.lstm.dtype', tuple(registry.COMPUTE_DTYPES)),
+                       ('train.nan_policy', loop.NAN_POLICIES)):
     value = config_value(config, key)
     if value not in choices:
       raise ConfigError(f'{key}={value!r} is unknown; use one of {tuple(choices)}')
-  if config.model.dtype != 'float32' and config.model.name != 'lstm':
-    raise ConfigError(f'model.dtype={config.model.dtype!r} is for the lstm only; '
-                      f'model.name={config.model.name!r} computes in float32')
-  for key in ('window', 'negative', 'epochs', 'min_count'):
-    if config.pretrain[key] < 1:
-      raise ConfigError(f'pretrain.{key}={config.pretrain[key]} must be >= 1')
+  param_groups(config.optim)
+  if config.init.checkpoint and config.init.embeddings:
+    raise ConfigError('init.checkpoint and init.embeddings are both set; a run starts from one of them (a '
+                      'checkpoint already holds trained embeddings)')
+  if config.init.checkpoint:
+    runs.read_run_info(config.init.checkpoint)
+  for pattern in drop_patterns(config.init):
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise ConfigError(f'init.drop: {pattern!r} is not a regular expression ({e})') from None
   if config.init.embeddings:
     embeddings_lib.check_exists(config.init.embeddings)
   try:  # optim names its choices itself.

@@ -14,7 +14,7 @@ anyone gets") and with bigjax's setting through the environment ("same allocator
 both ratios are reported. The like-for-like figure is the one against "same allocator".
 
 bigjax's LSTM runs once per round for each --lstm_dtypes value: float32 computes what torch
-computes; bfloat16 gives its matmuls bf16 operands with f32 sums (model.dtype).
+computes; bfloat16 gives its matmuls bf16 operands with f32 sums (model.lstm.dtype).
 
 bigjax's figure is its steady state (every shape compiled); torch's is its own
 train_tokens_per_s after 20 warm-up steps, over --peer_steps steps. The peers' README finds
@@ -43,18 +43,20 @@ _PEER_STEPS = flags.DEFINE_integer('peer_steps', 0, "torch's --max_steps; 0: the
 _MODELS = flags.DEFINE_list('models', ['lstm', 'mlp'], 'Which models to compare.')
 _JSON_OUT = flags.DEFINE_string('json_out', '', 'Also write the figures here.')
 _LSTM_DTYPES = flags.DEFINE_list('lstm_dtypes', ['float32', 'bfloat16'],
-                                 "bigjax's LSTM runs once per round in each of these model.dtype values "
+                                 "bigjax's LSTM runs once per round in each of these model.lstm.dtype values "
                                  '(matmul operands; torch computes in float32).')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER_SCRIPT = {'lstm': 'torch_lstm.py', 'mlp': 'torch_bow_mlp.py'}
 SAME_SETUP = ['--config.data.tokenizer=word', '--config.data.min_frequency=1', '--config.data.vocab_size=20000',
-              '--config.data.max_len=64', '--config.model.embed_dim=300', '--config.model.hidden_dim=256',
+              '--config.data.max_len=64', '--config.model.embed_dim=300',
               '--config.train.batch_size=64']
 
 
 def run_bigjax(model: str, out: str, dtype: str) -> dict:
-  overrides = [f'--config.model.dtype={dtype}'] if model == 'lstm' else []
+  overrides = [f'--config.model.{model}.hidden_dim=256']
+  if model == 'lstm':
+    overrides.append(f'--config.model.lstm.dtype={dtype}')
   subprocess.run([sys.executable, '-m', 'experiments.benchmark', f'--config=experiments/configs/{model}_sst2.py',
                   *SAME_SETUP, *overrides, f'--json_out={out}'], cwd=ROOT, check=True, capture_output=True)
   with open(out, encoding='utf-8') as f:

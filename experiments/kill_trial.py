@@ -6,13 +6,17 @@
 Runs `python -m experiments.train` as a user would: once uninterrupted (the reference),
 then in a second workdir N times killed (SIGKILL, no warning) at a random step of what is
 left, then to the end. Exact resume means the same params_fingerprint, best step and test
-accuracy. Kills follow the log, so log often (--set=train.log_every_steps=10). Prints a
-report; --json_out also writes it.
+accuracy. Prints a report; --json_out also writes it.
+
+Each run is followed through WORKDIR/metrics.jsonl, never its log: the attempt's 'start'
+record says where it resumed from (and that training started); its 'train' and 'dev'
+records say how far it got. A kill comes once a 'train' or 'dev' record of at least the
+target step is written, so write them often (--set=train.log_every_steps=10). stderr is
+kept only to show when a run fails.
 """
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +26,8 @@ import time
 
 from absl import app
 from absl import flags
+
+from experiments.peers import MetricsFollower
 
 _CONFIG = flags.DEFINE_string('config', None, 'Config file, as for experiments.train.')
 _SET = flags.DEFINE_multi_string('set', [], 'KEY=VALUE: passed on as --config.KEY=VALUE.')
@@ -34,35 +40,64 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class _Run:
-  """The entry point in the background; its log collected by a thread (the pipe must not fill up)."""
+  """The entry point in the background, followed through its workdir's metrics.jsonl.
+
+  A thread polls the file for the records of this attempt (written after it was launched:
+  a resume keeps earlier attempts' records); another collects stderr, to show on failure
+  (the pipe must not fill up).
+  """
 
   def __init__(self, workdir: str):
     args = [f'--config={_CONFIG.value}', f'--workdir={workdir}'] + [f'--config.{kv}' for kv in _SET.value]
     self.start = time.monotonic()
+    metrics = MetricsFollower(os.path.join(workdir, 'metrics.jsonl'), since=time.time())
     self.proc = subprocess.Popen([sys.executable, '-m', 'experiments.train', *args], cwd=_ROOT, text=True,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     self.log = []
-    self.training = threading.Event()  # Set once the loop starts (resumed or from scratch).
-    self.resumed_from = 0
-    self.logged_step = 0  # The latest 'step N/...' or 'step N: dev accuracy' line.
-    threading.Thread(target=self._read, daemon=True).start()
+    self.training = threading.Event()  # Set at this attempt's 'start' record (or when the run ends without one).
+    self.resumed_from = 0  # The 'start' record's start_step: 0 from scratch.
+    self.logged_step = 0  # The newest step of this attempt's 'train' and 'dev' records.
+    self._changed = threading.Condition()
+    self._ended = False  # Set once the run ended and its last records were taken.
+    self._threads = [threading.Thread(target=self._read_log, daemon=True),
+                     threading.Thread(target=self._follow, args=(metrics,), daemon=True)]
+    for thread in self._threads:
+      thread.start()
 
-  def _read(self):
+  def _read_log(self):
     for line in self.proc.stderr:
       self.log.append(line)
-      resumed = re.search(r'resuming from step (\d+)', line)
-      if resumed:
-        self.resumed_from = self.logged_step = int(resumed.group(1))
-      if resumed or 'starting from scratch' in line:
-        self.training.set()
-      step = re.search(r'\] step (\d+)[/:]', line)
-      if step:
-        self.logged_step = max(self.logged_step, int(step.group(1)))
-    self.training.set()
+
+  def _take(self, records: list[dict]) -> None:
+    with self._changed:
+      for record in records:
+        if record.get('kind') == 'start':
+          self.resumed_from = int(record['start_step'])
+          self.logged_step = max(self.logged_step, self.resumed_from)
+          self.training.set()
+        elif record.get('kind') in ('train', 'dev') and self.training.is_set():
+          self.logged_step = max(self.logged_step, int(record['step']))
+      self._changed.notify_all()
+
+  def _follow(self, metrics: MetricsFollower):
+    while self.proc.poll() is None:
+      self._take(metrics.poll())
+      time.sleep(0.005)
+    self._take(metrics.poll())  # What it wrote before it ended.
+    with self._changed:
+      self.training.set()
+      self._ended = True
+      self._changed.notify_all()
+
+  def wait_for_step(self, step: int) -> None:
+    """Until a 'train' or 'dev' record of at least `step` is written, or the run ends."""
+    with self._changed:
+      self._changed.wait_for(lambda: self.logged_step >= step or self._ended)
 
   def wait(self) -> int:
     code = self.proc.wait()
-    time.sleep(0.2)  # Let the reader thread take the last lines.
+    for thread in self._threads:  # The last records and log lines.
+      thread.join(timeout=10)
     return code
 
 
@@ -96,9 +131,9 @@ def main(argv):
     run.training.wait()
     # A random step of what is left (the final evaluation included), then a random bit
     # more, so that some kills land in the middle of an asynchronous save.
-    target = rng.randint(run.resumed_from + 1, total_steps)
-    while run.proc.poll() is None and run.logged_step < target:
-      time.sleep(0.01)
+    # A run that resumed from the last step has only its final evaluation left.
+    target = rng.randint(run.resumed_from + 1, total_steps) if run.resumed_from < total_steps else total_steps
+    run.wait_for_step(target)
     delay = rng.uniform(0, 0.3)
     time.sleep(delay)
     if run.proc.poll() is not None:

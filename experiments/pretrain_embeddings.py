@@ -17,7 +17,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from bigjax.data import sources
+from bigjax.data import prepare, sources
 from bigjax.pretrain import embeddings
 from experiments import common
 
@@ -45,7 +45,7 @@ def pretrain(config, workdir: str) -> dict:
     return {}
   start = time.perf_counter()
   texts, dataset = corpus_texts(config)
-  tokenizer = common.tokenizer_for(workdir, dataset.splits['train'].texts, common.tokenizer_trainer(config.data))
+  tokenizer = prepare.run_tokenizer(workdir, dataset.splits['train'].texts, common.tokenizer_trainer(config.data))
   rows = tokenizer.encode(texts, max_len=1 << 30)  # Whole texts: data.max_len is the classifier's limit.
   logging.info('corpus: %d texts, %d tokens; training %d-dim skip-gram vectors for %d ids',
                len(texts), sum(map(len, rows)), config.model.embed_dim, tokenizer.vocab_size)

@@ -13,17 +13,22 @@ Same recipe on both sides:
 - embed and hidden sizes, dropout, Adam, learning rate, batch size, epochs, seed, and the
   forget-gate bias and gradient clipping through experiments/torch_peer_recipe.py.
 Both evaluate dev and test after every epoch (bigjax with train.test_at_checkpoints).
-Each side's clock runs from launching its process to the moment it prints a test
-accuracy >= --target; it is stopped there, or after --max_minutes. The peer runs with
+bigjax's curve is read from its workdir's metrics.jsonl ('test_curve' records, beside the
+'dev' ones), never from its log; the peer's from the JSON lines it prints. Each side's
+clock runs from launching its process to the moment it reports a test accuracy >=
+--target (bigjax: the 'time' of that record; the peer: when its line is read); it is
+stopped there, or after --max_minutes. The peer runs with
 bigjax's allocator setting (like for like; see experiments/compare_peers.py). Nothing
 else may run on the machine meanwhile: on 2 cores any other process skews both clocks.
 """
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
 import time
+from typing import Optional
 
 from absl import app
 from absl import flags
@@ -47,30 +52,53 @@ _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.
 SIDES = ('bigjax', 'torch')
 
 
-def race(command: list[str], parse, env: dict, log_path: str) -> dict:
-  """Runs command until a parsed test accuracy reaches the target (or time runs out)."""
+def race(command: list[str], env: dict, log_path: str, bigjax_workdir: Optional[str] = None) -> dict:
+  """Runs command until a test accuracy it reports reaches the target (or time runs out).
+
+  With bigjax_workdir, the curve is that run's metrics.jsonl (peers.BigjaxCurve, polled);
+  without, the JSON lines the command prints (the PyTorch peer's own output). Its output
+  goes to log_path either way.
+  """
   curve, reached = [], None
-  start = time.perf_counter()
+  points: queue.Queue = queue.Queue()
   with open(log_path, 'w', encoding='utf-8') as log:
+    launched, start = time.time(), time.perf_counter()
     proc = subprocess.Popen(command, cwd=peers.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
+
+    def copy_output():  # Also keeps the pipe from filling up.
+      for line in proc.stdout:
+        log.write(line)
+        point = None if bigjax_workdir else peers.parse_peer_curve(line)
+        if point is not None:
+          point['elapsed_s'] = round(time.perf_counter() - start, 1)
+          points.put(point)
+
+    reader = threading.Thread(target=copy_output, daemon=True)
+    reader.start()
+    bigjax_curve = peers.BigjaxCurve(bigjax_workdir) if bigjax_workdir else None
     timer = threading.Timer(_MAX_MINUTES.value * 60, proc.terminate)
     timer.start()
     try:
-      for line in proc.stdout:
-        log.write(line)
-        point = parse(line)
-        if point is None:
-          continue
-        point['elapsed_s'] = round(time.perf_counter() - start, 1)
-        curve.append(point)
-        print(f'  {point}', flush=True)
-        if point['test_acc'] >= _TARGET.value and reached is None:
-          reached = point['elapsed_s']
-          proc.terminate()  # bigjax saves a checkpoint and exits; the peer just stops.
+      while True:
+        ended = not reader.is_alive()  # Its output closed: nothing more will be reported.
+        for point in bigjax_curve.poll() if bigjax_curve else ():
+          point['elapsed_s'] = round(point.pop('time') - launched, 1)
+          points.put(point)
+        while not points.empty():
+          point = points.get()
+          curve.append(point)
+          print(f'  {point}', flush=True)
+          if point['test_acc'] >= _TARGET.value and reached is None:
+            reached = point['elapsed_s']
+            proc.terminate()  # bigjax saves a checkpoint and exits; the peer just stops.
+        if ended:
+          break
+        time.sleep(0.02)
     finally:
       timer.cancel()
       proc.wait()
+      reader.join()
   return {'command': command, 'curve': curve, 'seconds_to_target': reached,
           'wall_s': round(time.perf_counter() - start, 1), 'exit_status': proc.returncode}
 
@@ -102,15 +130,16 @@ def main(argv):
       print(f'{side}: running until test accuracy >= {_TARGET.value} (at most {_MAX_MINUTES.value:g} min)',
             flush=True)
       if side == 'bigjax':
+        bigjax_workdir = os.path.join(workdir, 'bigjax')
         command = [sys.executable, '-m', 'experiments.train', *config_args,
-                   '--config.train.test_at_checkpoints=True', f'--workdir={os.path.join(workdir, "bigjax")}']
-        results['sides'][side] = race(command, peers.parse_bigjax_curve, dict(os.environ),
-                                      os.path.join(workdir, 'bigjax.log'))
+                   '--config.train.test_at_checkpoints=True', f'--workdir={bigjax_workdir}']
+        results['sides'][side] = race(command, dict(os.environ), os.path.join(workdir, 'bigjax.log'),
+                                      bigjax_workdir=bigjax_workdir)
       else:
         command = peers.lstm_command(config, _PEER_PYTHON.value, os.path.abspath(_PEERS.value), peer_data,
                                      results['peer_data'].get('init_table'), os.path.join(workdir, 'torch.json'))
         env = dict(os.environ, **hostmem.KEEP_FREED_MEMORY_ENV)  # Like for like: bigjax's allocator setting.
-        results['sides'][side] = race(command, peers.parse_peer_curve, env, os.path.join(workdir, 'torch.log'))
+        results['sides'][side] = race(command, env, os.path.join(workdir, 'torch.log'))
     times = {side: r['seconds_to_target'] for side, r in results['sides'].items()}
     if times.get('bigjax') and times.get('torch'):
       results['torch_over_bigjax'] = times['torch'] / times['bigjax']

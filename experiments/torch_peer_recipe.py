@@ -21,7 +21,7 @@ def parse_args():
   parser.add_argument('--peers_dir', required=True, help='Folder of torch_lstm.py.')
   parser.add_argument('--init_table', default='', help='npz with tokens [V] and table [V, E]; empty: torch init.')
   parser.add_argument('--forget_bias', type=float, default=0.0, help='Initial forget-gate bias (both torch '
-                      'biases summed), as bigjax model.forget_bias.')
+                      'biases summed), as bigjax model.lstm.forget_bias.')
   parser.add_argument('--clip_norm', type=float, default=0.0, help='Global gradient norm clip; 0: none.')
   return parser.parse_known_args()
 

@@ -47,7 +47,7 @@ def test_benchmark_entry_point(tmp_path):
   done = subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark', '--config=experiments/configs/lstm_sst2.py',
        f'--config.data.path={data}', '--config.data.vocab_size=120', '--config.data.max_len=16',
-       '--config.model.embed_dim=16', '--config.model.hidden_dim=16', '--config.train.batch_size=16',
+       '--config.model.embed_dim=16', '--config.model.lstm.hidden_dim=16', '--config.model.mlp.hidden_dim=16', '--config.train.batch_size=16',
        '--config.data.smallest_bucket=16', '--windows=2', '--window_steps=3', f'--json_out={out}'],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]

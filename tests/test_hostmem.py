@@ -10,19 +10,19 @@ from bigjax import hostmem
 # 12 LSTM train steps (SST-2 sizes) over three alternating batch widths, as bucketing
 # gives them; prints the minor page faults (fresh pages touched) of those steps.
 _PROGRAM = """
-import functools, resource, sys
+import resource, sys
 from bigjax import hostmem
 if sys.argv[1] == 'keep':
   assert hostmem.keep_freed_memory()
 import jax, numpy as np, optax
 from bigjax.models import registry
+from bigjax.tasks.classification import Classification
 from bigjax.train import parallel, step as step_lib
 from bigjax.types import Batch
 
 fns = registry.model_fns(registry.build_model('lstm', vocab_size=14830, num_classes=2))
 tx = optax.adam(1e-3)
-driver = parallel.make_driver('none', loss_fn=functools.partial(step_lib.classification_loss, fns), tx=tx,
-                              eval_fn=lambda *a, **k: None)
+driver = parallel.task_driver('none', Classification(2), fns, tx)
 rng = np.random.default_rng(0)
 batches = [Batch(rng.integers(1, 14830, (64, w)).astype(np.int32), np.full(64, w, np.int32),
                  rng.integers(0, 2, 64).astype(np.int32), np.ones(64, np.float32)) for w in (16, 32, 64)]

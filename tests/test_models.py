@@ -9,10 +9,12 @@ import pytest
 from jax.test_util import check_grads
 
 from bigjax.models import registry
+from bigjax.tasks.classification import Classification
 from bigjax.train import step as step_lib
 from bigjax.types import Batch
 
 VOCAB, CLASSES = 40, 3
+TASK = Classification(CLASSES)
 MODELS = {
     'mlp': dict(name='mlp', hidden_dims=(16, 12)),
     'mlp_bigrams': dict(name='mlp', hidden_dims=(16,), bigram_buckets=23),
@@ -83,8 +85,8 @@ def test_gradients_match_finite_differences(kind):
   batch = Batch(ids, lengths, jnp.array([0, 2, 1]), jnp.array([1.0, 1.0, 0.0]))
   with jax.enable_x64():
     fns = registry.model_fns(make(kind, param_dtype=jnp.float64))
-    params = fns.init_fn(jax.random.PRNGKey(2), ids, lengths)
-    loss = lambda p: step_lib.classification_loss(fns, p, batch, None)[0]
+    params = fns.init(jax.random.PRNGKey(2), ids, lengths)
+    loss = lambda p: TASK.loss(fns, p, batch, None)[0]
     check_grads(loss, (params,), order=1, modes=['rev'], atol=1e-5, rtol=1e-4)
 
 
@@ -95,8 +97,8 @@ def test_tiny_batch_is_overfit(kind):
   batch = Batch(ids, lengths, jnp.array([0, 1, 2, 1, 0]), jnp.ones(5))
   tx = optax.adam(3e-2)
   state = step_lib.create_train_state(fns, tx, jax.random.PRNGKey(0), batch)
-  train = jax.jit(functools.partial(step_lib.train_step, loss_fn=functools.partial(step_lib.classification_loss,
-                                                                                   fns), tx=tx))
+  train = jax.jit(functools.partial(step_lib.train_step, loss_fn=functools.partial(TASK.loss, fns),
+                                    count_fn=TASK.count, tx=tx))
   for _ in range(60):
     state, sums = train(state, batch)
   assert float(sums['loss'] / sums['examples']) < 0.05
@@ -127,11 +129,11 @@ def test_bf16_lstm_tracks_the_f32_lstm():
   ids, lengths = tokens()
   batch = Batch(ids, lengths, jnp.array([0, 2, 1, 1, 0]), jnp.ones(5))
   fns32, fns16 = registry.model_fns(make(kind)), registry.model_fns(make(f'{kind}_bf16'))
-  params = fns32.init_fn(jax.random.PRNGKey(3), ids, lengths)
-  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, fns16.init_fn(jax.random.PRNGKey(3), ids, lengths))
-  np.testing.assert_allclose(fns16.logits_fn(params, ids, lengths), fns32.logits_fn(params, ids, lengths),
+  params = fns32.init(jax.random.PRNGKey(3), ids, lengths)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, fns16.init(jax.random.PRNGKey(3), ids, lengths))
+  np.testing.assert_allclose(fns16.logits(params, ids, lengths), fns32.logits(params, ids, lengths),
                              rtol=2e-2, atol=2e-2)
-  grads = [jax.grad(lambda p, f=fns: step_lib.classification_loss(f, p, batch, None)[0])(params)
+  grads = [jax.grad(lambda p, f=fns: TASK.loss(f, p, batch, None)[0])(params)
            for fns in (fns32, fns16)]
   for path, g32, g16 in zip(jax.tree_util.tree_leaves_with_path(grads[0]), jax.tree.leaves(grads[0]),
                             jax.tree.leaves(grads[1])):
@@ -143,10 +145,10 @@ def test_bf16_lstm_tracks_the_f32_lstm():
 def test_dropout_is_active_only_with_a_key():
   fns = registry.model_fns(make('lstm', dropout=0.5))
   ids, lengths = tokens()
-  params = fns.init_fn(jax.random.PRNGKey(0), ids, lengths)
-  a, b = fns.logits_fn(params, ids, lengths), fns.logits_fn(params, ids, lengths)
+  params = fns.init(jax.random.PRNGKey(0), ids, lengths)
+  a, b = fns.logits(params, ids, lengths), fns.logits(params, ids, lengths)
   np.testing.assert_array_equal(a, b)
-  c = fns.logits_fn(params, ids, lengths, jax.random.PRNGKey(5))
+  c = fns.logits(params, ids, lengths, jax.random.PRNGKey(5))
   assert np.abs(np.asarray(a - c)).max() > 1e-4
 
 

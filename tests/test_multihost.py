@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 
+from test_reliability import flip_one_byte
 from test_train import ROOT, write_corpus
 
 TIMEOUT_S = 240
@@ -19,7 +20,7 @@ TIMEOUT_S = 240
 def tiny_args(data, workdir, steps, parallel='mesh'):
   return ['--config=experiments/configs/mlp_sst2.py', f'--workdir={workdir}', f'--config.data.path={data}',
           '--config.data.vocab_size=120', '--config.data.max_len=24', '--config.data.smallest_bucket=8',
-          '--config.model.embed_dim=16', '--config.model.hidden_dim=16', '--config.model.dropout=0.0',
+          '--config.model.embed_dim=16', '--config.model.mlp.hidden_dim=16', '--config.model.dropout=0.0',
           '--config.optim.learning_rate=0.01', f'--config.train.steps={steps}', '--config.train.batch_size=12',
           '--config.checkpoint.every_steps=5', f'--config.parallel={parallel}']
 
@@ -44,6 +45,18 @@ def results(workdir):
   return json.loads((workdir / 'results.json').read_text())
 
 
+def start_steps(workdir):
+  """The step each attempt started at (metrics.jsonl 'start' records)."""
+  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return [r['start_step'] for r in records if r['kind'] == 'start']
+
+
+def launch_pair(args):
+  port = free_port()
+  return [launch(args, cpu_devices=4, extra=[f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+                                              f'--process_id={i}']) for i in range(2)]
+
+
 def assert_same_params(a, b):
   assert a['params_l2'].keys() == b['params_l2'].keys()
   np.testing.assert_allclose(list(a['params_l2'].values()), list(b['params_l2'].values()), rtol=1e-5)
@@ -59,12 +72,8 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
   data = write_corpus(tmp_path / 'data')
   single = launch(tiny_args(data, tmp_path / 'single', steps=12), cpu_devices=8)
   finish(single)
-  port = free_port()
-  workers = [launch(tiny_args(data, tmp_path / 'multi', steps=12), cpu_devices=4,
-                    extra=[f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'])
-             for i in range(2)]
-  logs = [finish(w) for w in workers]
-  assert 'process 1 of 2; 4 local of 8 devices' in logs[1]
+  for worker in launch_pair(tiny_args(data, tmp_path / 'multi', steps=12)):
+    finish(worker)
   multi, one = results(tmp_path / 'multi'), results(tmp_path / 'single')
   assert multi['step'] == one['step'] == 12
   assert_same_params(multi, one)
@@ -81,13 +90,27 @@ def test_checkpoint_from_8_devices_continues_on_1_and_on_4_and_back_on_8(tmp_pat
     shutil.copytree(tmp_path / 'eight', tmp_path / name)
   runs = {'one': (1, 'none'), 'four': (4, 'mesh'), 'straight': (8, 'mesh')}
   for name, (devices, mode) in runs.items():
-    log = finish(launch(tiny_args(data, tmp_path / name, steps=20, parallel=mode), cpu_devices=devices))
-    assert 'resuming from step 10' in log
+    finish(launch(tiny_args(data, tmp_path / name, steps=20, parallel=mode), cpu_devices=devices))
+    assert start_steps(tmp_path / name) == [0, 10]
   straight = results(tmp_path / 'straight')
   assert straight['step'] == 20
   for name in ('one', 'four'):
     assert results(tmp_path / name)['step'] == 20
     assert_same_params(results(tmp_path / name), straight)
   # And the other way: the checkpoint written on 1 device continues on 8.
-  log = finish(launch(tiny_args(data, tmp_path / 'one', steps=25), cpu_devices=8))
-  assert 'resuming from step 20' in log and results(tmp_path / 'one')['step'] == 25
+  finish(launch(tiny_args(data, tmp_path / 'one', steps=25), cpu_devices=8))
+  assert start_steps(tmp_path / 'one')[-1] == 20 and results(tmp_path / 'one')['step'] == 25
+
+
+def test_two_processes_move_a_damaged_checkpoint_aside_and_resume_from_the_one_before(tmp_path):
+  data = write_corpus(tmp_path / 'data')
+  for worker in launch_pair(tiny_args(data, tmp_path / 'multi', steps=10)):
+    finish(worker)
+  flip_one_byte(str(tmp_path / 'multi' / 'checkpoints' / '10'))  # Restores silently wrong unless checked.
+  for worker in launch_pair(tiny_args(data, tmp_path / 'multi', steps=20)):
+    finish(worker)
+  assert (tmp_path / 'multi' / 'checkpoints' / '10.damaged').is_dir()  # Set aside once, not deleted.
+  assert start_steps(tmp_path / 'multi') == [0, 5]
+  finish(launch(tiny_args(data, tmp_path / 'single', steps=20), cpu_devices=8))
+  assert results(tmp_path / 'multi')['step'] == 20
+  assert_same_params(results(tmp_path / 'multi'), results(tmp_path / 'single'))

@@ -1,5 +1,4 @@
 """The same step run by plain jit, pmap over 8 devices and jit over an 8-device mesh."""
-import functools
 
 import jax
 import numpy as np
@@ -8,11 +7,13 @@ import pytest
 
 from bigjax.data import batching
 from bigjax.models import registry
+from bigjax.tasks.classification import Classification
 from bigjax.train import parallel
 from bigjax.train import step as step_lib
 from bigjax.train.loop import evaluate
 
 NUM_CLASSES = 3
+TASK = Classification(NUM_CLASSES)
 
 
 def synthetic_split(n=250, seed=0):
@@ -28,10 +29,8 @@ def drivers_and_state(model_name, batch):
                                **kwargs)
   fns = registry.model_fns(model)
   tx = optax.adam(1e-2)
-  loss_fn = functools.partial(step_lib.classification_loss, fns)
-  eval_fn = functools.partial(step_lib.eval_step, model_fns=fns, num_classes=NUM_CLASSES)
   state = step_lib.create_train_state(fns, tx, jax.random.PRNGKey(0), batch)
-  return {mode: parallel.make_driver(mode, loss_fn=loss_fn, tx=tx, eval_fn=eval_fn) for mode in parallel.MODES}, state
+  return {mode: parallel.task_driver(mode, TASK, fns, tx) for mode in parallel.MODES}, state
 
 
 @pytest.mark.parametrize('model_name', ['mlp', 'lstm'])
@@ -47,6 +46,7 @@ def test_none_pmap_mesh_give_the_same_parameters(model_name):
     losses[mode] = []
     for step in range(20 if model_name == 'mlp' else 12):
       device_state, sums = driver.train_step(device_state, stream.batch(step + stream.steps_per_epoch - 12))
+      sums = driver.fetch([sums])[0]
       losses[mode].append(float(sums['loss'] / sums['examples']))
     final[mode] = driver.get_state(device_state)
     assert int(final[mode].step) == len(losses[mode])
@@ -61,7 +61,7 @@ def test_eval_agrees_across_modes_with_uneven_batches():
   split = synthetic_split(n=37, seed=1)
   batches = batching.eval_batches(split, batch_size=20, boundaries=(32,))
   drivers, state = drivers_and_state('mlp', batches[0])
-  reports = {mode: evaluate(d, d.put_state(state), batches) for mode, d in drivers.items()}
+  reports = {mode: evaluate(d, TASK, d.put_state(state), batches) for mode, d in drivers.items()}
   for mode in ('pmap', 'mesh'):
     assert reports[mode]['confusion'] == reports['none']['confusion']
     assert reports[mode]['examples'] == 37
@@ -83,16 +83,14 @@ def test_accumulating_4_micro_batches_equals_one_big_batch(mode):
                                hidden_dims=(32,))
   fns = registry.model_fns(model)
   tx = optax.adam(1e-2)
-  kwargs = dict(loss_fn=functools.partial(step_lib.classification_loss, fns), tx=tx,
-                eval_fn=functools.partial(step_lib.eval_step, model_fns=fns, num_classes=NUM_CLASSES))
   state = step_lib.create_train_state(fns, tx, jax.random.PRNGKey(0), batch)
   results = {}
   for accum in (1, 4):
-    driver = parallel.make_driver(mode, accum_steps=accum, **kwargs)
+    driver = parallel.task_driver(mode, TASK, fns, tx, accum_steps=accum)
     device_state = driver.put_state(state)
     for _ in range(3):
       device_state, sums = driver.train_step(device_state, batch)
-    results[accum] = (driver.get_state(device_state).params, sums)
+    results[accum] = (driver.get_state(device_state).params, driver.fetch([sums])[0])
   np.testing.assert_allclose(results[4][1]['loss'], results[1][1]['loss'], rtol=1e-5)
   assert float(results[4][1]['examples']) == 32.0
   for a, b in zip(jax.tree.leaves(results[4][0]), jax.tree.leaves(results[1][0])):

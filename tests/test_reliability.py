@@ -23,7 +23,7 @@ import pytest
 from bigjax import checkpoint as checkpoint_lib
 from bigjax.data import batching
 from bigjax.train import loop
-from experiments import common
+from experiments import common, peers
 from experiments.configs import base
 from test_train import tiny_config, write_corpus
 
@@ -69,34 +69,53 @@ def assert_same_run(results, reference):
 
 
 class EntryPoint:
-  """`python -m experiments.train` in the background, its log read line by line."""
+  """`python -m experiments.train` in the background, followed through WORKDIR/metrics.jsonl.
 
-  def __init__(self, args):
+  Only this attempt's records count (those written after it was launched: a resume keeps
+  the earlier attempts'); stderr is collected, to show on failure.
+  """
+
+  def __init__(self, args, workdir):
+    self.records = []
+    self._metrics = peers.MetricsFollower(os.path.join(workdir, 'metrics.jsonl'), since=time.time())
     self.proc = subprocess.Popen([sys.executable, '-m', 'experiments.train', *args], cwd=ROOT, text=True,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    self.lines = []
+    self._lines = []
+    self._reader = threading.Thread(target=lambda: self._lines.extend(self.proc.stderr), daemon=True)
+    self._reader.start()
+
+  def _poll(self) -> None:
+    self.records += self._metrics.poll()
+
+  def train_steps(self) -> list[int]:
+    return [r['step'] for r in self.records if r['kind'] == 'train']
 
   def wait_for_step(self, at_least: int, timeout: float = 240) -> int:
-    """Reads the log until a 'step N/' line with N >= at_least (or the run ends); returns N (or -1)."""
+    """Until a 'train' record of step N >= at_least (or the run ends); returns N (or -1)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-      line = self.proc.stderr.readline()
-      if not line:
+      ended = self.proc.poll() is not None
+      self._poll()
+      reached = [step for step in self.train_steps() if step >= at_least]
+      if reached:
+        return reached[0]
+      if ended:
         return -1
-      self.lines.append(line)
-      match = re.search(r'loop\.py:\d+\] step (\d+)/', line)
-      if match and int(match.group(1)) >= at_least:
-        return int(match.group(1))
-    raise TimeoutError(f'no step {at_least} within {timeout} s:\n{"".join(self.lines[-20:])}')
+      time.sleep(0.005)
+    raise TimeoutError(f'no step {at_least} within {timeout} s:\n{"".join(self._lines[-20:])}')
 
   def finish(self, timeout: float = 240) -> tuple[int, str]:
-    _, rest = self.proc.communicate(timeout=timeout)
-    return self.proc.returncode, ''.join(self.lines) + rest
+    """(exit status, stderr); self.records then holds all of this attempt's records."""
+    self.proc.wait(timeout=timeout)
+    self._reader.join(timeout=10)
+    self._poll()
+    return self.proc.returncode, ''.join(self._lines)
 
-
-def resumed_from(log: str) -> int:
-  match = re.search(r'resuming from step (\d+)', log)
-  return int(match.group(1)) if match else 0
+  def resumed_from(self) -> int:
+    """The step of this attempt's 'start' record (0: from scratch); there must be exactly one."""
+    starts = [r['start_step'] for r in self.records if r['kind'] == 'start']
+    assert len(starts) == 1, (starts, ''.join(self._lines[-20:]))
+    return starts[0]
 
 
 def test_sigterm_and_sigkills_resume_bit_exactly(corpus, reference, tmp_path):
@@ -107,33 +126,38 @@ def test_sigterm_and_sigkills_resume_bit_exactly(corpus, reference, tmp_path):
   workdir = tmp_path / 'run'
   args = config_args(tiny_config(corpus, **OVERRIDES)) + [f'--workdir={workdir}']
 
-  run = EntryPoint(args)
+  run = EntryPoint(args, workdir)
   at = run.wait_for_step(rng.randint(2, 12))
   run.proc.send_signal(signal.SIGTERM)
   code, log = run.finish()
   assert code == 0, log[-3000:]
-  saved = int(re.search(r'received SIGTERM: checkpoint at step (\d+) saved; rerun the same command to resume',
-                        log).group(1))
+  assert run.resumed_from() == 0, note
+  # A stop writes the 'train' record of the step it stops at, then saves that step: the
+  # newest checkpoint. It stopped early (no final test, no results.json).
+  saved = run.train_steps()[-1]
   assert saved >= at and 'Traceback' not in log, note
+  assert checkpoint_lib.Checkpointer(str(workdir / 'checkpoints')).all_steps()[-1] == saved, note
   assert os.path.isdir(workdir / 'checkpoints' / str(saved)), note  # Waited for the save before exiting.
+  assert not any(r['kind'] == 'test' for r in run.records) and not (workdir / 'results.json').exists(), note
 
   start = saved
   assert start < 34, f'the SIGTERM landed at step {start}, too late to leave room for 3 kills {note}'
   for target in sorted(rng.sample(range(start + 2, 39), 3)):
-    run = EntryPoint(args)
+    run = EntryPoint(args, workdir)
     run.wait_for_step(target)
     time.sleep(rng.uniform(0, 0.05))  # Sometimes in the middle of an async save.
     run.proc.kill()
     code, log = run.finish()
     assert code == -signal.SIGKILL, log[-3000:]
-    resumed = resumed_from(log)
+    resumed = run.resumed_from()
     # The newest complete checkpoint: the SIGTERM save or a periodic one, never a later one.
     assert resumed == start or (resumed % 5 == 0 and start <= resumed <= target), (resumed, start, note)
     start = max(start, resumed)
 
-  code, log = EntryPoint(args).finish()
+  run = EntryPoint(args, workdir)
+  code, log = run.finish()
   assert code == 0, log[-3000:]
-  assert resumed_from(log) >= start and not glob.glob(str(workdir / 'checkpoints' / '*tmp*')), note
+  assert run.resumed_from() >= start and not glob.glob(str(workdir / 'checkpoints' / '*tmp*')), note
   assert_same_run(json.loads((workdir / 'results.json').read_text()), reference)
 
 
@@ -225,7 +249,7 @@ def saved_states(tmp_path_factory):
   state = {'w': np.arange(4000, dtype=np.float32), 'b': np.ones((3, 4), np.float32), 'n': np.int32(0)}
   checkpointer = checkpoint_lib.Checkpointer(folder, keep_latest=3)
   for step in (1, 2, 3):
-    checkpointer.save(step, jax.tree.map(lambda x: x * step, state), {'step': step}, dev_accuracy=0.1 * step)
+    checkpointer.save(step, jax.tree.map(lambda x: x * step, state), {'step': step}, metric=0.1 * step)
   checkpointer.wait()
   checkpointer.close()
   return folder, state
@@ -246,7 +270,7 @@ def test_damaged_newest_checkpoint_falls_back_and_is_kept_aside(saved_states, da
   # Moved aside, not deleted; Orbax no longer lists it, so step 3 can be saved again.
   assert os.path.isdir(os.path.join(folder, '3' + checkpoint_lib.DAMAGED_SUFFIX))
   assert checkpointer.all_steps() == [1, 2]
-  checkpointer.save(3, state, {'step': 3}, dev_accuracy=0.5)
+  checkpointer.save(3, state, {'step': 3}, metric=0.5)
   checkpointer.wait()
   assert checkpointer.restore_latest(state)[0] == 3
   checkpointer.close()
@@ -259,7 +283,7 @@ def test_leftover_of_a_killed_save_is_ignored_and_removed(saved_states, tmp_path
   shutil.copytree(os.path.join(folder, '3'), os.path.join(folder, '4.orbax-checkpoint-tmp'))  # Looks complete.
   checkpointer = checkpoint_lib.Checkpointer(folder, keep_latest=3)
   assert checkpointer.restore_latest(state)[0] == 3
-  checkpointer.save(4, state, {'step': 4}, dev_accuracy=0.5)  # The same step again: no collision.
+  checkpointer.save(4, state, {'step': 4}, metric=0.5)  # The same step again: no collision.
   checkpointer.wait()
   assert checkpointer.all_steps() == [2, 3, 4] and not glob.glob(os.path.join(folder, '*tmp*'))
   checkpointer.close()
@@ -385,6 +409,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(corpus, tmp_path)
     mount -o remount,size=64m {mount}
     {train} 2> {out}/again.log; echo $? > {out}/again.rc
     ls {mount}/run/checkpoints > {out}/after_again.ls
+    cp {mount}/run/metrics.jsonl {mount}/run/results.json {out}/ || true
   """
   subprocess.run(['unshare', '-rm', 'sh', '-c', script], cwd=ROOT, timeout=400, check=True)
   full_log = (out / 'full.log').read_text()
@@ -399,4 +424,8 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(corpus, tmp_path)
   assert sorted(int(name) for name in (out / 'after_full.ls').read_text().split()) == intact
   again_log = (out / 'again.log').read_text()
   assert (out / 'again.rc').read_text().strip() == '0', again_log[-3000:]
-  assert f'resuming from step {match.group(3)}' in again_log and 'test accuracy' in again_log
+  records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+  starts = [r['start_step'] for r in records if r['kind'] == 'start']
+  assert starts[-1] == int(match.group(3)), starts  # The rerun resumed where the error said.
+  results = json.loads((out / 'results.json').read_text())
+  assert results['step'] == 20 and [r['step'] for r in records if r['kind'] == 'test'] == [20], records[-3:]

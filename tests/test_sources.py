@@ -1,6 +1,7 @@
 """Tests for bigjax.data.sources: local formats, IMDB, tfds, DataErrors."""
 
 import collections
+import csv
 import gzip
 import io
 import json
@@ -17,6 +18,7 @@ from bigjax.data.sources import load_text_dataset
 from bigjax.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
+_MIB = 1 << 20
 
 
 def _shared(relative: str) -> Path:
@@ -511,10 +513,18 @@ def test_error_single_class(tmp_path):
   assert '1 class' in message and 'label_column' in message
 
 
-def test_error_line_too_long(tmp_path):
-  path = _write(tmp_path / 'big.txt', '0 short\n1 ' + 'x' * 300 + '\n0 ok\n')
-  message = _error(path=str(path), max_line_bytes=100)
-  assert 'big.txt:2:' in message and 'max_line_bytes' in message
+def test_error_line_over_the_limit(tmp_path):
+  # The limit only guards memory; its message names the key that sets it.
+  long_line = '1 ' + 'x' * (_MIB + _MIB // 10) + '\n'
+  path = _write(tmp_path / 'big.txt', '0 short\n' + long_line + '0 ok\n')
+  message = _error(path=str(path), max_line_mb=1)
+  assert 'big.txt:2:' in message and 'longer than data.max_line_mb=1 MiB' in message
+  assert '--config.data.max_line_mb=2' in message
+  archive = _imdb_tar(tmp_path / 'aclImdb_v1.tar.gz', {
+      **_IMDB_FILES, 'aclImdb/train/pos/3_9.txt': long_line})
+  message = _error(path=str(archive), max_line_mb=1)
+  assert 'train/pos/3_9.txt:1:' in message and 'data.max_line_mb=1' in message
+  assert 'max_line_mb=0 must be >= 1' in _error(path=str(path), max_line_mb=0)
 
 
 def test_error_undecodable_bytes(tmp_path):
@@ -618,3 +628,184 @@ def test_error_bad_fractions(tmp_path):
   assert 'sum' in _error(path=path, dev_fraction=0.5, test_fraction=0.5)
   tiny = str(_write(tmp_path / 'b.txt', '0 a\n1 b\n'))
   assert 'too few' in _error(path=tiny)
+
+
+# ----------------------------------------------------------------------------
+# Labels: a class needs training examples, unless data.num_classes declares it.
+
+
+@pytest.mark.parametrize('split', ['dev', 'test'])
+def test_error_label_not_in_train(tmp_path, split):
+  _write(tmp_path / 'train.txt', _lines(20))
+  _write(tmp_path / 'dev.txt', '0 a\n1 b\n')
+  _write(tmp_path / 'test.txt', '0 a\n1 b\n')
+  _write(tmp_path / f'{split}.txt', '0 a\n7 seven\n1 b\n')
+  message = _error(path=str(tmp_path))
+  assert f'{split}.txt:2: label 7 does not occur in train' in message
+  assert 'train.txt' in message and 'labels are 0, 1;' in message
+  assert '--config.data.num_classes=8' in message
+  # Declared classes may lack training examples; the range still holds.
+  ds = load_text_dataset(path=str(tmp_path), num_classes=8)
+  assert ds.num_classes == 8 and 7 in ds.splits[split].labels.tolist()
+  message = _error(path=str(tmp_path), num_classes=5)
+  assert f'{split}.txt:2:' in message and 'out of range [0, 5)' in message
+
+
+def test_error_label_not_in_train_jsonl(tmp_path):
+  _write(tmp_path / 'train.jsonl', ''.join(
+      json.dumps({'text': f't{i}', 'label': i % 2}) + '\n' for i in range(10)))
+  _write(tmp_path / 'dev.jsonl', '{"text": "d", "label": 2}\n')
+  message = _error(path=str(tmp_path))
+  assert 'dev.jsonl:1: label 2 does not occur in train' in message
+
+
+def test_error_class_missing_in_train(tmp_path):
+  # K is inferred as max label + 1 = 4, but no training example has label 2.
+  _write(tmp_path / 'train.txt', '0 a\n1 b\n3 c\n1 d\n3 e\n0 f\n')
+  _write(tmp_path / 'dev.txt', '0 a\n')
+  _write(tmp_path / 'test.txt', '1 b\n')
+  message = _error(path=str(tmp_path))
+  assert 'train.txt:3: label 3 makes 4 classes' in message
+  assert 'only 3 of them (labels 0, 1, 3)' in message
+  assert '--config.data.num_classes=4' in message
+  ds = load_text_dataset(path=str(tmp_path), num_classes=4)
+  assert ds.num_classes == 4
+  assert ds.splits['train'].labels.tolist() == [0, 1, 3, 1, 3, 0]
+
+
+@pytest.mark.parametrize('label', ['1000000', '99999999999', '9' * 30,
+                                   '9' * 5000])
+def test_error_implausible_label(tmp_path, label):
+  # Refused before anything is sized by K, and before int64/int32 overflow.
+  path = _write(tmp_path / 'train.txt', f'0 a\n1 b\n{label} c\n' + _lines(20))
+  message = _error(path=str(path))
+  assert 'train.txt:3:' in message
+  assert 'implausibl' in message or 'not a plausible class id' in message
+  assert len(message) < 400  # a 5000-digit label is shown cut
+
+
+def test_error_implausible_label_in_tables(tmp_path):
+  rows = ''.join(f'row {i},{i % 2}\n' for i in range(10))
+  path = _write(tmp_path / 'a.csv', f'text,label\n{rows}huge,{"9" * 40}\n')
+  assert 'a.csv:12:' in _error(path=str(path))
+  lines = [json.dumps({'text': f'r{i}', 'label': i % 2}) for i in range(10)]
+  for label in ('1' + '0' * 30, '1e30', '9' * 5000):
+    path = _write(tmp_path / 'a.jsonl', '\n'.join(
+        lines + [f'{{"text": "huge", "label": {label}}}']))
+    assert 'a.jsonl:11:' in _error(path=str(path))
+
+
+# ----------------------------------------------------------------------------
+# Long documents are ordinary input.
+
+_LONG = ' '.join(f'word{i % 1000}' for i in range(130_000))  # ~1.1 MB
+
+
+def _long_files(folder: Path, ext: str) -> Path:
+  """A train file in `ext` whose third example is one ~1.1 MB line."""
+  texts = ['short one', 'short two', _LONG] + [f'text {i}' for i in range(9)]
+  if ext == '.txt':
+    body = ''.join(f'{i % 2} {t}\n' for i, t in enumerate(texts))
+  elif ext == '.jsonl':
+    body = ''.join(json.dumps({'text': t, 'label': i % 2}) + '\n'
+                   for i, t in enumerate(texts))
+  else:
+    sep = '\t' if ext == '.tsv' else ','
+    body = f'text{sep}label\n' + ''.join(
+        f'{t}{sep}{i % 2}\n' for i, t in enumerate(texts))
+  return _write(folder / f'all{ext}', body)
+
+
+@pytest.mark.parametrize('ext', ['.txt', '.csv', '.tsv', '.jsonl'])
+def test_one_megabyte_line_loads(tmp_path, ext):
+  limit = csv.field_size_limit()
+  ds = load_text_dataset(path=str(_long_files(tmp_path, ext)))
+  assert _all_texts(ds)[_LONG] == 1
+  assert sum(len(s.texts) for s in ds.splits.values()) == 12
+  # csv's field size limit is process-wide: raised only while parsing.
+  assert csv.field_size_limit() == limit
+
+
+def test_csv_field_size_limit_restored_after_an_error(tmp_path):
+  limit = csv.field_size_limit()
+  path = _write(tmp_path / 'a.csv', 'text,label\n"' + 'x' * 200_000 + ',1\n')
+  assert 'a.csv' in _error(path=str(path))  # an unclosed quote
+  assert csv.field_size_limit() == limit
+
+
+def test_one_megabyte_review_in_imdb_archive(tmp_path):
+  path = _imdb_tar(tmp_path / 'aclImdb_v1.tar.gz', {
+      **_IMDB_FILES, 'aclImdb/test/pos/1_8.txt': _LONG})
+  ds = load_text_dataset(path=str(path), dev_fraction=0.2)
+  assert ds.splits['test'].texts == ['meh', 'wow', _LONG]  # by member name
+
+
+def test_one_megabyte_line_trains(tmp_path):
+  # The whole path: tokenizer training, truncation to max_len, batching.
+  from experiments import common  # pylint: disable=g-import-not-at-top
+  from test_train import tiny_config, write_corpus  # pylint: disable=g-import-not-at-top
+  data = Path(write_corpus(str(tmp_path / 'data'), sizes=(60, 20, 20)))
+  with open(data / 'train.txt', 'a', encoding='utf-8') as f:
+    f.write(f'1 {_LONG}\n')
+  config = tiny_config(data, **{'train.steps': 2, 'checkpoint.every_steps': 2,
+                                'train.log_every_steps': 1})
+  assert common.load_data(config.data, config.seed).splits['train'].texts[-1] == _LONG
+  results = common.run_training(config, str(tmp_path / 'run'))
+  assert 'test' in json.dumps(results)
+
+
+# ----------------------------------------------------------------------------
+# data.on_bad_lines: examples that are a label with no text.
+
+
+_NO_TEXT = {
+    '.txt': ('0 good\n1\n1 fine\n0   \n1 great\n', 2),
+    '.tsv': ('text\tlabel\ngood\t0\n\t1\nfine\t1\n  \t0\ngreat\t1\n', 3),
+    '.csv': ('text,label\ngood,0\n,1\nfine,1\n"  ",0\ngreat,1\n', 3),
+    '.jsonl': ('{"text": "good", "label": 0}\n{"text": "", "label": 1}\n'
+               '{"text": "fine", "label": 1}\n{"text": " ", "label": 0}\n'
+               '{"text": "great", "label": 1}\n', 2),
+}
+
+
+@pytest.mark.parametrize('ext', sorted(_NO_TEXT))
+def test_on_bad_lines(tmp_path, ext):
+  body, line = _NO_TEXT[ext]
+  _write(tmp_path / f'train{ext}', body)
+  sep = '\t' if ext == '.tsv' else ','
+  good = {'.txt': '0 a\n1 b\n',
+          '.jsonl': '{"text": "a", "label": 0}\n'}.get(ext, f'text{sep}label\na{sep}0\n')
+  _write(tmp_path / f'dev{ext}', good)
+  _write(tmp_path / f'test{ext}', good)
+  message = _error(path=str(tmp_path))  # on_bad_lines='error' by default
+  assert f'train{ext}:{line}: label 1 has no text' in message
+  assert '--config.data.on_bad_lines=skip' in message
+  ds = load_text_dataset(path=str(tmp_path), on_bad_lines='skip')
+  assert ds.splits['train'].texts == ['good', 'fine', 'great']
+  assert ds.splits['train'].labels.tolist() == [0, 1, 1]
+  unit = 'rows' if ext in ('.tsv', '.csv') else 'lines'
+  assert (f'skipped 2 {unit} with no text in train{ext} '
+          '(data.on_bad_lines=skip)') in ds.description
+  assert ds.description.count('skipped') == 1  # dev and test had none
+
+
+def test_on_bad_lines_skip_single_file_and_nothing_left(tmp_path):
+  path = _write(tmp_path / 'all.txt', _lines(30) + '1\n0 \n1\n')
+  ds = load_text_dataset(path=str(path), on_bad_lines='skip')
+  assert sum(len(s.texts) for s in ds.splits.values()) == 30
+  assert ('skipped 3 lines with no text in all.txt (data.on_bad_lines=skip)'
+          in ds.description)
+  assert 'skipped' not in load_text_dataset(
+      path=str(_write(tmp_path / 'ok.txt', _lines(30))),
+      on_bad_lines='skip').description
+  _write(tmp_path / 'f' / 'train.txt', _lines(20))
+  _write(tmp_path / 'f' / 'dev.txt', '1\n0\n')
+  message = _error(path=str(tmp_path / 'f'), on_bad_lines='skip')
+  assert 'dev.txt: no examples' in message and '2 lines with no text' in message
+
+
+def test_error_bad_on_bad_lines_value(tmp_path):
+  path = _write(tmp_path / 'a.txt', _lines(10))
+  message = _error(path=str(path), on_bad_lines='warn')
+  assert "data.on_bad_lines='warn' is unknown" in message
+  assert "'error', 'skip'" in message

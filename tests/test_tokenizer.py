@@ -28,7 +28,7 @@ def test_exact_round_trip_of_normalized_text():
 def test_save_load_encodes_identically(tmp_path):
   tok = tok_lib.train_tokenizer(TEXTS, vocab_size=150)
   tok.save(str(tmp_path))
-  again = tok_lib.SubwordTokenizer.load(str(tmp_path))
+  again = tok_lib.Tokenizer.load(str(tmp_path))
   for a, b in zip(tok.encode(TEXTS[:4], 50), again.encode(TEXTS[:4], 50)):
     np.testing.assert_array_equal(a, b)
 

@@ -41,7 +41,7 @@ def tiny_config(data_path, model='mlp', **overrides):
   c.data.smallest_bucket = 8
   c.model.name = model
   c.model.embed_dim = 16
-  c.model.hidden_dim = 16
+  c.model.mlp.hidden_dim = c.model.lstm.hidden_dim = 16
   c.model.dropout = 0.3
   c.optim.learning_rate = 1e-2
   c.train.steps = 24
@@ -49,8 +49,11 @@ def tiny_config(data_path, model='mlp', **overrides):
   c.train.log_every_steps = 5
   c.checkpoint.every_steps = 5
   for key, value in overrides.items():
-    section, name = key.split('.')
-    c[section][name] = value
+    *sections, name = key.split('.')
+    node = c
+    for section in sections:
+      node = node[section]
+    node[name] = value
   return c
 
 
@@ -86,7 +89,7 @@ def test_results_and_outputs(tmp_path):
     assert (workdir / name).exists(), name
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir / 'tensorboard'))
   records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
-  assert {r['kind'] for r in records} == {'train', 'dev', 'test'}
+  assert {r['kind'] for r in records} == {'start', 'train', 'dev', 'test'}
   derived = json.loads((workdir / 'config.json').read_text())['derived']
   assert derived['num_classes'] == 2 and derived['total_steps'] == 60
 
@@ -104,7 +107,7 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
   workdir = str(tmp_path / 'run')
   common.run_training(tiny_config(data), workdir, stop_after_steps=5)
   with pytest.raises(common.BigjaxError, match='incompatible'):
-    common.run_training(tiny_config(data, **{'model.hidden_dim': 8}), workdir)
+    common.run_training(tiny_config(data, **{'model.mlp.hidden_dim': 8}), workdir)
 
 
 def run_entry_point(*args, timeout=300):
@@ -116,16 +119,17 @@ def test_entry_point_trains_and_resumes(tmp_path):
   data = write_corpus(tmp_path / 'data')
   workdir = tmp_path / 'run'
   args = ['--config=experiments/configs/mlp_sst2.py', f'--workdir={workdir}', f'--config.data.path={data}',
-          '--config.data.vocab_size=120', '--config.model.embed_dim=16', '--config.model.hidden_dim=16',
+          '--config.data.vocab_size=120', '--config.model.embed_dim=16', '--config.model.mlp.hidden_dim=16',
           '--config.train.steps=10', '--config.train.batch_size=16', '--config.checkpoint.every_steps=5']
   done = run_entry_point(*args)
   assert done.returncode == 0, done.stderr[-2000:]
-  assert 'ETA' in done.stderr and 'test accuracy' in done.stderr
+  assert 'ETA' in done.stderr and 'test accuracy' in done.stderr  # What the user is shown.
   results = json.loads((workdir / 'results.json').read_text())
   assert results['step'] == 10
   again = run_entry_point(*args)  # Finished run: resumes at step 10, trains nothing, same answer.
   assert again.returncode == 0, again.stderr[-2000:]
-  assert 'resuming from step 10' in again.stderr
+  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['start_step'] for r in records if r['kind'] == 'start'] == [0, 10]
   assert json.loads((workdir / 'results.json').read_text())['params_fingerprint'] == results['params_fingerprint']
 
 

@@ -7,7 +7,7 @@ which makes resuming exact: the data position is a function of the step.
 """
 import dataclasses
 import math
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -149,10 +149,6 @@ class TrainBatches:
       self._cached_epoch = epoch
       self._cached_order = epoch_order(self._lengths, self.batch_size, self.seed, epoch)
     return self.sharding.local_batch(self.split, self._cached_order[index], self.batch_size, self.boundaries)
-
-  def iterate(self, start_step: int, end_step: int) -> Iterator[Batch]:
-    for step in range(start_step, end_step):
-      yield self.batch(step)
 
   def epoch_stats(self, epoch: int = 0) -> dict:
     """Padding waste and distinct shapes of one epoch's batches."""

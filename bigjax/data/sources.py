@@ -7,6 +7,7 @@ what is wrong, where (file and line) and what to do.
 """
 
 import codecs
+import contextlib
 import csv
 import dataclasses
 import difflib
@@ -37,6 +38,7 @@ class TextDataset:
   splits: dict[str, Split]  # 'train', 'dev', 'test'; maybe 'unlabeled'
   num_classes: int
   description: str  # one line: where it came from, how dev/test were made
+  label_names: tuple[str, ...] = ()  # name of each class id: the data's own, or '0'..'K-1'
 
 
 _ENCODING_HINT = 'set data.encoding (e.g. --config.data.encoding=latin-1)'
@@ -53,6 +55,12 @@ _TABLE_EXTS = ('.tsv', '.csv', '.jsonl')
 _EXTS = ('.txt',) + _TABLE_EXTS
 _DEV_STEMS = ('dev', 'valid', 'validation')
 _INT_RE = re.compile(r'[+-]?\d+')
+# More digits than int64 holds is no class id (and int() of over 4300 digits
+# raises ValueError).
+_MAX_LABEL_DIGITS = 18
+ON_BAD_LINES = ('error', 'skip')  # data.on_bad_lines; experiments checks it early
+_SKIP_HINT = 'to drop such examples, set --config.data.on_bad_lines=skip'
+_MIB = 1 << 20
 # Where a review lives inside the IMDB archive or folder.
 _IMDB_MEMBER_RE = re.compile(r'(?:^|/)(train|test)/(neg|pos|unsup)/[^/]+\.txt$')
 _IMDB_GROUPS = {
@@ -69,7 +77,8 @@ def load_text_dataset(*, path: str = '', name: str = '',
                       dev_fraction: float = 0.1, test_fraction: float = 0.1,
                       seed: int = 0, text_column: str = 'text',
                       label_column: str = 'label', num_classes: int = 0,
-                      max_line_bytes: int = 1_000_000) -> TextDataset:
+                      max_line_mb: int = 64,
+                      on_bad_lines: str = 'error') -> TextDataset:
   """Loads a text-classification dataset from `path` or, if empty, tfds `name`.
 
   Args:
@@ -82,9 +91,15 @@ def load_text_dataset(*, path: str = '', name: str = '',
     seed: seed of the carving permutation.
     text_column: column/key of the text in .tsv/.csv/.jsonl (or tfds feature).
     label_column: column/key of the label in .tsv/.csv/.jsonl.
-    num_classes: number of classes; 0 = from the data (max label + 1, or
-      the number of label names).
-    max_line_bytes: longest line accepted in local files.
+    num_classes: number of classes; 0 = from the data (the label names, or
+      max label + 1, and then every class 0..K-1 must occur in train); > 0
+      declares them: labels in [0, num_classes) are accepted even where train
+      has no example of some.
+    max_line_mb: longest line accepted in local files, in MiB. It only guards
+      memory against files that are not one example per line: long texts are
+      cut to max_len tokens later anyway.
+    on_bad_lines: 'error' stops at an example whose text is empty (a label
+      alone); 'skip' drops such examples and counts them in the description.
 
   Returns:
     The dataset; labels are int32 in [0, num_classes), -1 for unlabelled text.
@@ -101,6 +116,11 @@ def load_text_dataset(*, path: str = '', name: str = '',
   if num_classes < 0:
     raise DataError(f'data.num_classes={num_classes} must be >= 0 '
                     '(0 = infer from the labels).')
+  if on_bad_lines not in ON_BAD_LINES:
+    raise DataError(f'data.on_bad_lines={on_bad_lines!r} is unknown; use one '
+                    f'of {", ".join(map(repr, ON_BAD_LINES))}.')
+  if max_line_mb < 1:
+    raise DataError(f'data.max_line_mb={max_line_mb} must be >= 1 (MiB).')
   carve = _Carver(dev_fraction, test_fraction, seed)
   if path:
     try:
@@ -110,7 +130,8 @@ def load_text_dataset(*, path: str = '', name: str = '',
                       'codec name such as utf-8 or latin-1.') from None
     parts, origin, names = _load_local(
         os.path.expanduser(path), encoding=encoding, text_column=text_column,
-        label_column=label_column, max_line_bytes=max_line_bytes)
+        label_column=label_column, max_line_bytes=max_line_mb * _MIB,
+        on_bad_lines=on_bad_lines)
   elif name:
     parts, origin, names = _load_tfds(name, data_dir=data_dir,
                                       text_column=text_column,
@@ -121,6 +142,39 @@ def load_text_dataset(*, path: str = '', name: str = '',
         ') or data.name to a tensorflow-datasets name (e.g. imdb_reviews).')
   return _finish(parts, origin=origin, label_names=names, carve=carve,
                  num_classes=num_classes)
+
+
+def load_labelled_examples(path: str, *, label_names, encoding: str = 'utf-8',
+                           text_column: str = 'text',
+                           label_column: str = 'label', max_line_mb: int = 64,
+                           on_bad_lines: str = 'error') -> Split:
+  """Every example of a file (or a folder's or the IMDB archive's test split), with labels
+  numbered as a trained run numbers its classes (`label_names`, class id order).
+
+  Label strings are matched to the names; integer labels must be class ids of the run.
+  """
+  path = os.path.expanduser(path)
+  parts, _, names = _load_local(path, encoding=encoding,
+                                text_column=text_column,
+                                label_column=label_column,
+                                max_line_bytes=max_line_mb * _MIB,
+                                on_bad_lines=on_bad_lines)
+  single_file = os.path.isfile(path) and not path.lower().endswith(
+      ('.tar.gz', '.tgz'))
+  which = 'train' if single_file else 'test'
+  if which not in parts:
+    raise DataError(f'{path} has no test split to evaluate on; point at the '
+                    'test file itself.')
+  part, label_names = parts[which], [str(n) for n in label_names]
+  index = {n: i for i, n in enumerate(label_names)}
+  labels = []
+  for i, label in enumerate(part.labels):
+    name = names[label] if names else str(label)
+    if name not in index:
+      raise DataError(f'{part.where(i)}: label {name!r} is not a class of the '
+                      f'run, whose classes are {label_names}.')
+    labels.append(index[name])
+  return Split(texts=part.texts, labels=np.asarray(labels, np.int32))
 
 
 # ----------------------------------------------------------------------------
@@ -134,6 +188,8 @@ class _Part:
   labels: list[Any]  # ints; strings in tables until _map_string_labels
   source: str  # the file, archive or tfds split the examples came from
   locs: list[Any] | None = None  # per example: line number or member name
+  skipped: int = 0  # examples dropped for having no text (on_bad_lines=skip)
+  unit: str = 'line'  # what one example is in the source, for messages
 
   def where(self, i: int) -> str:
     loc = self.locs[i] if self.locs is not None else f'example {i}'
@@ -159,29 +215,23 @@ def _finish(parts: dict[str, _Part], *, origin: str,
   """Checks labels, carves missing dev/test from train, builds the dataset."""
   for part in parts.values():
     if not part.texts:
+      skipped = (f', or {part.skipped} {part.unit}s with no text, skipped'
+                 if part.skipped else '')
       raise DataError(f'{part.source}: no examples after parsing (only '
-                      'blank lines or a header); check that it is the right '
-                      'file, or remove it to carve that split from train.')
-  labelled = [p for s, p in parts.items() if s != 'unlabeled']
-  # Named labels (string labels, a tfds ClassLabel) fix K; else max + 1.
-  k = num_classes or (len(label_names) if label_names else
-                      max(max(p.labels) for p in labelled) + 1)
-  for part in labelled:
-    labels = np.asarray(part.labels, dtype=np.int64)
-    bad = np.flatnonzero((labels < 0) | (labels >= k))
-    if bad.size:
-      i = int(bad[0])
-      fix = ('raise data.num_classes or fix the label' if num_classes else
-             'labels must be integers 0..K-1')
-      raise DataError(
-          f'{part.where(i)}: label {part.labels[i]} is out of range [0, {k}) '
-          f'(num_classes={k}{"" if num_classes else " from the data"}); '
-          f'{fix}.')
+                      f'blank lines or a header{skipped}); check that it is '
+                      'the right file, or remove it to carve that split from '
+                      'train.')
+  k = _check_labels(parts, label_names, num_classes)
   if k < 2:
     raise DataError(f'{origin}: only {k} class; a classifier needs at least '
                     '2 (check data.label_column, or set data.num_classes).')
 
   notes = []
+  skipped = [f'{p.skipped} {p.unit}{"s" if p.skipped > 1 else ""} with no '
+             f'text in {os.path.basename(p.source)}'
+             for p in parts.values() if p.skipped]
+  if skipped:
+    notes.append(f'skipped {", ".join(skipped)} (data.on_bad_lines=skip)')
   rng = np.random.default_rng(carve.seed)
   need = [s for s in ('test', 'dev') if s not in parts]  # test first
   if need:
@@ -219,20 +269,87 @@ def _finish(parts: dict[str, _Part], *, origin: str,
   if label_names:
     desc.append('labels ' + ', '.join(f'{i}={n}'
                                       for i, n in enumerate(label_names)))
-  return TextDataset(splits=splits, num_classes=k, description='; '.join(desc))
+  names = tuple(label_names) if label_names else tuple(str(i) for i in range(k))
+  return TextDataset(splits=splits, num_classes=k, description='; '.join(desc), label_names=names)
+
+
+def _check_labels(parts: dict[str, _Part], label_names: list[str] | None,
+                  num_classes: int) -> int:
+  """Checks every label and returns the number of classes K.
+
+  Declared classes (data.num_classes, label names) may lack training examples.
+  Inferred ones (max label + 1) must each occur in train: a class without
+  one cannot be learned, and a stray huge label would otherwise size the
+  model. Labels stay Python ints here, so none can overflow an array.
+  """
+  labelled = [p for s, p in parts.items() if s != 'unlabeled']
+  if num_classes or label_names:
+    k = num_classes or len(label_names)
+    for part in labelled:
+      for i, label in enumerate(part.labels):
+        if not 0 <= label < k:
+          fix = ('raise data.num_classes or fix the label' if num_classes else
+                 'labels must be integers 0..K-1')
+          raise DataError(
+              f'{part.where(i)}: label {label} is out of range [0, {k}) '
+              f'(num_classes={k}); {fix}.')
+    return k
+  train = parts['train']
+  seen = set(train.labels)
+  k = max(seen) + 1
+  for part in [train] + [p for p in labelled if p is not train]:
+    for i, label in enumerate(part.labels):
+      if label < 0:
+        raise DataError(
+            f'{part.where(i)}: label {label} is out of range [0, {k}) '
+            f'(num_classes={k} from the data); labels must be integers '
+            '0..K-1.')
+  if len(seen) < k:
+    i = train.labels.index(k - 1)
+    raise DataError(
+        f'{train.where(i)}: label {k - 1} makes {k} classes (max label + 1), '
+        f'but train has examples of only {len(seen)} of them (labels '
+        f'{_show_labels(seen)}); a class without training examples cannot be '
+        f'learned: {_fix_unseen(k - 1, len(seen))}.')
+  for part in labelled:
+    for i, label in enumerate(part.labels):
+      if label >= k:
+        raise DataError(
+            f'{part.where(i)}: label {label} does not occur in train '
+            f'({train.source}), whose labels are {_show_labels(seen)}; a '
+            'class without training examples cannot be learned: '
+            f'{_fix_unseen(label, len(seen))}.')
+  return k
+
+
+def _fix_unseen(label: int, seen: int) -> str:
+  """What to do about a label no training example has."""
+  if label + 1 > 2 * seen + 100:  # far above the rest: a typo, not a class
+    return 'fix the label (it is implausibly far above the others)'
+  return ('fix the label, or, if the classes really are '
+          f'0..{label}, declare them with --config.data.num_classes='
+          f'{label + 1}')
+
+
+def _show_labels(labels, most: int = 12) -> str:
+  shown = sorted(labels)
+  text = ', '.join(map(str, shown[:most]))
+  return text + (f', ... ({len(shown)} in all)' if len(shown) > most else '')
 
 
 # ----------------------------------------------------------------------------
 # Local files.
 
 
-def _load_local(path, *, encoding, text_column, label_column, max_line_bytes):
+def _load_local(path, *, encoding, text_column, label_column, max_line_bytes,
+                on_bad_lines):
   """Returns (parts, origin, label names) for a local file or folder."""
   if not os.path.exists(path):
     raise DataError(f'data.path {path!r} does not exist; point it at a file or '
                     f'folder ({_SUPPORTED}).')
   read = dict(encoding=encoding, text_column=text_column,
-              label_column=label_column, max_line_bytes=max_line_bytes)
+              label_column=label_column, max_line_bytes=max_line_bytes,
+              on_bad_lines=on_bad_lines)
   if os.path.isdir(path):
     imdb_root = _imdb_root(path)
     if imdb_root:
@@ -311,11 +428,12 @@ def _check_line_lengths(data: bytes, source: str, limit: int) -> None:
     end = data.find(b'\n', start)
     end = len(data) if end < 0 else end
     if end - start > limit:
+      size = end - start
       raise DataError(
-          f'{source}:{line}: line is {end - start} bytes, longer than '
-          f'data.max_line_bytes={limit}; is this a text file with one example '
-          'per line? (if lines really are this long, raise '
-          '--config.data.max_line_bytes)')
+          f'{source}:{line}: line is {size} bytes ({size / _MIB:.2f} MiB), '
+          f'longer than data.max_line_mb={limit // _MIB} MiB; is this a text '
+          'file with one example per line? If lines really are this long, '
+          f'raise the limit (--config.data.max_line_mb={-(-size // _MIB)}).')
     start, line = end + 1, line + 1
 
 
@@ -335,24 +453,48 @@ def _decode(data: bytes, source: str, encoding: str) -> str:
 
 
 def _read_examples(path, *, encoding, text_column, label_column,
-                   max_line_bytes) -> _Part:
+                   max_line_bytes, on_bad_lines) -> _Part:
   """Reads one file of examples in the format its extension names."""
   data = _read_bytes(path)
   _check_line_lengths(data, path, max_line_bytes)
   text = _decode(data, path, encoding)
   ext = os.path.splitext(path.lower())[1]
+  skip = on_bad_lines == 'skip'
   if ext == '.jsonl':
-    return _parse_jsonl(text, path, text_column, label_column)
+    return _parse_jsonl(text, path, text_column, label_column, skip)
   if ext in ('.tsv', '.csv'):
     # The csv module caps fields at 128 KiB; long documents are legitimate.
-    csv.field_size_limit(max(csv.field_size_limit(), max_line_bytes))
-    return _parse_csv(text, path, ext, text_column, label_column)
-  return _parse_label_text(text, path)
+    with _csv_field_limit(max_line_bytes):
+      return _parse_csv(text, path, ext, text_column, label_column, skip)
+  return _parse_label_text(text, path, skip)
 
 
-def _parse_label_text(text: str, path: str) -> _Part:
+@contextlib.contextmanager
+def _csv_field_limit(limit: int):
+  """Raises csv's field size limit while parsing, then restores it.
+
+  The limit is process-wide; a library must not leave it changed for others.
+  """
+  old = csv.field_size_limit(max(csv.field_size_limit(), limit))
+  try:
+    yield
+  finally:
+    csv.field_size_limit(old)
+
+
+def _int_label(value: str, where: str) -> int:
+  """An integer label string as an int; one too long for int64 is an error."""
+  if len(value.lstrip('+-')) > _MAX_LABEL_DIGITS:
+    shown = value if len(value) <= 40 else value[:37] + '...'
+    raise DataError(
+        f'{where}: label {shown} ({len(value.lstrip("+-"))} digits) is not a '
+        'plausible class id; labels must be integers 0..K-1.')
+  return int(value)
+
+
+def _parse_label_text(text: str, path: str, skip: bool) -> _Part:
   """Parses 'LABEL text' lines; the label is an integer."""
-  texts, labels, lines = [], [], []
+  texts, labels, lines, skipped = [], [], [], 0
   # Split on '\n' only: str.splitlines also splits on \x85, \x1c.., which
   # Latin-1 text (MR) can contain inside a sentence.
   for number, line in enumerate(text.split('\n'), 1):
@@ -365,15 +507,18 @@ def _parse_label_text(text: str, path: str) -> _Part:
           'must be "LABEL text" with LABEL in 0..K-1 (for string labels use '
           '.tsv, .csv or .jsonl).')
     if len(fields) < 2 or not fields[1].strip():
-      raise DataError(f'{path}:{number}: label {fields[0]} has no text after '
-                      'it; lines must be "LABEL text".')
-    labels.append(int(fields[0]))
+      if skip:
+        skipped += 1
+        continue
+      raise DataError(f'{path}:{number}: label {fields[0][:40]} has no text '
+                      f'after it; lines must be "LABEL text" ({_SKIP_HINT}).')
+    labels.append(_int_label(fields[0], f'{path}:{number}'))
     texts.append(fields[1].strip())
     lines.append(number)
-  return _Part(texts, labels, path, lines)
+  return _Part(texts, labels, path, lines, skipped=skipped)
 
 
-def _parse_csv(text, path, ext, text_column, label_column) -> _Part:
+def _parse_csv(text, path, ext, text_column, label_column, skip) -> _Part:
   """Parses a .tsv/.csv file with a header row."""
   if ext == '.tsv':
     # TSV text (e.g. GLUE) has stray quotes; only tabs and newlines delimit.
@@ -381,7 +526,7 @@ def _parse_csv(text, path, ext, text_column, label_column) -> _Part:
                         quoting=csv.QUOTE_NONE)
   else:
     reader = csv.reader(io.StringIO(text, newline=''), strict=True)
-  texts, labels, lines = [], [], []
+  texts, labels, lines, skipped = [], [], [], 0
   try:
     header = next(reader, None)
     if header is None:
@@ -408,18 +553,24 @@ def _parse_csv(text, path, ext, text_column, label_column) -> _Part:
       if not label:
         raise DataError(f'{path}:{start}: empty label in column '
                         f'{label_column!r}.')
+      if not row[ti].strip():
+        if skip:
+          skipped += 1
+          continue
+        raise DataError(f'{path}:{start}: label {label[:40]} has no text in '
+                        f'column {text_column!r} ({_SKIP_HINT}).')
       texts.append(row[ti])
       labels.append(label)
       lines.append(start)
   except csv.Error as e:
     raise DataError(f'{path}:{reader.line_num}: cannot parse as '
                     f'{ext[1:].upper()} ({e}); check quoting.') from None
-  return _Part(texts, labels, path, lines)
+  return _Part(texts, labels, path, lines, skipped=skipped, unit='row')
 
 
-def _parse_jsonl(text, path, text_column, label_column) -> _Part:
+def _parse_jsonl(text, path, text_column, label_column, skip) -> _Part:
   """Parses one JSON object per line."""
-  texts, labels, lines = [], [], []
+  texts, labels, lines, skipped = [], [], [], 0
   for number, line in enumerate(text.split('\n'), 1):
     if not line.strip():
       continue
@@ -430,6 +581,9 @@ def _parse_jsonl(text, path, text_column, label_column) -> _Part:
           f'{path}:{number}: bad JSON ({e.msg} at column {e.colno}); each line '
           f'must be one object like {{"{text_column}": "...", '
           f'"{label_column}": 0}}.') from None
+    except ValueError as e:  # an integer of over 4300 digits
+      raise DataError(f'{path}:{number}: bad JSON ({str(e).split(";")[0]}); '
+                      'labels must be integers 0..K-1 or strings.') from None
     if not isinstance(obj, dict):
       raise DataError(f'{path}:{number}: expected a JSON object, got '
                       f'{type(obj).__name__}.')
@@ -448,10 +602,16 @@ def _parse_jsonl(text, path, text_column, label_column) -> _Part:
     if isinstance(label, bool) or not isinstance(label, (int, str)):
       raise DataError(f'{path}:{number}: label {label!r} must be an integer '
                       'or a string.')
+    if not value.strip():
+      if skip:
+        skipped += 1
+        continue
+      raise DataError(f'{path}:{number}: label {str(label)[:40]} has no '
+                      f'text ({text_column!r} is empty; {_SKIP_HINT}).')
     texts.append(value)
     labels.append(str(label).strip())
     lines.append(number)
-  return _Part(texts, labels, path, lines)
+  return _Part(texts, labels, path, lines, skipped=skipped)
 
 
 def _map_string_labels(parts: dict[str, _Part]):
@@ -463,7 +623,8 @@ def _map_string_labels(parts: dict[str, _Part]):
   if all(isinstance(l, int) or _INT_RE.fullmatch(l)
          for p in parts.values() for l in p.labels):
     for p in parts.values():
-      p.labels = [int(l) for l in p.labels]
+      p.labels = [l if isinstance(l, int) else _int_label(l, p.where(i))
+                  for i, l in enumerate(p.labels)]
     return parts, None
   names = sorted(set(parts['train'].labels))
   index = {n: i for i, n in enumerate(names)}

@@ -1,7 +1,9 @@
-"""A subword tokenizer trained on the training split and saved with the run.
+"""The run's tokenizer: BPE subwords or whole words, trained on the training split and saved
+with the run.
 
 Built on Hugging Face `tokenizers` (Rust, multithreaded): BPE over a Metaspace
-pre-tokenizer, so decode(encode(text)) gives back the normalized text exactly.
+pre-tokenizer, so decode(encode(text)) gives back the normalized text exactly; or a
+word-level vocabulary (kind='word' splits on spaces, 'wordpunct' also splits off punctuation).
 """
 import os
 from typing import Iterable, Sequence
@@ -23,8 +25,8 @@ FILENAME = 'tokenizer.json'
 TRUNCATIONS = ('first', 'last')
 
 
-class SubwordTokenizer:
-  """Text <-> int32 ids."""
+class Tokenizer:
+  """Text <-> int32 ids (subwords or words, as trained)."""
 
   def __init__(self, tokenizer: tokenizers.Tokenizer):
     self._tok = tokenizer
@@ -53,9 +55,6 @@ class SubwordTokenizer:
   def decode(self, ids: Iterable[int]) -> str:
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
 
-  def normalize(self, text: str) -> str:
-    return self._tok.normalizer.normalize_str(text)
-
   def save(self, directory: str) -> str:
     path = os.path.join(directory, FILENAME)
     tmp = path + '.tmp'
@@ -64,7 +63,7 @@ class SubwordTokenizer:
     return path
 
   @classmethod
-  def load(cls, directory: str) -> 'SubwordTokenizer':
+  def load(cls, directory: str) -> 'Tokenizer':
     path = os.path.join(directory, FILENAME)
     try:
       return cls(tokenizers.Tokenizer.from_file(path))
@@ -76,7 +75,7 @@ KINDS = ('bpe', 'word', 'wordpunct')
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, *, kind: str = 'bpe', lowercase: bool = True,
-                    min_frequency: int = 2) -> SubwordTokenizer:
+                    min_frequency: int = 2) -> Tokenizer:
   """Learns a vocabulary of at most `vocab_size` entries from `texts`.
 
   kind='bpe': subwords over whitespace-separated pieces (no unknown words, only unknown
@@ -103,4 +102,4 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, *, kind: str = 'bpe',
   steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
   tok.normalizer = normalizers.Sequence(steps)
   tok.train_from_iterator(texts, trainer=trainer)
-  return SubwordTokenizer(tok)
+  return Tokenizer(tok)

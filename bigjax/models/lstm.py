@@ -120,6 +120,34 @@ class LSTMLayer(nn.Module):
     return final, states
 
 
+def _encoder_setup(module, directions):
+  """The embedding, LSTM layers and dropout that the classifier and the language model share.
+
+  Same names in both, so a language model's encoder restores into a classifier leaf for leaf.
+  """
+  # No compute dtype for the lookup: flax would cast the whole table to it at every step,
+  # and the LSTM casts what it reads itself.
+  module.embedding = nn.Embed(module.vocab_size, module.embed_dim,
+                              embedding_init=nn.initializers.normal(stddev=1.0), param_dtype=module.param_dtype)
+  module.layers = [[LSTMLayer(module.hidden_dim, reverse=reverse, forget_bias=module.forget_bias, dtype=module.dtype,
+                              param_dtype=module.param_dtype)
+                    for reverse in directions] for _ in range(module.num_layers)]
+  module.drop = nn.Dropout(module.dropout)
+
+
+def _encode(module, embeddings, lengths, deterministic: bool):
+  """Per-token states float32[B, T, H*dirs] and final states float32[B, H*dirs]."""
+  x = module.drop(embeddings, deterministic=deterministic)
+  final = None
+  for i, directions in enumerate(module.layers):
+    if i:  # Dropout between stacked layers, as in cuDNN/PyTorch multi-layer LSTMs.
+      x = module.drop(x, deterministic=deterministic)
+    outputs = [direction(x, lengths) for direction in directions]
+    final = jnp.concatenate([f for f, _ in outputs], axis=-1)
+    x = jnp.concatenate([s for _, s in outputs], axis=-1)
+  return x, final
+
+
 class LSTMClassifier(nn.Module):
   """Classifies from the LSTM state at each sequence's last real token (and, for the
   backward direction of a bi-LSTM, at its first)."""
@@ -135,15 +163,7 @@ class LSTMClassifier(nn.Module):
   param_dtype: Any = jnp.float32
 
   def setup(self):
-    # No compute dtype for the lookup: flax would cast the whole table to it at every step,
-    # and the LSTM casts what it reads itself.
-    self.embedding = nn.Embed(self.vocab_size, self.embed_dim,
-                              embedding_init=nn.initializers.normal(stddev=1.0), param_dtype=self.param_dtype)
-    directions = (False, True) if self.bidirectional else (False,)
-    self.layers = [[LSTMLayer(self.hidden_dim, reverse=reverse, forget_bias=self.forget_bias, dtype=self.dtype,
-                              param_dtype=self.param_dtype)
-                    for reverse in directions] for _ in range(self.num_layers)]
-    self.drop = nn.Dropout(self.dropout)
+    _encoder_setup(self, (False, True) if self.bidirectional else (False,))
     self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype)
 
   def __call__(self, token_ids, lengths, *, deterministic: bool = True):
@@ -159,16 +179,54 @@ class LSTMClassifier(nn.Module):
 
     A language-model head reads the per-token states; the classifier the final ones.
     """
-    x = self.drop(embeddings, deterministic=deterministic)
-    final = None
-    for i, directions in enumerate(self.layers):
-      if i:  # Dropout between stacked layers, as in cuDNN/PyTorch multi-layer LSTMs.
-        x = self.drop(x, deterministic=deterministic)
-      outputs = [direction(x, lengths) for direction in directions]
-      final = jnp.concatenate([f for f, _ in outputs], axis=-1)
-      x = jnp.concatenate([s for _, s in outputs], axis=-1)
-    return x, final
+    return _encode(self, embeddings, lengths, deterministic)
+
+  def token_states(self, token_ids, lengths, *, deterministic: bool = True):
+    """int32[B, T] -> float32[B, T, H*dirs]: the top layer's state at each token."""
+    return self.sequence_states(self.embed(token_ids), lengths, deterministic=deterministic)[0]
 
   def logits_from_embeddings(self, embeddings, lengths, *, deterministic: bool = True):
     _, final = self.sequence_states(embeddings, lengths, deterministic=deterministic)
     return self.head(self.drop(final, deterministic=deterministic))
+
+  @staticmethod
+  def slot_tokens(width: int):
+    """Embedding slot t is token t."""
+    return jnp.eye(width, dtype=jnp.float32)
+
+
+class LSTMLanguageModel(nn.Module):
+  """Next-token prediction: embedding -> dropout -> LSTM layers -> dropout -> vocabulary logits.
+
+  Its encoder has the classifier's parameter names (`embedding`, `layers_*`), so a
+  classifier can start from it with init.checkpoint. With tie_embeddings the output layer
+  is the embedding table itself (Press & Wolf 2017), after a projection to its width.
+  """
+  vocab_size: int
+  embed_dim: int = 300
+  hidden_dim: int = 256
+  num_layers: int = 1
+  forget_bias: float = 0.0
+  dropout: float = 0.5
+  tie_embeddings: bool = False
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  def setup(self):
+    _encoder_setup(self, (False,))
+    if self.tie_embeddings:
+      self.lm_projection = nn.Dense(self.embed_dim, dtype=self.dtype, param_dtype=self.param_dtype)
+    else:
+      self.lm_head = nn.Dense(self.vocab_size, dtype=self.dtype, param_dtype=self.param_dtype)
+
+  def token_states(self, token_ids, lengths, *, deterministic: bool = True):
+    """int32[B, T] -> float32[B, T, H]: the top layer's state at each token."""
+    return _encode(self, self.embedding(token_ids), lengths, deterministic)[0]
+
+  def __call__(self, token_ids, lengths, *, deterministic: bool = True):
+    """int32[B, T], int32[B] -> float32[B, T, V]: logits of the token after each position."""
+    states = self.token_states(token_ids, lengths, deterministic=deterministic)
+    states = self.drop(states, deterministic=deterministic)
+    if self.tie_embeddings:
+      return self.embedding.attend(self.lm_projection(states).astype(jnp.float32))
+    return self.lm_head(states)

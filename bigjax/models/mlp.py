@@ -68,6 +68,15 @@ class MLPClassifier(nn.Module):
       return length_mask(lengths, width)
     return jnp.concatenate([length_mask(lengths, width // 2), length_mask(lengths - 1, width // 2)], axis=1)
 
+  def slot_tokens(self, width: int):
+    """float32[S, width]: slot t is token t; bigram slot width + t is half token t, half t + 1."""
+    eye = jnp.eye(width, dtype=jnp.float32)
+    if not self.bigram_buckets:
+      return eye
+    pairs = 0.5 * (eye + jnp.eye(width, k=1, dtype=jnp.float32))  # Row t: tokens t and t + 1.
+    pairs = pairs.at[-1, -1].set(1.0)  # The last pair has no second token (the model masks it).
+    return jnp.concatenate([eye, pairs], axis=0)
+
   def pooled(self, embeddings, lengths, *, deterministic: bool = True):
     """Mean of the embeddings of real tokens: float32[B, T, E] -> float32[B, E]."""
     mask = self.real_positions(lengths, embeddings.shape[1])

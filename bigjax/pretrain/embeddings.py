@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bigjax.data.tokenizer import SPECIAL_TOKENS, SubwordTokenizer
+from bigjax.data.tokenizer import SPECIAL_TOKENS, Tokenizer
 from bigjax.errors import ConfigError
 
 FILENAME = 'embeddings.npz'
@@ -63,7 +63,7 @@ def train_word_vectors(rows: Sequence[np.ndarray], vocab_size: int, *, dim: int,
   return vectors, found, stats
 
 
-def save(directory: str, tokenizer: SubwordTokenizer, vectors: np.ndarray, found: np.ndarray, info: dict) -> None:
+def save(directory: str, tokenizer: Tokenizer, vectors: np.ndarray, found: np.ndarray, info: dict) -> None:
   tokenizer.save(directory)
   path = os.path.join(directory, FILENAME)
   with open(path + '.tmp', 'wb') as f:  # Written whole, then renamed: no half files.
@@ -82,10 +82,10 @@ def check_exists(directory: str) -> str:
   return path
 
 
-def load(directory: str) -> tuple[SubwordTokenizer, np.ndarray, np.ndarray]:
+def load(directory: str) -> tuple[Tokenizer, np.ndarray, np.ndarray]:
   """(tokenizer, vectors, found) from a folder written by `save`."""
   path = check_exists(directory)
-  tokenizer = SubwordTokenizer.load(directory)
+  tokenizer = Tokenizer.load(directory)
   with np.load(path) as saved:
     vectors, found = saved['vectors'], saved['found']
   if vectors.shape[0] != tokenizer.vocab_size or found.shape != (tokenizer.vocab_size,):
@@ -93,7 +93,7 @@ def load(directory: str) -> tuple[SubwordTokenizer, np.ndarray, np.ndarray]:
   return tokenizer, vectors, found
 
 
-def special_ids(tokenizer: SubwordTokenizer) -> list[int]:
+def special_ids(tokenizer: Tokenizer) -> list[int]:
   """Ids that are not words of the text: padding, <unk> and the other special tokens."""
   return sorted({tokenizer.token_id(token) for token in SPECIAL_TOKENS} - {None})
 

@@ -1,8 +1,13 @@
 """The training loop: steps, periodic log / eval / checkpoint, resume, final test.
 
-It knows models only through the driver's steps and data only through a step->batch
-function, so pretraining, finetuning and compression plug in as other loss functions
-and other states, not as other loops.
+It knows a model only through the driver's steps, an objective only through its task
+(bigjax.tasks: what evaluation sums up, its report, the metric that picks the kept
+checkpoint), and data only through a step->batch function. Language-model pretraining,
+finetuning and distillation are other tasks, states and constants, not other loops.
+
+Read top to bottom: `train_and_evaluate` restores or initializes the state
+(`restore_or_init`), runs the steps with their periodic actions (`train_steps`: log,
+evaluate and checkpoint), and tests the best checkpoint (`final_test`).
 
 Reliability (docs/reliability.md): SIGTERM/SIGINT save at the next step boundary and
 return; a run killed at any moment resumes bit-exactly from its newest complete
@@ -21,18 +26,19 @@ import time
 from typing import Callable, Iterator, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bigjax import checkpoint as checkpoint_lib
 from bigjax import metrics as metrics_lib
 from bigjax.checkpoint import Checkpointer
 from bigjax.errors import BigjaxError, CheckpointError, ConfigError
+from bigjax.tasks import Task
 from bigjax.train.parallel import Driver
 from bigjax.types import Batch
 
 # What a step whose loss or gradients are NaN/Inf does (the step itself never applies it):
-# 'stop' the run with an error naming it, or 'skip' it with a warning and go on.
+# 'stop' the run with an error naming it, or 'skip' it with a warning and go on (until
+# max_skipped_in_a_row steps in a row were skipped: then the run stops as with 'stop').
 NAN_POLICIES = ('stop', 'skip')
 
 
@@ -41,12 +47,19 @@ class TrainingError(BigjaxError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
+class Periods:
+  """How long to train and how often to log, evaluate and checkpoint, in steps."""
   total_steps: int
-  checkpoint_every_steps: int  # Also the eval period: each checkpoint carries its dev accuracy.
+  checkpoint_every_steps: int  # Also the eval period: each checkpoint carries its dev metric.
   log_every_steps: int = 50
   keep_latest: int = 2
   keep_best: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class NanPolicy:
+  policy: str = 'stop'  # One of NAN_POLICIES.
+  max_skipped_in_a_row: int = 10
 
 
 def params_fingerprint(params) -> str:
@@ -107,22 +120,14 @@ class _StopRequest:
       signal.signal(sig, handler)
 
 
-def evaluate(driver: Driver, device_state, batches: Sequence[Batch]) -> dict:
-  totals = None
-  for batch in batches:
-    sums = driver.eval_step(device_state, batch)
-    totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-  totals = jax.device_get(totals)
-  report = metrics_lib.classification_report(totals['confusion'])
-  report['loss'] = float(totals['loss'] / max(totals['examples'], 1))
-  return report
+def _add(trees: list) -> dict:
+  """Sum of host sum-trees, in float64."""
+  return jax.tree.map(lambda *xs: np.sum(np.asarray(xs, np.float64), axis=0), *trees)
 
 
-def _accumulate(total: Optional[dict], sums: dict) -> dict:
-  """Adds a step's sums to the log window's, on device; 'first_*' entries keep the minimum."""
-  if total is None:
-    return sums
-  return {k: jnp.minimum(total[k], v) if k.startswith('first_') else total[k] + v for k, v in sums.items()}
+def evaluate(driver: Driver, task: Task, device_state, batches: Sequence[Batch]) -> dict:
+  """The task's report over every batch."""
+  return task.report(_add(driver.fetch([driver.eval_step(device_state, batch) for batch in batches])))
 
 
 def _differences(saved: dict, ours: dict, prefix: str = '') -> list[str]:
@@ -137,182 +142,271 @@ def _differences(saved: dict, ours: dict, prefix: str = '') -> list[str]:
   return out
 
 
-def train_and_evaluate(*, driver: Driver, init_state: Callable, batch_at: Callable[[int], Batch],
-                       dev: Sequence[Batch], test: Sequence[Batch], schedule: Schedule, workdir: str,
-                       meta: dict, writer: metrics_lib.MetricWriter,
-                       stop_after_steps: Optional[int] = None, nan_policy: str = 'stop',
-                       test_at_checkpoints: bool = False, on_start: Optional[Callable[[], None]] = None) -> dict:
-  """Trains to schedule.total_steps, resuming from workdir's checkpoints, then tests the best.
+def restore_or_init(checkpointer: Checkpointer, init_state: Callable, compatibility: dict):
+  """(step, host state): the newest intact checkpoint of this run, or a fresh state at step 0.
 
-  init_state() -> fresh host TrainState (also the restore target).
-  batch_at(step) -> the global batch of that step (a pure function of the step).
-  meta: JSON facts stored with each checkpoint; on resume, its 'compatibility' entry must match.
-  stop_after_steps: stop (after a checkpoint) once this many steps ran in this call; for tests.
-  nan_policy: one of NAN_POLICIES.
-  test_at_checkpoints: also evaluate test at each checkpoint, for a test-accuracy curve over
-    time (time-to-accuracy races). Model selection still uses dev only.
-  on_start(): called once the workdir's checkpoints are known to belong to this run, so
-    that a refused run writes nothing over the files of the run it refused.
-  Returns the results dict, also written to workdir/results.json.
+  A checkpoint whose meta 'compatibility' differs from this run's is refused (the user's
+  mistake, not damage to skip).
   """
-  if nan_policy not in NAN_POLICIES:
-    raise ConfigError(f'train.nan_policy={nan_policy!r} is unknown; use one of {NAN_POLICIES}')
-  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), keep_latest=schedule.keep_latest,
-                              keep_best=schedule.keep_best)
   fresh = init_state()
 
   def check_compatible(step, saved_meta):
-    saved, ours = saved_meta.get('compatibility') or {}, meta.get('compatibility') or {}
-    if saved != ours:
+    saved = saved_meta.get('compatibility') or {}
+    if saved != compatibility:
       raise CheckpointError(
           f'{checkpointer.directory}: the checkpoint at step {step} was written by an incompatible run '
-          f'({"; ".join(_differences(saved, ours))}); use another --workdir, or the config that wrote it')
+          f'({"; ".join(_differences(saved, compatibility))}); use another --workdir, or the config that wrote it')
 
   restored = checkpointer.restore_latest(fresh, check_compatible)
   if restored is None:
-    start_step, state = 0, fresh
-    logging.info('no checkpoint in %s: starting at step 0', workdir)
-  else:
-    start_step, state, _ = restored
-    logging.info('resuming from step %d of %s', start_step, checkpointer.directory)
-  if on_start is not None:
-    on_start()
-  device_state = driver.put_state(state)
-  del state, fresh
+    logging.info('no checkpoint in %s: starting at step 0', checkpointer.directory)
+    return 0, fresh
+  step, state, _ = restored
+  logging.info('resuming from step %d of %s', step, checkpointer.directory)
+  return step, state
 
-  def intact() -> str:
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """What the periodic actions and the final test share."""
+  driver: Driver
+  task: Task
+  checkpointer: Checkpointer
+  writer: metrics_lib.MetricWriter
+  dev: Sequence[Batch]
+  test: Sequence[Batch]
+  meta: dict
+  test_at_checkpoints: bool
+
+  def intact(self) -> str:
     """Where the run can resume from, for error messages."""
-    checkpointer.wait_quietly()
-    steps = checkpointer.all_steps()
+    self.checkpointer.wait_quietly()
+    steps = self.checkpointer.all_steps()
     if not steps:
-      return f'no checkpoint was saved in {checkpointer.directory}'
-    return f'the checkpoint at step {steps[-1]} in {checkpointer.directory} is intact'
+      return f'no checkpoint was saved in {self.checkpointer.directory}'
+    return f'the checkpoint at step {steps[-1]} in {self.checkpointer.directory} is intact'
 
-  def save(step: int, device_state, evaluate_dev: bool = True) -> None:
-    """evaluate_dev=False for stop requests: the exit must be quick, and the steps that
-    compete for best-dev must not depend on when a run was interrupted."""
-    state = driver.get_state(device_state)
+  def save(self, step: int, device_state, evaluate_dev: bool = True) -> None:
+    """Evaluates dev and saves. evaluate_dev=False for stop requests: the exit must be quick,
+    and the steps that compete for best-dev must not depend on when a run was interrupted."""
+    state = self.driver.get_state(device_state)
     digest, nonfinite = checkpoint_lib.inspect_state(state)
     if nonfinite:  # Finite loss and gradients can still overflow the parameters.
       raise TrainingError(f'step {step}: {", ".join(nonfinite[:3])} hold NaN or Inf, so no checkpoint is saved '
-                          f'from them; {intact()}. Lower optim.learning_rate or set optim.clip_norm.')
-    dev_accuracy, curve = None, ''
-    if evaluate_dev:
-      dev_report = evaluate(driver, device_state, dev)
-      dev_accuracy = dev_report['accuracy']
-      writer.write(step, 'dev', {k: dev_report[k] for k in ('accuracy', 'macro_f1', 'loss')},
-                   {'confusion': dev_report['confusion']})
-      if test_at_checkpoints:
-        test_report = evaluate(driver, device_state, test)
-        writer.write(step, 'test_curve', {k: test_report[k] for k in ('accuracy', 'macro_f1', 'loss')})
-        curve = f', test accuracy {test_report["accuracy"]:.4f} (curve only)'
-    checkpointer.save(step, state, meta, dev_accuracy=dev_accuracy, digest=digest)
-    if evaluate_dev:
-      logging.info('step %d: dev accuracy %.4f, macro-F1 %.4f%s; checkpoint saved', step, dev_report['accuracy'],
-                   dev_report['macro_f1'], curve)
-    else:
+                          f'from them; {self.intact()}. Lower optim.learning_rate or set optim.clip_norm.')
+    if not evaluate_dev:
+      self.checkpointer.save(step, state, self.meta, digest=digest)
       logging.info('step %d: checkpoint saved (no dev evaluation on a stop)', step)
+      return
+    task, metric = self.task, self.task.selection_metric
+    dev_report = evaluate(self.driver, task, device_state, self.dev)
+    self.writer.write(step, 'dev', task.summary(dev_report), _extra(dev_report))
+    curve = ''
+    if self.test_at_checkpoints:
+      test_report = evaluate(self.driver, task, device_state, self.test)
+      self.writer.write(step, 'test_curve', task.summary(test_report))
+      curve = f', test {metric} {test_report[metric]:.4f} (curve only)'
+    self.checkpointer.save(step, state, self.meta, metric=dev_report[metric], best=state.params, digest=digest)
+    logging.info('step %d: dev %s; checkpoint saved', step,
+                 ', '.join(f'{k} {v:.4f}' for k, v in task.summary(dev_report).items()) + curve)
 
-  steady = {'seconds': 0.0, 'examples': 0.0, 'tokens': 0.0}
-  last_train = {}
-  shapes_seen = set()
-  window_sums, window_start, window_compiled = None, time.perf_counter(), False
-  end_step = schedule.total_steps
-  if stop_after_steps is not None:
-    end_step = min(end_step, start_step + stop_after_steps)
-  stopped_by = None
-  skipped_steps = 0
+
+def _extra(report: dict) -> dict:
+  """Non-scalar parts of a report (a confusion matrix) for metrics.jsonl."""
+  return {k: v for k, v in report.items() if k == 'confusion'}
+
+
+@dataclasses.dataclass
+class _Throughput:
+  """Steady-state speed: log windows that compiled nothing."""
+  seconds: float = 0.0
+  examples: float = 0.0
+  tokens: float = 0.0
+  shapes: set = dataclasses.field(default_factory=set)
+  skipped_steps: int = 0
+  skipped_in_a_row: int = 0
+  last: dict = dataclasses.field(default_factory=dict)
+
+  def per_second(self, what: str) -> Optional[float]:
+    return getattr(self, what) / self.seconds if self.seconds else None
+
+
+def _check_window(run: _Run, steps: list, first_step: int, nan: NanPolicy, throughput: _Throughput) -> int:
+  """Raises for NaN steps as the policy says; returns how many of the window's steps were skipped."""
+  skipped = 0
+  for offset, sums in enumerate(steps):
+    if sums['nonfinite_steps']:
+      skipped += 1
+      throughput.skipped_in_a_row += 1
+      where = first_step + offset + 1  # The step that the update would have made.
+      if nan.policy == 'stop':
+        raise TrainingError(
+            f'step {where}: the loss or the gradients are NaN or Inf, so the run stops (train.nan_policy=stop); '
+            f'{run.intact()}. Lower optim.learning_rate, set optim.clip_norm, or set train.nan_policy=skip to '
+            'drop such steps.')
+      if throughput.skipped_in_a_row >= nan.max_skipped_in_a_row:
+        raise TrainingError(
+            f'step {where}: {throughput.skipped_in_a_row} steps in a row had a NaN or Inf loss or gradients, so '
+            f'the run stops (train.max_skipped_in_a_row={nan.max_skipped_in_a_row}); {run.intact()}. Lower '
+            'optim.learning_rate or set optim.clip_norm.')
+    else:
+      throughput.skipped_in_a_row = 0
+  if skipped:
+    first_bad = first_step + 1 + next(i for i, s in enumerate(steps) if s['nonfinite_steps'])
+    logging.warning('skipped %d step(s) with a NaN or Inf loss or gradients up to step %d (the first: step %d); '
+                    'their updates were not applied', skipped, first_step + len(steps), first_bad)
+  return skipped
+
+
+def train_steps(run: _Run, device_state, batch_at: Callable[[int], Batch], *, start_step: int, end_step: int,
+                periods: Periods, nan: NanPolicy, constants=None):
+  """Steps from start_step to end_step with the periodic actions: a log line (and metrics
+  record) every log_every_steps, dev evaluation and a checkpoint every
+  checkpoint_every_steps, and a checkpoint at the end or on a stop request.
+
+  Returns (device_state, step, the stop signal's name or None, throughput).
+  """
+  throughput = _Throughput()
+  window, window_start, window_compiled = [], time.perf_counter(), False
   step = start_step
-  try:
-    with _StopRequest() as stop:
-      for batch in prefetch(map(batch_at, range(start_step, end_step))):
-        shape = np.shape(batch.token_ids)
-        if shape not in shapes_seen:  # A new shape compiles: keep its window out of steady state.
-          shapes_seen.add(shape)
-          window_compiled = True
-        device_state, sums = driver.train_step(device_state, batch)
-        window_sums = _accumulate(window_sums, sums)
-        step += 1
-        boundary = step % schedule.checkpoint_every_steps == 0 or step == schedule.total_steps
-        if step % schedule.log_every_steps == 0 or boundary or stop.signal_name or step == end_step:
-          host = jax.device_get(window_sums)  # The only host sync between evaluations.
-          seconds = time.perf_counter() - window_start
-          # Before any save: a NaN step must not reach a checkpoint (its update was not applied).
-          bad = int(host.get('nonfinite_steps', 0))
-          if bad and nan_policy == 'stop':
-            raise TrainingError(
-                f'step {int(host["first_nonfinite_step"])}: the loss or the gradients are NaN or Inf, so the run '
-                f'stops (train.nan_policy=stop); {intact()}. Lower optim.learning_rate, set optim.clip_norm, or '
-                'set train.nan_policy=skip to drop such steps.')
-          if bad:
-            skipped_steps += bad
-            logging.warning('skipped %d step(s) with a NaN or Inf loss or gradients up to step %d (the first: '
-                            'step %d); their updates were not applied', bad, step, int(host['first_nonfinite_step']))
-          loss = host['loss'] / host['examples'] if host['examples'] else float('nan')
-          if host['examples'] and not np.isfinite(loss):  # A step that does not count non-finite steps.
-            raise TrainingError(f'non-finite training loss ({loss}) in the steps up to {step}; {intact()}. Lower '
-                                'the learning rate or set optim.clip_norm.')
-          if not window_compiled:
-            steady = {'seconds': steady['seconds'] + seconds,
-                      'examples': steady['examples'] + float(host['examples']),
-                      'tokens': steady['tokens'] + float(host['tokens'])}
-          last_train = {'loss': float(loss), 'accuracy': float(host['correct'] / max(host['examples'], 1)),
-                        'examples_per_s': float(host['examples'] / seconds),
-                        'tokens_per_s': float(host['tokens'] / seconds),
-                        'grad_norm': float(host['grad_norm_sum'] / max(host['steps'] - bad, 1))}
-          if bad:
-            last_train['skipped_steps'] = float(bad)
-          eta = (schedule.total_steps - step) * seconds / host['steps']
-          logging.info('step %d/%d  loss %.4f  acc %.3f  %.0f examples/s  %.0f tokens/s  ETA %s%s', step,
-                       schedule.total_steps, loss, last_train['accuracy'], last_train['examples_per_s'],
-                       last_train['tokens_per_s'], _duration(eta), '  (compiling)' if window_compiled else '')
-          writer.write(step, 'train', last_train)
-          if boundary or stop.signal_name or step == end_step:
-            save(step, device_state, evaluate_dev=boundary)
-          window_sums, window_start, window_compiled = None, time.perf_counter(), False
-        if stop.signal_name:
-          stopped_by = stop.signal_name
-          break
-    checkpointer.wait()
-  except Exception:  # Not KeyboardInterrupt: a second signal means "now", even if a save hangs.
-    checkpointer.wait_quietly()  # A save in flight completes: the newest good checkpoint survives the error.
-    raise
-  if stopped_by or step < schedule.total_steps:
-    checkpointer.close()
-    reason = f'received {stopped_by}' if stopped_by else f'stopped after {step - start_step} steps as asked'
-    logging.info('%s: checkpoint at step %d saved; rerun the same command to resume', reason, step)
-    return {'step': step, 'stopped': reason}
+  with _StopRequest() as stop:
+    for batch in prefetch(map(batch_at, range(start_step, end_step))):
+      shape = np.shape(batch.token_ids)
+      if shape not in throughput.shapes:  # A new shape compiles: keep its window out of steady state.
+        throughput.shapes.add(shape)
+        window_compiled = True
+      device_state, sums = run.driver.train_step(device_state, batch, constants)
+      window.append(sums)
+      step += 1
+      boundary = step % periods.checkpoint_every_steps == 0 or step == periods.total_steps
+      if step % periods.log_every_steps == 0 or boundary or stop.signal_name or step == end_step:
+        steps = run.driver.fetch(window)  # The only host sync between evaluations.
+        seconds = time.perf_counter() - window_start
+        # Before any save: a NaN step must not reach a checkpoint (its update was not applied).
+        skipped = _check_window(run, steps, step - len(steps), nan, throughput)
+        throughput.skipped_steps += skipped
+        totals = _add(steps)
+        report = run.task.train_report(totals)
+        if not all(np.isfinite(v) for v in report.values()) and totals['examples'] and skipped < len(steps):
+          raise TrainingError(f'non-finite training loss ({report}) in the steps up to {step}; {run.intact()}. '
+                              'Lower the learning rate or set optim.clip_norm.')
+        if not window_compiled:
+          throughput.seconds += seconds
+          throughput.examples += float(totals['examples'])
+          throughput.tokens += float(totals['tokens'])
+        applied = max(len(steps) - skipped, 1)
+        throughput.last = dict(report, examples_per_s=float(totals['examples'] / seconds),
+                               tokens_per_s=float(totals['tokens'] / seconds),
+                               grad_norm=float(totals['grad_norm_sum'] / applied))
+        if skipped:
+          throughput.last['skipped_steps'] = float(skipped)
+        eta = (periods.total_steps - step) * seconds / len(steps)
+        logging.info('step %d/%d  %s  %.0f examples/s  %.0f tokens/s  ETA %s%s', step, periods.total_steps,
+                     '  '.join(f'{k} {v:.4f}' for k, v in report.items()), throughput.last['examples_per_s'],
+                     throughput.last['tokens_per_s'], _duration(eta), '  (compiling)' if window_compiled else '')
+        run.writer.write(step, 'train', throughput.last)
+        if boundary or stop.signal_name or step == end_step:
+          run.save(step, device_state, evaluate_dev=boundary)
+        window, window_start, window_compiled = [], time.perf_counter(), False
+      if stop.signal_name:
+        return device_state, step, stop.signal_name, throughput
+  return device_state, step, None, throughput
 
-  best_step, best_state = checkpointer.restore_best(driver.get_state(device_state))
-  best_device_state = driver.put_state(best_state)
-  dev_report, test_report = evaluate(driver, best_device_state, dev), evaluate(driver, best_device_state, test)
-  final_params = driver.get_state(device_state).params
-  checkpointer.close()
+
+def final_test(run: _Run, device_state, step: int, throughput: _Throughput, workdir: str) -> dict:
+  """Evaluates the best checkpoint on dev and test; the results (also in results.json)."""
+  final_params = run.driver.get_state(device_state).params
+  best_step, best_params = run.checkpointer.restore_best(final_params)
+  best_device_state = run.driver.put_state(run.driver.get_state(device_state).replace(params=best_params))
+  dev_report = evaluate(run.driver, run.task, best_device_state, run.dev)
+  test_report = evaluate(run.driver, run.task, best_device_state, run.test)
+  run.checkpointer.close()
+  metric = run.task.selection_metric
   results = {
       'step': step,
       'best_step': best_step,
+      'task': run.task.name,
+      'selection': {'metric': f'dev_{metric}', 'higher_is_better': run.task.higher_is_better},
       'dev': dev_report,
       'test': test_report,
       'train': {
-          'loss': last_train.get('loss'),
-          'examples_per_s': steady['examples'] / steady['seconds'] if steady['seconds'] else None,
-          'tokens_per_s': steady['tokens'] / steady['seconds'] if steady['seconds'] else None,
-          'steady_state_seconds': steady['seconds'],
-          'compiled_shapes': len(shapes_seen),
-          'skipped_steps': skipped_steps,  # In this invocation (train.nan_policy=skip).
+          'loss': throughput.last.get('loss'),
+          'examples_per_s': throughput.per_second('examples'),
+          'tokens_per_s': throughput.per_second('tokens'),
+          'steady_state_seconds': throughput.seconds,
+          'compiled_shapes': len(throughput.shapes),
+          'skipped_steps': throughput.skipped_steps,  # In this invocation (train.nan_policy=skip).
       },
       'params_fingerprint': params_fingerprint(final_params),
       # Per-parameter L2 norms: compare runs that should agree to a tolerance, not bitwise.
       'params_l2': {jax.tree_util.keystr(path): float(np.linalg.norm(np.asarray(leaf)))
                     for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(final_params))[0]},
+      'bytes_on_disk': _bytes_under(workdir),
   }
-  writer.write(step, 'test', {k: test_report[k] for k in ('accuracy', 'macro_f1', 'loss')},
-               {'best_step': best_step, 'confusion': test_report['confusion']})
-  logging.info('best dev step %d: dev accuracy %.4f, test accuracy %.4f (macro-F1 %.4f)', best_step,
-               dev_report['accuracy'], test_report['accuracy'], test_report['macro_f1'])
-  if writer.enabled:
+  run.writer.write(step, 'test', run.task.summary(test_report), dict(_extra(test_report), best_step=best_step))
+  logging.info('best dev step %d: dev %s %.4f, test %s %.4f', best_step, metric, dev_report[metric], metric,
+               test_report[metric])
+  if run.writer.enabled:
     _write_json(os.path.join(workdir, 'results.json'), results)
   return results
+
+
+def train_and_evaluate(*, driver: Driver, task: Task, init_state: Callable, batch_at: Callable[[int], Batch],
+                       dev: Sequence[Batch], test: Sequence[Batch], periods: Periods, workdir: str, meta: dict,
+                       writer: metrics_lib.MetricWriter, constants=None, stop_after_steps: Optional[int] = None,
+                       nan: NanPolicy = NanPolicy(), test_at_checkpoints: bool = False,
+                       on_start: Optional[Callable[[], None]] = None) -> dict:
+  """Trains to periods.total_steps, resuming from workdir's checkpoints, then tests the best.
+
+  init_state() -> fresh host TrainState (also the restore target).
+  batch_at(step) -> the global batch of that step (a pure function of the step).
+  meta: JSON facts stored with each checkpoint; on resume, its 'compatibility' entry must match.
+  constants: passed to every train step, neither trained nor donated (a teacher's parameters).
+  stop_after_steps: stop (after a checkpoint) once this many steps ran in this call; for tests.
+  test_at_checkpoints: also evaluate test at each checkpoint, for a test curve over time
+    (time-to-accuracy races). Model selection still uses dev only.
+  on_start(): called once the workdir's checkpoints are known to belong to this run, so
+    that a refused run writes nothing over the files of the run it refused.
+  Returns the results dict, also written to workdir/results.json.
+  """
+  if nan.policy not in NAN_POLICIES:
+    raise ConfigError(f'train.nan_policy={nan.policy!r} is unknown; use one of {NAN_POLICIES}')
+  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), best_directory=os.path.join(workdir, 'best'),
+                              keep_latest=periods.keep_latest, keep_best=periods.keep_best,
+                              metric=f'dev_{task.selection_metric}', higher_is_better=task.higher_is_better)
+  start_step, state = restore_or_init(checkpointer, init_state, meta.get('compatibility') or {})
+  writer.start(start_step)
+  # One record per attempt: tools see a resume (and from where) without reading the log.
+  writer.write(start_step, 'start', {'start_step': start_step, 'total_steps': periods.total_steps})
+  if on_start is not None:
+    on_start()
+  run = _Run(driver=driver, task=task, checkpointer=checkpointer, writer=writer, dev=dev, test=test, meta=meta,
+             test_at_checkpoints=test_at_checkpoints)
+  device_state = driver.put_state(state)
+  del state
+  end_step = periods.total_steps
+  if stop_after_steps is not None:
+    end_step = min(end_step, start_step + stop_after_steps)
+  try:
+    device_state, step, stopped_by, throughput = train_steps(
+        run, device_state, batch_at, start_step=start_step, end_step=end_step, periods=periods, nan=nan,
+        constants=None if constants is None else driver.put_constants(constants))
+    checkpointer.wait()
+  except Exception:  # Not KeyboardInterrupt: a second signal means "now", even if a save hangs.
+    checkpointer.wait_quietly()  # A save in flight completes: the newest good checkpoint survives the error.
+    raise
+  if stopped_by or step < periods.total_steps:
+    checkpointer.close()
+    reason = f'received {stopped_by}' if stopped_by else f'stopped after {step - start_step} steps as asked'
+    logging.info('%s: checkpoint at step %d saved; rerun the same command to resume', reason, step)
+    return {'step': step, 'stopped': reason}
+  return final_test(run, device_state, step, throughput, workdir)
+
+
+def _bytes_under(folder: str) -> int:
+  """Bytes of every file under folder: what a run costs on disk."""
+  return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names
+             if not os.path.islink(os.path.join(root, name)))
 
 
 def _write_json(path: str, obj) -> None:

@@ -25,8 +25,8 @@ def pad_rows(batch: Batch, multiple: int) -> Batch:
   extra = -len(batch.weights) % multiple
   if not extra:
     return batch
-  return Batch(*(np.concatenate([np.asarray(x), np.zeros((extra,) + np.shape(x)[1:], np.asarray(x).dtype)])
-                 for x in batch))
+  return jax.tree.map(lambda x: np.concatenate([np.asarray(x), np.zeros((extra,) + np.shape(x)[1:],
+                                                                         np.asarray(x).dtype)]), batch)
 
 
 def _owned_copy(tree):
@@ -35,46 +35,67 @@ def _owned_copy(tree):
 
 
 class Driver:
-  """Places state and batches on devices and runs the jitted steps.
+  """Places state, constants and batches on devices and runs the jitted steps.
 
+  The steps return their sums as device arrays without waiting for them; `fetch` brings
+  a list of them to the host in one go. The loop adds them up there, at log time: no
+  arithmetic on device arrays between steps (on 8 fake CPU devices such host-issued ops
+  delayed one device's part of the next step's all-reduce past XLA:CPU's timeout).
   put_state copies: the steps donate the state's buffers, and the caller's state
-  (a checkpoint restore target, say) must outlive them.
+  (a checkpoint restore target, say) must outlive them. Constants (a teacher's
+  parameters) are placed once with put_constants and passed to every step, never donated.
   """
   num_devices: int
 
   def put_state(self, state):
     raise NotImplementedError
 
+  def put_constants(self, constants):
+    raise NotImplementedError
+
   def get_state(self, device_state) -> step_lib.TrainState:
     raise NotImplementedError
 
-  def train_step(self, device_state, batch: Batch):
+  def train_step(self, device_state, batch: Batch, constants=None):
     raise NotImplementedError
 
   def eval_step(self, device_state, batch: Batch):
     raise NotImplementedError
 
+  def fetch(self, sums: list) -> list:
+    """Device sums of several steps -> the same as numpy, in one transfer."""
+    return jax.device_get(sums)
+
+
+def _steps(loss_fn, count_fn, tx, sums_fn, accum_steps, axis_name=None):
+  train = functools.partial(step_lib.train_step, loss_fn=loss_fn, count_fn=count_fn, tx=tx, axis_name=axis_name,
+                            accum_steps=accum_steps)
+  return train, functools.partial(step_lib.eval_step, sums_fn=sums_fn, axis_name=axis_name)
+
 
 class JitDriver(Driver):
   """One device; also the reference the other modes are tested against."""
 
-  def __init__(self, loss_fn: Callable, tx, eval_fn: Callable, accum_steps: int = 1):
+  def __init__(self, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable, accum_steps: int = 1):
     if jax.process_count() > 1:
       raise ValueError("parallel='none' runs on one device; a multi-process job needs 'mesh' or 'pmap'")
     self.num_devices = 1
     self.accum_steps = accum_steps
-    self._train = jax.jit(functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx,
-                                            accum_steps=accum_steps), donate_argnums=0)
-    self._eval = jax.jit(eval_fn)
+    train, evaluate = _steps(loss_fn, count_fn, tx, sums_fn, accum_steps)
+    self._train = jax.jit(train, donate_argnums=0)
+    self._eval = jax.jit(evaluate)
 
   def put_state(self, state):
     return _owned_copy(state)
 
+  def put_constants(self, constants):
+    return jax.device_put(constants)
+
   def get_state(self, device_state):
     return device_state
 
-  def train_step(self, device_state, batch):
-    return self._train(device_state, pad_rows(batch, self.accum_steps))
+  def train_step(self, device_state, batch, constants=None):
+    return self._train(device_state, pad_rows(batch, self.accum_steps), constants)
 
   def eval_step(self, device_state, batch):
     return self._eval(device_state.params, batch)
@@ -83,13 +104,12 @@ class JitDriver(Driver):
 class PmapDriver(Driver):
   """jax.pmap over this process's devices (psum spans every process's); state has a device axis."""
 
-  def __init__(self, loss_fn: Callable, tx, eval_fn: Callable, accum_steps: int = 1):
+  def __init__(self, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable, accum_steps: int = 1):
     self.num_devices = jax.local_device_count()
     self.accum_steps = accum_steps
-    self._train = jax.pmap(
-        functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx, axis_name=AXIS, accum_steps=accum_steps),
-        axis_name=AXIS, donate_argnums=0)
-    self._eval = jax.pmap(functools.partial(eval_fn, axis_name=AXIS), axis_name=AXIS)
+    train, evaluate = _steps(loss_fn, count_fn, tx, sums_fn, accum_steps, axis_name=AXIS)
+    self._train = jax.pmap(train, axis_name=AXIS, donate_argnums=0)
+    self._eval = jax.pmap(evaluate, axis_name=AXIS)
 
   def _split(self, batch, multiple=1):
     batch = pad_rows(batch, self.num_devices * multiple)
@@ -99,15 +119,20 @@ class PmapDriver(Driver):
     n = self.num_devices
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), state)
 
+  put_constants = put_state
+
   def get_state(self, device_state):
     return jax.tree.map(lambda x: x[0], device_state)
 
-  def train_step(self, device_state, batch):
-    device_state, sums = self._train(device_state, self._split(batch, self.accum_steps))
-    return device_state, jax.tree.map(lambda x: x[0], sums)  # psum-ed: equal on all devices
+  def train_step(self, device_state, batch, constants=None):
+    return self._train(device_state, self._split(batch, self.accum_steps), constants)
 
   def eval_step(self, device_state, batch):
-    return jax.tree.map(lambda x: x[0], self._eval(device_state.params, self._split(batch)))
+    return self._eval(device_state.params, self._split(batch))
+
+  def fetch(self, sums):
+    # psum-ed: every device holds the same sums; the first's are taken on the host.
+    return jax.tree.map(lambda x: x[0], jax.device_get(sums))
 
 
 class MeshDriver(Driver):
@@ -117,15 +142,15 @@ class MeshDriver(Driver):
   `make_array_from_process_local_data` stitches them together.
   """
 
-  def __init__(self, loss_fn: Callable, tx, eval_fn: Callable, accum_steps: int = 1):
+  def __init__(self, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable, accum_steps: int = 1):
     self.mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
     self.num_devices = jax.device_count()
     self.accum_steps = accum_steps
     self._replicated = NamedSharding(self.mesh, P())
     self._rows = NamedSharding(self.mesh, P(AXIS))
-    self._train = jax.jit(functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx, accum_steps=accum_steps),
-                          out_shardings=(self._replicated, self._replicated), donate_argnums=0)
-    self._eval = jax.jit(eval_fn, out_shardings=self._replicated)
+    train, evaluate = _steps(loss_fn, count_fn, tx, sums_fn, accum_steps)
+    self._train = jax.jit(train, out_shardings=(self._replicated, self._replicated), donate_argnums=0)
+    self._eval = jax.jit(evaluate, out_shardings=self._replicated)
 
   def put_batch(self, batch: Batch, multiple: int = 1) -> Batch:
     """This process's rows -> one global array sharded by rows over every process's devices."""
@@ -135,22 +160,32 @@ class MeshDriver(Driver):
   def put_state(self, state):
     return jax.device_put(_owned_copy(state), self._replicated)
 
+  def put_constants(self, constants):
+    return jax.device_put(constants, self._replicated)
+
   def get_state(self, device_state):
     return device_state
 
-  def train_step(self, device_state, batch):
-    return self._train(device_state, self.put_batch(batch, self.accum_steps))
+  def train_step(self, device_state, batch, constants=None):
+    return self._train(device_state, self.put_batch(batch, self.accum_steps), constants)
 
   def eval_step(self, device_state, batch):
     return self._eval(device_state.params, self.put_batch(batch))
 
 
-def make_driver(mode: str, *, loss_fn: Callable, tx, eval_fn: Callable, accum_steps: int = 1) -> Driver:
-  """eval_fn(params, batch, axis_name=None) -> sums; loss_fn as for step.train_step."""
+def make_driver(mode: str, *, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable,
+                accum_steps: int = 1) -> Driver:
+  """loss_fn and count_fn as for step.train_step; sums_fn(params, batch) -> evaluation sums."""
   drivers = {'none': JitDriver, 'pmap': PmapDriver, 'mesh': MeshDriver}
   if mode not in drivers:
     raise ValueError(f'unknown parallel mode {mode!r}; known: {MODES}')
-  return drivers[mode](loss_fn, tx, eval_fn, accum_steps)
+  return drivers[mode](loss_fn, count_fn, tx, sums_fn, accum_steps)
+
+
+def task_driver(mode: str, task, model, tx, accum_steps: int = 1) -> Driver:
+  """The driver of a task's steps for a model (see bigjax.tasks)."""
+  return make_driver(mode, loss_fn=functools.partial(task.loss, model), count_fn=task.count, tx=tx,
+                     sums_fn=functools.partial(task.eval_sums, model), accum_steps=accum_steps)
 
 
 def rows_multiple(mode: str, accum_steps: int = 1) -> int:

@@ -22,30 +22,15 @@ class TrainState:
   rng: jax.Array  # uint32[2]; the dropout key of step s is fold_in(rng, s)
 
 
-def create_train_state(model_fns: ModelFns, tx, key, example: Batch) -> TrainState:
+def create_train_state(model_fns: ModelFns, tx, key, example: Batch,
+                       start: Optional[Callable] = None) -> TrainState:
+  """A fresh state; start(params) -> params puts pretrained values in (bigjax.transfer)."""
   init_key, dropout_key = jax.random.split(key)
-  params = model_fns.init_fn(init_key, example.token_ids, example.lengths)
+  params = model_fns.init(init_key, example.token_ids, example.lengths)
+  if start is not None:
+    params = start(params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                     rng=dropout_key)
-
-
-def _at_least_f32(x):
-  """The softmax runs in f32 even when the model computes in bf16."""
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-
-def classification_loss(model_fns: ModelFns, params, batch: Batch, dropout_key):
-  """Weighted cross-entropy sum and the sums that metrics are made of."""
-  logits = _at_least_f32(model_fns.logits_fn(params, batch.token_ids, batch.lengths, dropout_key))
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels)
-  correct = (jnp.argmax(logits, -1) == batch.labels).astype(jnp.float32)
-  sums = {
-      'loss': jnp.sum(losses * batch.weights),
-      'correct': jnp.sum(correct * batch.weights),
-      'examples': jnp.sum(batch.weights),
-      'tokens': jnp.sum(batch.lengths * (batch.weights > 0)).astype(jnp.float32),
-  }
-  return sums['loss'], sums
 
 
 def gradient_sums(loss_fn: Callable, params, batch: Batch, dropout_key, accum_steps: int = 1):
@@ -71,30 +56,35 @@ def gradient_sums(loss_fn: Callable, params, batch: Batch, dropout_key, accum_st
   return totals
 
 
-def train_step(state: TrainState, batch: Batch, *, loss_fn: Callable, tx,
+def train_step(state: TrainState, batch: Batch, constants=None, *, loss_fn: Callable, count_fn: Callable, tx,
                axis_name: Optional[str] = None, accum_steps: int = 1):
   """One optimizer step. Returns the new state and metric sums.
 
-  loss_fn(params, batch, dropout_key) -> (loss_sum, sums with an 'examples' entry).
+  loss_fn(params, batch, dropout_key, constants) -> (loss_sum, sums): a task's loss.
+  count_fn(batch) -> what loss_sum is divided by (its rows' share of the global count).
+  constants: inputs that are neither trained nor donated (a teacher's parameters), or None.
   axis_name: set under pmap/shard_map, where gradients and sums are psum-ed over it.
   accum_steps: split the batch into this many micro-batches (rows must divide by it).
   """
   dropout_key = jax.random.fold_in(state.rng, state.step)
   if axis_name is not None:  # Different dropout masks on each device's rows.
     dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
-  # The example count is known before the backward pass, so the loss sum is divided by it
-  # there: the gradients come out as means, with no division pass over every parameter
-  # (without that pass over its embedding table the SST-2 MLP step ran 1.6x faster).
-  count = jnp.sum(batch.weights)
+  # The count is known before the backward pass, so the loss sum is divided by it there:
+  # the gradients come out as means, with no division pass over every parameter (without
+  # that pass over its embedding table the SST-2 MLP step ran 1.6x faster).
+  count = count_fn(batch)
   if axis_name is not None:
     count = jax.lax.psum(count, axis_name)
   count = jnp.maximum(count, 1.0)
 
   def mean_loss(params, batch, dropout_key):
-    loss_sum, sums = loss_fn(params, batch, dropout_key)
+    loss_sum, sums = loss_fn(params, batch, dropout_key, constants)
     return loss_sum / count, sums
 
   grads, sums = gradient_sums(mean_loss, state.params, batch, dropout_key, accum_steps)
+  # Throughput counts, whatever the task: real rows and their real tokens.
+  sums = dict(sums, examples=jnp.sum(batch.weights),
+              tokens=jnp.sum(batch.lengths * (batch.weights > 0)).astype(jnp.float32))
   if axis_name is not None:
     grads, sums = jax.lax.psum((grads, sums), axis_name)
   grad_norm = optax.tree.norm(grads)
@@ -109,24 +99,13 @@ def train_step(state: TrainState, batch: Batch, *, loss_fn: Callable, tx,
 
   params, opt_state = jax.lax.cond(finite, apply, lambda *kept: kept, state.params, state.opt_state)
   sums = jax.tree.map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), dict(sums, grad_norm_sum=grad_norm))
-  sums.update(steps=jnp.ones((), jnp.float32), nonfinite_steps=1.0 - finite.astype(jnp.float32),
-              first_nonfinite_step=jnp.where(finite, jnp.iinfo(jnp.int32).max, state.step + 1))
+  sums.update(steps=jnp.ones((), jnp.float32), nonfinite_steps=1.0 - finite.astype(jnp.float32))
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums
 
 
-def eval_step(params, batch: Batch, *, model_fns: ModelFns, num_classes: int,
-              axis_name: Optional[str] = None):
-  """Sums for accuracy, loss and the confusion matrix (rows: true, cols: predicted)."""
-  logits = _at_least_f32(model_fns.logits_fn(params, batch.token_ids, batch.lengths, None))
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch.labels)
-  predicted = jnp.argmax(logits, -1)
-  true_1h = jax.nn.one_hot(batch.labels, num_classes) * batch.weights[:, None]
-  pred_1h = jax.nn.one_hot(predicted, num_classes)
-  sums = {
-      'loss': jnp.sum(losses * batch.weights),
-      'examples': jnp.sum(batch.weights),
-      'confusion': true_1h.T @ pred_1h,
-  }
+def eval_step(params, batch: Batch, *, sums_fn: Callable, axis_name: Optional[str] = None):
+  """A task's evaluation sums over the batch (and over devices under pmap)."""
+  sums = sums_fn(params, batch)
   if axis_name is not None:
     sums = jax.lax.psum(sums, axis_name)
   return sums

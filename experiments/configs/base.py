@@ -1,8 +1,13 @@
 """Defaults every experiment config starts from. Configs are data: no JAX imports here.
 
-Keys other tooling relies on: data.path, data.encoding, seed, train.steps,
-train.batch_size, model.embed_dim, model.hidden_dim, model.dropout,
-checkpoint.every_steps, parallel.
+Each key is declared with its default and, for numbers, its valid range, which
+experiments.common.check_config checks before any data is read. A model's own settings
+live in its section (model.mlp.*, model.lstm.*), beside the shared model.embed_dim and
+model.dropout.
+
+Every config file takes an optional argument after a colon:
+`--config=experiments/configs/mlp_sst2.py:tiny` is the same recipe at toy sizes (a few
+steps, small widths), for tests and for trying out a pipeline.
 """
 import os
 
@@ -11,86 +16,166 @@ import ml_collections
 # ../shared/data beside the project root, wherever the command is run from.
 SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared', 'data'))
 
+# 'KEY': (low, high, closed): the valid range of each numeric key; None is unbounded;
+# closed says whether the bounds themselves are valid ('both', 'low' ([low, high)), 'high' or
+# 'neither'). Filled by the `_section` calls below, beside each default.
+RANGES: dict = {}
 
-def get_config() -> ml_collections.ConfigDict:
+
+def _section(prefix: str, /, **fields) -> ml_collections.ConfigDict:
+  """A config section from KEY=DEFAULT or KEY=(DEFAULT, RANGE), RANGE = (low, high[, closed])."""
+  section = ml_collections.ConfigDict()
+  for key, value in fields.items():
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], tuple):
+      value, valid = value
+      low, high, *closed = valid
+      RANGES[f'{prefix}.{key}'] = (low, high, closed[0] if closed else 'both')
+    section[key] = value
+  return section
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  RANGES['seed'] = (0, None, 'both')
   c.parallel = 'none'  # none | pmap | mesh
 
-  c.data = ml_collections.ConfigDict()
-  c.data.path = ''  # Local file, folder or archive; empty: tensorflow-datasets by data.name.
-  c.data.name = ''  # tfds name, e.g. imdb_reviews, glue/sst2.
-  c.data.data_dir = ''  # tfds data_dir (a gs:// path on pods); empty: tfds' default.
-  c.data.encoding = 'utf-8'
-  c.data.text_column = 'text'  # For TSV/CSV/JSONL.
-  c.data.label_column = 'label'
-  c.data.num_classes = 0  # 0: from the data.
-  c.data.dev_fraction = 0.1  # Carved from train when the data has no dev split.
-  c.data.test_fraction = 0.1  # Carved when it has no test split either.
-  c.data.tokenizer = 'bpe'  # bpe (subwords) | word (space-separated words, as the PyTorch peers) | wordpunct.
-  c.data.vocab_size = 16000  # Vocabulary trained on the train split.
-  c.data.min_frequency = 2  # Rarer pieces are not given an id.
-  c.data.max_len = 64  # Tokens kept per text.
-  c.data.keep = 'first'  # first | last: which max_len tokens of a longer text are kept.
-  c.data.smallest_bucket = 16  # Batch widths: smallest_bucket * bucket_growth^k (rounded), up to max_len.
-  c.data.bucket_growth = 2.0  # Smaller: less padding, more compiled shapes.
+  c.data = _section(
+      'data',
+      path='',  # Local file, folder or archive; empty: tensorflow-datasets by data.name.
+      name='',  # tfds name, e.g. imdb_reviews, glue/sst2.
+      data_dir='',  # tfds data_dir (a gs:// path on pods); empty: tfds' default.
+      encoding='utf-8',
+      text_column='text',  # For TSV/CSV/JSONL.
+      label_column='label',
+      # 0: from the data (each class 0..K-1 must occur in train); >0 declares them.
+      num_classes=(0, (0, None)),
+      dev_fraction=(0.1, (0.0, 1.0, 'low')),  # Carved from train when the data has no dev split.
+      test_fraction=(0.1, (0.0, 1.0, 'low')),  # Carved when it has no test split either.
+      # Longest line of a local file, in MiB: only a guard against reading a file that is not
+      # one example per line into memory; long texts are cut to max_len tokens anyway.
+      max_line_mb=(64, (1, None)),
+      # error | skip (as pandas' on_bad_lines): an example whose text is empty (a label alone)
+      # stops the run, or is dropped and counted in the data description logged at start-up.
+      on_bad_lines='error',
+      tokenizer='bpe',  # bpe (subwords) | word (space-separated words, as the PyTorch peers) | wordpunct.
+      vocab_size=(16000, (8, None)),  # Vocabulary trained on the train split.
+      min_frequency=(2, (1, None)),  # Rarer pieces are not given an id.
+      max_len=(64, (1, None)),  # Tokens kept per text.
+      keep='first',  # first | last: which max_len tokens of a longer text are kept.
+      # Batch widths: smallest_bucket * bucket_growth^k (rounded), up to max_len.
+      smallest_bucket=(16, (1, None)),
+      bucket_growth=(2.0, (1.0, None, 'high')),  # Smaller (> 1): less padding, more compiled shapes.
+  )
 
-  c.model = ml_collections.ConfigDict()
-  c.model.name = 'mlp'  # mlp | lstm
-  c.model.embed_dim = 300
-  c.model.hidden_dim = 256
-  c.model.num_layers = 1
-  c.model.bidirectional = False  # lstm only
-  c.model.forget_bias = 0.0  # lstm only: initial forget-gate bias (1.0 helps long texts).
-  # lstm only: bfloat16 runs the LSTM's matmuls on bf16 operands with f32 sums (parameters,
-  # gradients, gates and cell state stay f32). Fast where the hardware has bf16 dot
-  # instructions (AVX512-BF16/AMX CPUs, GPUs, TPUs); elsewhere XLA must emulate them, likely
-  # slower than float32 (not measured: this project's CPU has them).
-  c.model.dtype = 'float32'  # float32 | bfloat16
-  c.model.dropout = 0.5
-  c.model.word_dropout = 0.0  # mlp only: drop whole tokens from the average while training.
-  c.model.bigram_buckets = 0  # mlp only: >0 adds hashed token-pair embeddings to the average.
+  c.model = _section(
+      'model',
+      name='mlp',  # mlp | lstm (classifiers) | lstm_lm (a language model)
+      embed_dim=(300, (1, None)),
+      dropout=(0.5, (0.0, 1.0, 'low')),
+  )
+  # The deep averaging network (bigjax/models/mlp.py).
+  c.model.mlp = _section(
+      'model.mlp',
+      hidden_dim=(256, (1, None)),
+      num_layers=(1, (0, None)),
+      word_dropout=(0.0, (0.0, 1.0, 'low')),  # Drop whole tokens from the average while training.
+      bigram_buckets=(0, (0, None)),  # >0 adds hashed token-pair embeddings to the average.
+  )
+  # The LSTM classifier and language model (bigjax/models/lstm.py).
+  c.model.lstm = _section(
+      'model.lstm',
+      hidden_dim=(256, (1, None)),
+      num_layers=(1, (1, None)),
+      bidirectional=False,  # Classifier only.
+      forget_bias=0.0,  # Initial forget-gate bias (1.0 helps long texts).
+      # bfloat16 runs the LSTM's matmuls on bf16 operands with f32 sums (parameters,
+      # gradients, gates and cell state stay f32). Fast where the hardware has bf16 dot
+      # instructions (AVX512-BF16/AMX CPUs, GPUs, TPUs); elsewhere XLA must emulate them,
+      # likely slower than float32 (not measured: this project's CPU has them).
+      dtype='float32',  # float32 | bfloat16
+      tie_embeddings=False,  # Language model only: the output layer is the embedding table.
+  )
 
-  c.optim = ml_collections.ConfigDict()
-  c.optim.name = 'adam'  # adam | adamw | sgd
-  c.optim.learning_rate = 1e-3
-  c.optim.schedule = 'constant'  # constant | cosine | linear
-  c.optim.warmup_steps = 0
-  c.optim.weight_decay = 0.0  # adamw only
-  c.optim.clip_norm = 0.0  # 0: no clipping
+  c.optim = _section(
+      'optim',
+      name='adam',  # adam | adamw | sgd
+      learning_rate=(1e-3, (0.0, None, 'high')),
+      schedule='constant',  # constant | cosine | linear
+      warmup_steps=(0, (0, None)),
+      weight_decay=(0.0, (0.0, None)),  # adamw only
+      clip_norm=(0.0, (0.0, None)),  # 0: no clipping
+      # Parameter groups, by path pattern: 'REGEX=MULTIPLIER,...' scales a group's learning rate
+      # ('embedding=0.1'), 'REGEX=freeze' freezes it; the first pattern that matches a leaf's
+      # path ('layers_0_0/kernel_i') wins; the rest train at the base rate.
+      param_groups='',
+  )
 
-  c.train = ml_collections.ConfigDict()
-  c.train.steps = 0  # Total optimizer steps; 0: train.epochs epochs.
-  c.train.epochs = 20
-  c.train.batch_size = 64  # Global batch: split over devices (and processes).
-  c.train.accum_steps = 1  # Micro-batches per step: same update, 1/accum_steps of the activation memory.
-  c.train.eval_batch_size = 256
-  c.train.log_every_steps = 50
-  # A step with a NaN/Inf loss or gradient is never applied; 'stop': the run stops with an
-  # error naming it; 'skip': it is dropped with a warning and training goes on.
-  c.train.nan_policy = 'stop'
-  # Also evaluate test at each checkpoint (a test-accuracy curve over time, for
-  # experiments.time_to_accuracy). The checkpoint tested at the end is still chosen on dev.
-  c.train.test_at_checkpoints = False
+  c.train = _section(
+      'train',
+      steps=(0, (0, None)),  # Total optimizer steps; 0: train.epochs epochs.
+      epochs=(20, (0, None)),
+      batch_size=(64, (1, None)),  # Global batch: split over devices (and processes).
+      # Micro-batches per step: same update, 1/accum_steps of the activation memory.
+      accum_steps=(1, (1, None)),
+      eval_batch_size=(256, (1, None)),
+      log_every_steps=(50, (1, None)),
+      # A step with a NaN/Inf loss or gradient is never applied; 'stop': the run stops with an
+      # error naming it; 'skip': it is dropped with a warning and training goes on, until
+      # max_skipped_in_a_row steps in a row were dropped.
+      nan_policy='stop',
+      max_skipped_in_a_row=(10, (1, None)),
+      # Also evaluate test at each checkpoint (a test-accuracy curve over time, for
+      # experiments.time_to_accuracy). The checkpoint tested at the end is still chosen on dev.
+      test_at_checkpoints=False,
+  )
 
-  # Where a run's parameters start: from scratch, or from pretraining.
-  c.init = ml_collections.ConfigDict()
-  # A folder written by experiments.pretrain_embeddings: its word vectors start the embedding
-  # table, and its tokenizer (which the vectors are rows of) replaces training one.
-  c.init.embeddings = ''
+  # Where a run's parameters start. Order: this workdir's own checkpoint (resume), else
+  # init.checkpoint, else init.embeddings, else from scratch.
+  c.init = _section(
+      'init',
+      # Another run's folder: its best parameters start this run (leaves with the same path,
+      # shape and dtype are copied), and its tokenizer is this run's.
+      checkpoint='',
+      # With init.checkpoint: 'REGEX,...' of parameter paths that keep their fresh values
+      # ('^head/' for a new output layer when the number of classes differs).
+      drop='',
+      # A folder written by experiments.pretrain_embeddings: its word vectors start the
+      # embedding table, and its tokenizer (which the vectors are rows of) replaces training one.
+      embeddings='',
+  )
 
   # experiments.pretrain_embeddings: skip-gram word vectors over the train split, the
   # unlabelled split if the data has one, and the train/unlabelled text of corpus_path.
-  c.pretrain = ml_collections.ConfigDict()
-  c.pretrain.corpus_path = ''  # More raw text (any format data.path takes); '' for none.
-  c.pretrain.corpus_encoding = 'utf-8'
-  c.pretrain.window = 5
-  c.pretrain.negative = 5  # Negative samples per word.
-  c.pretrain.epochs = 1
-  c.pretrain.min_count = 3  # Rarer tokens keep a random vector.
+  c.pretrain = _section(
+      'pretrain',
+      corpus_path='',  # More raw text (any format data.path takes); '' for none.
+      corpus_encoding='utf-8',
+      window=(5, (1, None)),
+      negative=(5, (1, None)),  # Negative samples per word.
+      epochs=(1, (1, None)),
+      min_count=(3, (1, None)),  # Rarer tokens keep a random vector.
+  )
 
-  c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every_steps = 0  # Save (and evaluate dev) every N steps; 0: once per epoch.
-  c.checkpoint.keep_latest = 2
-  c.checkpoint.keep_best = 1
+  c.checkpoint = _section(
+      'checkpoint',
+      every_steps=(0, (0, None)),  # Save (and evaluate dev) every N steps; 0: once per epoch.
+      keep_latest=(2, (1, None)),  # Full states, to resume from.
+      keep_best=(1, (1, None)),  # Parameters only, of the best dev steps.
+  )
+  return variant(c, arg)
+
+
+def variant(c: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+  """The config's variant named by `arg`: '' as it is, 'tiny' at toy sizes (same recipe)."""
+  if arg == 'tiny':
+    c.data.vocab_size, c.data.max_len = min(c.data.vocab_size, 400), min(c.data.max_len, 32)
+    c.data.smallest_bucket = min(c.data.smallest_bucket, 16)
+    c.model.embed_dim, c.model.mlp.hidden_dim, c.model.lstm.hidden_dim = 16, 16, 16
+    c.model.mlp.bigram_buckets = min(c.model.mlp.bigram_buckets, 64)
+    c.train.steps, c.train.batch_size, c.train.log_every_steps = 12, 16, 4
+    c.checkpoint.every_steps = 6
+    c.pretrain.corpus_path = ''
+  elif arg:
+    raise ValueError(f'unknown config variant {arg!r}; known: tiny')
   return c

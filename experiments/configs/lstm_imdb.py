@@ -12,7 +12,7 @@ import os
 from experiments.configs import base
 
 
-def get_config():
+def get_config(arg: str = ''):
   c = base.get_config()
   c.data.path = os.path.join(base.SHARED_DATA, 'imdb', 'aclImdb_v1.tar.gz')
   c.data.tokenizer = 'wordpunct'
@@ -23,10 +23,10 @@ def get_config():
   c.data.keep = 'last'
   c.data.bucket_growth = 1.25  # Less padding for an LSTM, whose work is proportional to width.
   c.model.name = 'lstm'
-  c.model.forget_bias = 1.0  # Starts the forget gate open: signal survives hundreds of steps.
+  c.model.lstm.forget_bias = 1.0  # Starts the forget gate open: signal survives hundreds of steps.
   c.optim.learning_rate = 2e-3
   c.optim.clip_norm = 1.0  # Long recurrences: occasional large gradients.
   # With pretrained vectors dev accuracy peaks by epoch 7-8; 10 epochs take 36 minutes on the
   # idle 2-core development machine, 38 with the pretraining (docs/RESULTS.md).
   c.train.epochs = 10
-  return c
+  return base.variant(c, arg)

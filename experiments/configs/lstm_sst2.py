@@ -14,7 +14,7 @@ import os
 from experiments.configs import base
 
 
-def get_config():
+def get_config(arg: str = ''):
   c = base.get_config()
   c.data.path = os.path.join(base.SHARED_DATA, 'sst2')
   # Words and punctuation as separate tokens: SST-2's tokenization ("it 's", "n't") and raw
@@ -32,8 +32,8 @@ def get_config():
   # bf16 matmul operands, f32 sums: the same test accuracy over 3 seeds (84.04 % against
   # 84.13 % in f32) and 1.2-1.6x the train tokens/s on the 2-core CPU (docs/RESULTS.md). Set
   # float32 where the hardware has no bf16 dot instructions.
-  c.model.dtype = 'bfloat16'
+  c.model.lstm.dtype = 'bfloat16'
   # Word vectors for SST-2's vocabulary, learned from IMDB's train and unlabelled reviews
   # (72,500, never its test) and SST-2's own train split.
   c.pretrain.corpus_path = os.path.join(base.SHARED_DATA, 'imdb', 'aclImdb_v1.tar.gz')
-  return c
+  return base.variant(c, arg)

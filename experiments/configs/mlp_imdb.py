@@ -7,7 +7,7 @@ import os
 from experiments.configs import base
 
 
-def get_config():
+def get_config(arg: str = ''):
   c = base.get_config()
   c.data.path = os.path.join(base.SHARED_DATA, 'imdb', 'aclImdb_v1.tar.gz')
   # Words and punctuation runs, 30k of them, the first 1024 per review: best dev of the
@@ -16,9 +16,9 @@ def get_config():
   c.data.vocab_size = 30000
   c.data.max_len = 1024
   c.model.name = 'mlp'
-  c.model.word_dropout = 0.3
+  c.model.mlp.word_dropout = 0.3
   # Hashed bigrams ("not good"): 87.20 -> 89.06 % test (docs/RESULTS.md). 131k x 300 rows.
-  c.model.bigram_buckets = 131072
+  c.model.mlp.bigram_buckets = 131072
   c.optim.learning_rate = 3e-3
   c.train.epochs = 10
-  return c
+  return base.variant(c, arg)

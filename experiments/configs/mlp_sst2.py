@@ -7,13 +7,13 @@ import os
 from experiments.configs import base
 
 
-def get_config():
+def get_config(arg: str = ''):
   c = base.get_config()
   c.data.path = os.path.join(base.SHARED_DATA, 'sst2')
   c.model.name = 'mlp'
   # SST-2 comes tokenized and lowercased: whole words beat BPE pieces here (docs/RESULTS.md).
   c.data.tokenizer = 'word'
   c.data.min_frequency = 1
-  c.model.word_dropout = 0.3
+  c.model.mlp.word_dropout = 0.3
   c.optim.learning_rate = 3e-3
-  return c
+  return base.variant(c, arg)

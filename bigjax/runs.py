@@ -1,0 +1,93 @@
+"""A trained run, loaded from its workdir alone: the start of every post-training stage.
+
+`load_run(workdir)` reads what the run wrote (config.json, tokenizer.json, best/) and
+never the dataset, so evaluation, finetuning, compression, attributions and export work
+where the training data is gone.
+"""
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from bigjax import checkpoint as checkpoint_lib
+from bigjax.data import batching
+from bigjax.data.tokenizer import Tokenizer
+from bigjax.errors import ConfigError
+from bigjax.models import registry
+from bigjax.tasks.classification import Classification
+from bigjax.types import ModelFns
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  workdir: str
+  config: dict  # The resolved config, as config.json holds it.
+  derived: dict  # What the run computed: vocab_size, num_classes, label_names, ...
+  model: Any  # The Flax module.
+  fns: ModelFns
+  params: Any  # Host arrays.
+  step: int  # The step the parameters are from.
+  tokenizer: Tokenizer
+
+  @property
+  def label_names(self) -> list:
+    return self.derived.get('label_names') or [str(i) for i in range(self.derived['num_classes'])]
+
+  def encode(self, texts):
+    """Token id rows, as the run encoded its data (max_len, truncation side)."""
+    data = self.config['data']
+    return self.tokenizer.encode(texts, data['max_len'], data['keep'])
+
+  def batches(self, texts, labels, batch_size: int = 256) -> list:
+    """Evaluation batches of texts, padded to the run's own length buckets (its compiled shapes)."""
+    split = batching.EncodedSplit.from_rows(self.encode(texts), labels)
+    boundaries = self.derived.get('bucket_boundaries') or [self.config['data']['max_len']]
+    return batching.eval_batches(split, batch_size, boundaries)
+
+  def evaluate(self, texts, labels, batch_size: int = 256) -> dict:
+    """The report results.json gives for test (accuracy, macro-F1, per-class F1, confusion, loss)."""
+    task = Classification(self.derived['num_classes'])
+    sums = jax.jit(lambda params, batch: task.eval_sums(self.fns, params, batch))
+    totals = [jax.device_get(sums(self.params, batch)) for batch in self.batches(texts, labels, batch_size)]
+    return task.report(jax.tree.map(lambda *xs: np.sum(np.asarray(xs, np.float64), axis=0), *totals))
+
+
+def read_run_info(workdir: str) -> dict:
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise ConfigError(f'{workdir} is not a bigjax run: it has no config.json (a training run writes it when it '
+                      'starts)')
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def load_run(workdir: str) -> Run:
+  """The run's model, best parameters, tokenizer, label names and config."""
+  workdir = os.path.abspath(workdir)
+  info = read_run_info(workdir)
+  config, derived = info['config'], info['derived']
+  model = registry.from_section(config['model'], vocab_size=derived['vocab_size'],
+                                num_classes=derived['num_classes'])
+  fns = registry.model_fns(model)
+  width = max(derived.get('bucket_boundaries') or [config['data']['max_len']])
+  example = jax.ShapeDtypeStruct((1, width), 'int32'), jax.ShapeDtypeStruct((1,), 'int32')
+  target = jax.eval_shape(fns.init, jax.random.PRNGKey(0), *example)
+  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                       sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])),
+                        target)
+  best = os.path.join(workdir, 'best')
+  if not os.path.isdir(best):
+    raise ConfigError(f'{workdir} has no best/ checkpoint yet (one is saved at the first dev evaluation); train '
+                      'it further first')
+  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), best_directory=best,
+                                             metric=derived.get('selection_metric', 'dev_accuracy'),
+                                             higher_is_better=derived.get('higher_is_better', True))
+  try:
+    step, params = checkpointer.restore_best(target)
+  finally:
+    checkpointer.close()
+  return Run(workdir=workdir, config=config, derived=derived, model=model, fns=fns,
+             params=jax.device_get(params), step=step, tokenizer=Tokenizer.load(workdir))

@@ -1,0 +1,59 @@
+"""Evaluates a trained run on every example of a data file, from the run's folder alone.
+
+  python -m experiments.evaluate --workdir=runs/mlp_sst2 --data=../shared/data/sst2/test.txt
+
+--data takes any format training reads (LABEL-text .txt, .tsv/.csv with a header, .jsonl;
+a folder or the IMDB archive: its test split). Labels must be the run's classes (by name,
+or by id for integer labels). Prints the report that results.json gives for test
+(accuracy, macro-F1, per-class F1, confusion matrix, loss); --json_out also writes it.
+The training data need not exist any more: the run's tokenizer, config and best
+checkpoint are all it needs.
+"""
+import json
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from bigjax import runs
+from bigjax.data import sources
+from experiments import common
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run.')
+_DATA = flags.DEFINE_string('data', None, 'A data file or folder to evaluate on.')
+_ENCODING = flags.DEFINE_string('encoding', '', "The data's encoding (default: the run's data.encoding).")
+_TEXT_COLUMN = flags.DEFINE_string('text_column', '', 'For .tsv/.csv/.jsonl (default: the run\'s).')
+_LABEL_COLUMN = flags.DEFINE_string('label_column', '', 'For .tsv/.csv/.jsonl (default: the run\'s).')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Examples per evaluation batch.')
+_JSON_OUT = flags.DEFINE_string('json_out', '', 'Also write the report here.')
+_VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.')
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)
+  common.quiet_library_logs(_VERBOSE.value)
+
+  def run():
+    if len(argv) > 1:
+      raise common.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
+    trained = runs.load_run(_WORKDIR.value)
+    data = trained.config['data']
+    split = sources.load_labelled_examples(
+        _DATA.value, label_names=trained.label_names, encoding=_ENCODING.value or data['encoding'],
+        text_column=_TEXT_COLUMN.value or data['text_column'], label_column=_LABEL_COLUMN.value or data['label_column'],
+        max_line_mb=data['max_line_mb'], on_bad_lines=data['on_bad_lines'])
+    report = trained.evaluate(split.texts, split.labels, _BATCH_SIZE.value)
+    report.update(workdir=trained.workdir, step=trained.step, data=_DATA.value)
+    json.dump(report, sys.stdout, indent=1)
+    print()
+    if _JSON_OUT.value:
+      with open(_JSON_OUT.value, 'w', encoding='utf-8') as f:
+        json.dump(report, f, indent=1)
+
+  common.exit_on_user_error(run, _VERBOSE.value)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['workdir', 'data'])
+  app.run(main, flags_parser=common.parse_flags)
