@@ -123,6 +123,9 @@ class Checkpointer:
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta, **{DIGEST_KEY: digest}))),
                         force=True)
       if metric is not None and best is not None and self._ranks_among_best(metric):
+        # One save in flight at a time: in a multi-process job two managers saving the same
+        # step at once mixed up each other's cross-process metadata (Orbax 0.12.8).
+        self._latest.wait_until_finished()
         self._best.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(best),
             meta=ocp.args.JsonSave(dict(meta, **{DIGEST_KEY: inspect_state(best)[0]}))),

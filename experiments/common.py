@@ -311,7 +311,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Every value that would otherwise fail deep inside with a traceback, or train nonsense,
   checked before any data is read: numeric ranges (declared in configs/base.py beside their
   defaults), choices, and the folders a run starts from."""
-  for key, (low, high, closed) in base_config.RANGES.items():
+  for key, (low, high, closed) in base_config.ranges().items():
     try:
       value = config_value(config, key)
     except KeyError:

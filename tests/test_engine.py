@@ -298,3 +298,38 @@ def test_nan_skip_stops_after_too_many_in_a_row(tmp_path, monkeypatch):
   with pytest.raises(loop.TrainingError, match=r'step 15: 3 steps in a row.*train\.max_skipped_in_a_row=3.*'
                                                r'the checkpoint at step 10 .* is intact'):
     common.run_training(config, str(tmp_path / 'run'))
+
+
+# --- Constants: inputs that are neither trained nor donated (a teacher). ----------------
+
+@pytest.mark.parametrize('mode', parallel.MODES)
+def test_a_teachers_parameters_reach_the_loss_and_stay_as_they_were(mode):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from bigjax.tasks.classification import Classification  # pylint: disable=g-import-not-at-top
+  config = tiny_config('', 'mlp')
+  fns = registry.model_fns(common.build_model(config.model, 30, 2))
+
+  @dataclasses.dataclass(frozen=True)
+  class MatchTheTeacher(Classification):
+    def loss(self, model, params, batch, dropout_key, constants=None):
+      ours = model.logits(params, batch.token_ids, batch.lengths, None)
+      theirs = model.logits(constants, batch.token_ids, batch.lengths, None)
+      loss_sum = jnp.sum(jnp.square(ours - theirs).sum(-1) * batch.weights)
+      return loss_sum, {'loss': loss_sum, 'correct': jnp.zeros(())}
+
+  rng = np.random.default_rng(0)
+  batch = Batch(rng.integers(1, 30, (16, 8)).astype(np.int32), np.full(16, 8, np.int32),
+                np.zeros(16, np.int32), np.ones(16, np.float32))
+  task, tx = MatchTheTeacher(2), optax.adam(1e-2)
+  teacher = fns.init(jax.random.PRNGKey(7), batch.token_ids, batch.lengths)
+  teacher_bytes = jax.tree.map(lambda x: np.asarray(x).tobytes(), teacher)
+  driver = parallel.task_driver(mode, task, fns, tx)
+  state = driver.put_state(step_lib.create_train_state(fns, tx, jax.random.PRNGKey(0), batch))
+  constants = driver.put_constants(teacher)
+  losses = []
+  for _ in range(30):
+    state, sums = driver.train_step(state, batch, constants)
+    losses.append(float(driver.fetch([sums])[0]['loss']))
+  assert losses[-1] < 0.1 * losses[0]  # The student moves towards the teacher...
+  assert jax.tree.map(lambda x: np.asarray(x).tobytes(), teacher) == teacher_bytes  # ...which stays put.
+  jax.block_until_ready(constants)  # Not donated: still alive after 30 steps.

@@ -5,6 +5,7 @@ import pytest
 
 from bigjax.errors import ConfigError
 from bigjax.pretrain import embeddings
+from bigjax.train import step as step_lib
 from experiments import common, pretrain_embeddings
 from test_train import tiny_config, write_corpus
 
@@ -47,8 +48,8 @@ def test_pretrained_vectors_start_the_embedding_table(tmp_path):
   assert exp.tokenizer.vocab_size == tokenizer.vocab_size
   assert (tmp_path / 'run' / 'tokenizer.json').read_text() == (tmp_path / 'w2v' / 'tokenizer.json').read_text()
   table = np.asarray(exp.init_state().params['embedding']['embedding'])
-  scratch = np.asarray(common.initial_state(exp.fns, exp.tx, jax.random.PRNGKey(config.seed),
-                                            exp.train_batches.batch(0)).params['embedding']['embedding'])
+  scratch = np.asarray(step_lib.create_train_state(exp.fns, exp.tx, jax.random.PRNGKey(config.seed),
+                                                  exp.train_batches.batch(0)).params['embedding']['embedding'])
   ratio = table[found] / vectors[found]
   np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)  # The vectors, rescaled as one.
   np.testing.assert_allclose(table.std(), scratch.std(), rtol=0.2)

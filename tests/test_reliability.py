@@ -302,15 +302,36 @@ def test_all_checkpoints_damaged_is_an_error_that_deletes_nothing(saved_states, 
   assert sorted(os.listdir(folder)) == before
 
 
-def test_damaged_best_checkpoint_falls_back_to_the_next_best(saved_states, tmp_path, caplog):
-  original, state = saved_states
+def test_damaged_best_checkpoint_falls_back_to_the_next_best(tmp_path, caplog):
+  state = {'w': np.arange(4000, dtype=np.float32), 'b': np.ones((3, 4), np.float32)}
   folder = str(tmp_path / 'checkpoints')
-  shutil.copytree(original, folder)
-  flip_one_byte(os.path.join(folder, '3'))  # Step 3 has the best dev accuracy.
-  checkpointer = checkpoint_lib.Checkpointer(folder, keep_latest=3)
+  checkpointer = checkpoint_lib.Checkpointer(folder, keep_latest=1, keep_best=2)
+  for step, accuracy in ((1, 0.1), (2, 0.3), (3, 0.5)):
+    scaled = jax.tree.map(lambda x, s=step: x * s, state)
+    checkpointer.save(step, scaled, {'step': step}, metric=accuracy, best=scaled)
+  checkpointer.wait()
+  checkpointer.close()
+  best = str(tmp_path / 'best')
+  assert sorted(os.listdir(best)) == ['2', '3']  # Parameters of the 2 best only.
+  path = max(glob.glob(os.path.join(best, '3', 'params', '**', 'd', '*'), recursive=True), key=os.path.getsize)
+  data = bytearray(open(path, 'rb').read())
+  data[len(data) // 2] ^= 0x01
+  open(path, 'wb').write(bytes(data))
+  checkpointer = checkpoint_lib.Checkpointer(folder, keep_latest=1, keep_best=2)
   step, restored = checkpointer.restore_best(state)
   assert step == 2 and 'best checkpoint step 3' in caplog.text
   np.testing.assert_array_equal(restored['w'], state['w'] * 2)
+
+
+def test_a_lower_is_better_metric_keeps_the_lowest(tmp_path):
+  state = {'w': np.zeros(3, np.float32)}
+  checkpointer = checkpoint_lib.Checkpointer(str(tmp_path / 'checkpoints'), keep_best=2, metric='dev_perplexity',
+                                             higher_is_better=False)
+  for step, perplexity in ((1, 9.0), (2, 3.0), (3, 5.0), (4, 4.0)):
+    checkpointer.save(step, state, {}, metric=perplexity, best=state)
+  checkpointer.wait()
+  assert checkpointer.ranked_best_steps() == [2, 4]
+  checkpointer.close()
 
 
 def test_training_resumes_past_a_damaged_checkpoint_bit_exactly(corpus, reference, tmp_path):

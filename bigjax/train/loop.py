@@ -279,7 +279,8 @@ def train_steps(run: _Run, device_state, batch_at: Callable[[int], Batch], *, st
       window.append(sums)
       step += 1
       boundary = step % periods.checkpoint_every_steps == 0 or step == periods.total_steps
-      if step % periods.log_every_steps == 0 or boundary or stop.signal_name or step == end_step:
+      stopping = stop.signal_name  # Read once: a signal arriving later is handled at the next step.
+      if step % periods.log_every_steps == 0 or boundary or stopping or step == end_step:
         steps = run.driver.fetch(window)  # The only host sync between evaluations.
         seconds = time.perf_counter() - window_start
         # Before any save: a NaN step must not reach a checkpoint (its update was not applied).
@@ -305,11 +306,11 @@ def train_steps(run: _Run, device_state, batch_at: Callable[[int], Batch], *, st
                      '  '.join(f'{k} {v:.4f}' for k, v in report.items()), throughput.last['examples_per_s'],
                      throughput.last['tokens_per_s'], _duration(eta), '  (compiling)' if window_compiled else '')
         run.writer.write(step, 'train', throughput.last)
-        if boundary or stop.signal_name or step == end_step:
+        if boundary or stopping or step == end_step:
           run.save(step, device_state, evaluate_dev=boundary)
         window, window_start, window_compiled = [], time.perf_counter(), False
-      if stop.signal_name:
-        return device_state, step, stop.signal_name, throughput
+      if stopping:
+        return device_state, step, stopping, throughput
   return device_state, step, None, throughput
 
 

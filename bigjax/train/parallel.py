@@ -158,10 +158,12 @@ class MeshDriver(Driver):
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self._rows, np.asarray(x)), batch)
 
   def put_state(self, state):
-    return jax.device_put(_owned_copy(state), self._replicated)
+    # Through host memory: a restored state is committed to one local device, and XLA:CPU
+    # cannot move it across hosts; every process holds the same values, so each gives its own.
+    return jax.device_put(jax.device_get(state), self._replicated)
 
   def put_constants(self, constants):
-    return jax.device_put(constants, self._replicated)
+    return jax.device_put(jax.device_get(constants), self._replicated)
 
   def get_state(self, device_state):
     return device_state

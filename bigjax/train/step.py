@@ -1,8 +1,9 @@
 """Pure train and eval steps. No I/O, no logging, no host syncs.
 
-Losses are weighted *sums*, divided by the weight count of the whole global batch (added
-over devices first), so filler rows and uneven padding between devices cannot skew the
-mean, and k micro-batches give the update of one batch k times the size.
+Losses are weighted *sums* (a task's, bigjax.tasks), divided by the task's count over the
+whole global batch (examples, or target tokens; added over devices first), so filler rows
+and uneven padding between devices cannot skew the mean, and k micro-batches give the
+update of one batch k times the size.
 """
 from typing import Callable, Optional
 

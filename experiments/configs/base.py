@@ -166,6 +166,13 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   return variant(c, arg)
 
 
+def ranges() -> dict:
+  """Every numeric key's valid range, as get_config declares them (whichever file a run's
+  config came from: a config loaded by path is another module object with its own RANGES)."""
+  get_config()
+  return dict(RANGES)
+
+
 def variant(c: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
   """The config's variant named by `arg`: '' as it is, 'tiny' at toy sizes (same recipe)."""
   if arg == 'tiny':
