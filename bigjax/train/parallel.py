@@ -102,7 +102,18 @@ class JitDriver(Driver):
 
 
 class PmapDriver(Driver):
-  """jax.pmap over this process's devices (psum spans every process's); state has a device axis."""
+  """jax.pmap over this process's devices (psum spans every process's); state has a device axis.
+
+  Nothing here runs a device op of its own on pmap's outputs. On pmap's arrays (sharded
+  over a Mesh of the local devices since JAX 0.8) even `x[0]` is a program on every local
+  device with an all-reduce, and `a + b` one on every device. XLA:CPU runs one
+  multi-device program at a time on a pool of max(cores, devices) threads, and its
+  dispatch tasks, on that same pool, block while a device has 32 programs in flight: with
+  8 fake devices, per-step slices and adds of the sums left fewer than 8 threads for a
+  queued step's all-reduce participants, a deadlock that XLA aborts after
+  xla_cpu_collective_call_terminate_timeout_seconds (40 s). So sums come back as pmap
+  returned them, `fetch` takes device 0's copy on the host, and states move through the host.
+  """
 
   def __init__(self, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable, accum_steps: int = 1):
     self.num_devices = jax.local_device_count()
@@ -110,6 +121,9 @@ class PmapDriver(Driver):
     train, evaluate = _steps(loss_fn, count_fn, tx, sums_fn, accum_steps, axis_name=AXIS)
     self._train = jax.pmap(train, axis_name=AXIS, donate_argnums=0)
     self._eval = jax.pmap(evaluate, axis_name=AXIS)
+    # One program places a whole tree with the sharding the steps take (pmap refuses a
+    # committed argument sharded otherwise, e.g. a checkpoint restored onto a target).
+    self._replicate = jax.pmap(lambda tree: tree, axis_name=AXIS)
 
   def _split(self, batch, multiple=1):
     batch = pad_rows(batch, self.num_devices * multiple)
@@ -117,12 +131,15 @@ class PmapDriver(Driver):
 
   def put_state(self, state):
     n = self.num_devices
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), state)
+    host = jax.device_get(state)  # A copy: the steps donate what this returns, never the caller's arrays.
+    return self._replicate(jax.tree.map(lambda x: np.broadcast_to(x, (n,) + np.shape(x)), host))
 
   put_constants = put_state
 
   def get_state(self, device_state):
-    return jax.tree.map(lambda x: x[0], device_state)
+    """Device 0's copy as numpy (a save reads it to the host anyway): no device program."""
+    first = jax.device_get(jax.tree.map(lambda x: x.addressable_shards[0].data, device_state))
+    return jax.tree.map(lambda x: x[0], first)
 
   def train_step(self, device_state, batch, constants=None):
     return self._train(device_state, self._split(batch, self.accum_steps), constants)
@@ -131,7 +148,7 @@ class PmapDriver(Driver):
     return self._eval(device_state.params, self._split(batch))
 
   def fetch(self, sums):
-    # psum-ed: every device holds the same sums; the first's are taken on the host.
+    # psum-ed: every device holds the same sums; device 0's are taken, on the host.
     return jax.tree.map(lambda x: x[0], jax.device_get(sums))
 
 
