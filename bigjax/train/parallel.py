@@ -5,6 +5,7 @@ kept for comparison and older code. All three take the same global numpy Batch a
 hold state that `get_state` turns back into one plain TrainState, so checkpoints do not
 depend on the mode or the device count.
 """
+import collections
 import functools
 from typing import Callable
 
@@ -18,6 +19,8 @@ from bigjax.types import Batch
 
 MODES = ('none', 'pmap', 'mesh')
 AXIS = 'data'
+# How many steps the host may queue ahead of the devices on a multi-device CPU (see _Pacer).
+CPU_STEPS_AHEAD = 2
 
 
 def pad_rows(batch: Batch, multiple: int) -> Batch:
@@ -39,8 +42,10 @@ class Driver:
 
   The steps return their sums as device arrays without waiting for them; `fetch` brings
   a list of them to the host in one go. The loop adds them up there, at log time: no
-  arithmetic on device arrays between steps (on 8 fake CPU devices such host-issued ops
-  delayed one device's part of the next step's all-reduce past XLA:CPU's timeout).
+  arithmetic on device arrays between steps. Under pmap and mesh each such op is one more
+  program on every device, and a multi-device CPU must not have many of those queued
+  (see _Pacer): with the log window's sums added on device (17 programs a step under
+  pmap) the SST-2 MLP deadlocked within its first 20 steps on 8 fake devices.
   put_state copies: the steps donate the state's buffers, and the caller's state
   (a checkpoint restore target, say) must outlive them. Constants (a teacher's
   parameters) are placed once with put_constants and passed to every step, never donated.
@@ -65,6 +70,36 @@ class Driver:
   def fetch(self, sums: list) -> list:
     """Device sums of several steps -> the same as numpy, in one transfer."""
     return jax.device_get(sums)
+
+
+class _Pacer:
+  """Keeps the host at most CPU_STEPS_AHEAD steps in front of a multi-device CPU.
+
+  XLA:CPU (jaxlib 0.10) runs a program on n devices as n tasks on one pool of
+  max(cores, n) threads, so a step's n all-reduce participants need every thread of it
+  at once. Launching a program also runs on that pool, and blocks there while a device
+  has 32 programs queued (PjRt's per-device in-flight limit). Once the host is that far
+  ahead, a blocked launch holds a thread that the queued step's all-reduce needs: a
+  deadlock (no CPU used), which XLA aborts 20 + 40 s later ("Termination timeout for
+  `all reduce ...` of 40 seconds exceeded ... only 7 of them arrived", exit 134). It
+  happened under mesh and pmap alike with one program a step (SST-2 MLP, 8 fake devices,
+  after 110 and 250 steps without a host sync); a longer XLA timeout only hangs longer.
+  Waiting for the step before last keeps one step queued, so the devices never idle.
+  GPUs and TPUs queue programs on device streams, with no such pool: no pacing there.
+  """
+
+  def __init__(self):
+    devices = jax.local_devices()
+    self.ahead = CPU_STEPS_AHEAD if len(devices) > 1 and devices[0].platform == 'cpu' else 0
+    self._queued = collections.deque()
+
+  def __call__(self, sums):
+    """Takes each step's sums right after its launch; returns them."""
+    if self.ahead:
+      self._queued.append(jax.tree.leaves(sums)[0])  # Not the state: the next step donates it.
+      while len(self._queued) > self.ahead:
+        self._queued.popleft().block_until_ready()
+    return sums
 
 
 def _steps(loss_fn, count_fn, tx, sums_fn, accum_steps, axis_name=None):
@@ -106,12 +141,10 @@ class PmapDriver(Driver):
 
   Nothing here runs a device op of its own on pmap's outputs. On pmap's arrays (sharded
   over a Mesh of the local devices since JAX 0.8) even `x[0]` is a program on every local
-  device with an all-reduce, and `a + b` one on every device. XLA:CPU runs one
-  multi-device program at a time on a pool of max(cores, devices) threads, and its
-  dispatch tasks, on that same pool, block while a device has 32 programs in flight: with
-  8 fake devices, per-step slices and adds of the sums left fewer than 8 threads for a
-  queued step's all-reduce participants, a deadlock that XLA aborts after
-  xla_cpu_collective_call_terminate_timeout_seconds (40 s). So sums come back as pmap
+  device with an all-reduce, and `a + b` one on every device: per-step slices and adds of
+  the sums queued 17 programs a step, which deadlocked XLA:CPU within 20 steps (see
+  _Pacer), and `x[0]`'s replicated result is an argument pmap refuses (a checkpoint
+  restored onto get_state's arrays could not be put back). So sums come back as pmap
   returned them, `fetch` takes device 0's copy on the host, and states move through the host.
   """
 
@@ -124,6 +157,7 @@ class PmapDriver(Driver):
     # One program places a whole tree with the sharding the steps take (pmap refuses a
     # committed argument sharded otherwise, e.g. a checkpoint restored onto a target).
     self._replicate = jax.pmap(lambda tree: tree, axis_name=AXIS)
+    self._pace = _Pacer()
 
   def _split(self, batch, multiple=1):
     batch = pad_rows(batch, self.num_devices * multiple)
@@ -142,10 +176,11 @@ class PmapDriver(Driver):
     return jax.tree.map(lambda x: x[0], first)
 
   def train_step(self, device_state, batch, constants=None):
-    return self._train(device_state, self._split(batch, self.accum_steps), constants)
+    device_state, sums = self._train(device_state, self._split(batch, self.accum_steps), constants)
+    return device_state, self._pace(sums)
 
   def eval_step(self, device_state, batch):
-    return self._eval(device_state.params, self._split(batch))
+    return self._pace(self._eval(device_state.params, self._split(batch)))
 
   def fetch(self, sums):
     # psum-ed: every device holds the same sums; device 0's are taken, on the host.
@@ -168,6 +203,7 @@ class MeshDriver(Driver):
     train, evaluate = _steps(loss_fn, count_fn, tx, sums_fn, accum_steps)
     self._train = jax.jit(train, out_shardings=(self._replicated, self._replicated), donate_argnums=0)
     self._eval = jax.jit(evaluate, out_shardings=self._replicated)
+    self._pace = _Pacer()
 
   def put_batch(self, batch: Batch, multiple: int = 1) -> Batch:
     """This process's rows -> one global array sharded by rows over every process's devices."""
@@ -186,10 +222,11 @@ class MeshDriver(Driver):
     return device_state
 
   def train_step(self, device_state, batch, constants=None):
-    return self._train(device_state, self.put_batch(batch, self.accum_steps), constants)
+    device_state, sums = self._train(device_state, self.put_batch(batch, self.accum_steps), constants)
+    return device_state, self._pace(sums)
 
   def eval_step(self, device_state, batch):
-    return self._eval(device_state.params, self.put_batch(batch))
+    return self._pace(self._eval(device_state.params, self.put_batch(batch)))
 
 
 def make_driver(mode: str, *, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable,

@@ -1,0 +1,171 @@
+"""The HTTP JSON service for an exported model: an ASGI app on Starlette, served by uvicorn.
+
+Why Starlette and not FastAPI: the service has three routes and validates one small JSON
+body by hand so that every refusal is a one-line JSON message with the status it
+deserves; FastAPI would add pydantic and its own 422 error format for no gain. Starlette is
+what FastAPI is built on (maintained by Encode, like uvicorn and httpx), and its
+TestClient tests the app in-process.
+
+  POST /predict   {"texts": ["...", ...]} -> {"predictions": [{"label": ..., "probabilities": {label: p}}, ...]}
+                  in the order of the texts; the records are those of experiments.predict's JSONL.
+  GET  /healthz   {"status": "ok", "queued": n, "in_flight": m}; 503 {"status": "draining"} while shutting down
+  GET  /metadata  labels, input encoding, platforms, versions, the run, test metrics, limits, batching
+
+Refusals, each {"error": "one line"}:
+  400 empty body, malformed JSON
+  413 body over max_body_bytes, more than max_texts texts, a text over max_text_chars characters
+  422 a body that is not {"texts": [string, ...]} (not an object, missing or unknown fields, wrong
+      types, an empty list)
+  404, 405 unknown path or method
+  503 + Retry-After: the micro-batching queue is full, or the server is shutting down
+An empty string is a valid text (the model's output for an empty sequence).
+
+Imports neither Flax nor the training code: the model is an artifact (bigjax.export.loader).
+"""
+import contextlib
+import json
+from typing import Optional
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bigjax.export import loader
+from bigjax.serve.batcher import Closed, MicroBatcher, QueueFull
+
+
+class _Refusal(Exception):
+
+  def __init__(self, status: int, message: str, headers: Optional[dict] = None):
+    super().__init__(message)
+    self.status, self.message, self.headers = status, message, headers
+
+
+def _error(status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
+  return JSONResponse({'error': message}, status_code=status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+  """The body, refused as soon as it passes limit bytes (declared or streamed), never read whole first."""
+  declared = request.headers.get('content-length')
+  if declared is not None:
+    if not declared.isdigit():
+      raise _Refusal(400, f'Content-Length {declared!r} is not a number')
+    if int(declared) > limit:
+      raise _Refusal(413, f'the body has {int(declared)} bytes; the limit is {limit}')
+  chunks, size = [], 0
+  async for chunk in request.stream():
+    size += len(chunk)
+    if size > limit:
+      raise _Refusal(413, f'the body has more than {limit} bytes, the limit')
+    chunks.append(chunk)
+  return b''.join(chunks)
+
+
+def parse_texts(body: bytes, *, max_texts: int, max_text_chars: int) -> list:
+  """The texts of a /predict body, or a _Refusal naming what is wrong."""
+  if not body.strip():
+    raise _Refusal(400, 'the body is empty; send {"texts": ["a text", ...]}')
+  try:
+    payload = json.loads(body)
+  except UnicodeDecodeError as e:
+    raise _Refusal(400, f'the body is not UTF-8 ({e.reason} at byte {e.start})') from None
+  except ValueError as e:
+    raise _Refusal(400, f'malformed JSON: {e}') from None
+  if not isinstance(payload, dict):
+    raise _Refusal(422, f'the body is a JSON {type(payload).__name__}; send an object {{"texts": [...]}}')
+  unknown = sorted(set(payload) - {'texts'})
+  if unknown:
+    raise _Refusal(422, f'unknown field(s) {unknown}; the body has one field, "texts"')
+  if 'texts' not in payload:
+    raise _Refusal(422, 'the body has no "texts" field; send {"texts": ["a text", ...]}')
+  texts = payload['texts']
+  if not isinstance(texts, list):
+    raise _Refusal(422, f'"texts" is a JSON {type(texts).__name__}; it must be a list of strings')
+  if not texts:
+    raise _Refusal(422, '"texts" is empty; send at least one text')
+  if len(texts) > max_texts:
+    raise _Refusal(413, f'{len(texts)} texts in one request; the limit is {max_texts}')
+  for i, text in enumerate(texts):
+    if not isinstance(text, str):
+      raise _Refusal(422, f'texts[{i}] is a JSON {type(text).__name__ if text is not None else "null"}; '
+                     'every text must be a string')
+    if len(text) > max_text_chars:
+      raise _Refusal(413, f'texts[{i}] has {len(text)} characters; the limit is {max_text_chars}')
+  return texts
+
+
+def create_app(artifact: loader.Artifact, *, max_batch: int = 64, max_wait_ms: float = 0.0, max_queue: int = 1024,
+               max_body_bytes: int = 1 << 20, max_texts: int = 256, max_text_chars: int = 20_000,
+               retry_after_s: int = 1, warm_up: bool = False) -> Starlette:
+  """The service for one artifact. The batcher starts and stops with the app (its lifespan)."""
+  if max_texts > max_queue:
+    raise ValueError(f'max_texts={max_texts} exceeds max_queue={max_queue}: such a request could never be queued')
+
+  def run_batch(texts):
+    return artifact.run_rows(artifact.encode(texts), max_rows=max_batch)
+
+  batcher = MicroBatcher(run_batch, max_batch=max_batch, max_wait_s=max_wait_ms / 1000, max_queue=max_queue,
+                         retry_after_s=retry_after_s)
+  limits = {'max_body_bytes': max_body_bytes, 'max_texts': max_texts, 'max_text_chars': max_text_chars}
+  batching = {'max_batch': max_batch, 'max_wait_ms': max_wait_ms, 'max_queue': max_queue,
+              'row_sizes': loader.row_sizes(max_batch), 'length_buckets': artifact.buckets}
+  meta = artifact.metadata
+  public = {'format': meta['format'], 'format_version': meta['format_version'], 'created': meta['created'],
+            'model': meta['model'], 'labels': artifact.labels, 'input': meta['input'], 'platforms': meta['platforms'],
+            'versions': meta['versions'], 'run': {k: meta['run'].get(k) for k in ('step', 'params_fingerprint')},
+            'evaluation': meta.get('evaluation'), 'round_trip': meta.get('round_trip'), 'limits': limits,
+            'batching': batching, 'config': meta['config']}
+
+  async def predict(request: Request):
+    try:
+      body = await _read_body(request, max_body_bytes)
+      texts = parse_texts(body, max_texts=max_texts, max_text_chars=max_text_chars)
+      probabilities = await batcher.submit(texts)
+    except _Refusal as e:
+      return _error(e.status, e.message, e.headers)
+    except QueueFull as e:
+      return _error(503, f'busy: {e}', {'Retry-After': str(e.retry_after_s)})
+    except Closed as e:
+      return _error(503, str(e), {'Retry-After': str(retry_after_s)})
+    except ClientDisconnect:
+      return _error(400, 'the client disconnected before sending the whole body')
+    return JSONResponse({'predictions': artifact.records(np.asarray(probabilities))})
+
+  async def healthz(request: Request):
+    del request
+    status = {'queued': batcher.queued, 'in_flight': batcher.in_flight, 'batches': batcher.batches,
+              'texts': batcher.texts}
+    if batcher.draining:
+      return JSONResponse({'status': 'draining', **status}, status_code=503)
+    return JSONResponse({'status': 'ok', **status})
+
+  async def metadata(request: Request):
+    del request
+    return JSONResponse({**public, 'served': {'batches': batcher.batches, 'texts': batcher.texts,
+                                              'batch_sizes': dict(sorted(batcher.batch_sizes.items()))}})
+
+  async def http_error(request: Request, exc: HTTPException):
+    del request
+    return _error(exc.status_code, f'{exc.detail}: use POST /predict, GET /healthz or GET /metadata',
+                  getattr(exc, 'headers', None))
+
+  @contextlib.asynccontextmanager
+  async def lifespan(app):
+    del app
+    await batcher.start()
+    if warm_up:  # Compile every (rows, bucket) shape before the port opens (uvicorn binds after this).
+      await batcher.run_in_worker_thread(artifact.warm_up, max_batch)
+    try:
+      yield
+    finally:
+      await batcher.close()  # After uvicorn has answered every open request: nothing is left unanswered.
+
+  app = Starlette(routes=[Route('/predict', predict, methods=['POST']), Route('/healthz', healthz, methods=['GET']),
+                          Route('/metadata', metadata, methods=['GET'])],
+                  exception_handlers={HTTPException: http_error}, lifespan=lifespan)
+  app.state.batcher = batcher
+  return app
