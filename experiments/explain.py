@@ -1,0 +1,119 @@
+"""Explains a trained run's predictions: which tokens pushed it to its label, and how faithful that is.
+
+  python -m experiments.explain --workdir=runs/mlp_sst2 --text "a gorgeous, witty, seductive movie ."
+  python -m experiments.explain --workdir=runs/mlp_sst2 --file=texts.txt --html=report.html --json=out.jsonl
+  python -m experiments.explain --workdir=runs/lstm --data=../shared/data/sst2/test.txt --show=0 \
+      --html=sst2_lstm.html --summary_json=summary.json
+
+--text (repeatable), --file (one text per line) and --data (a labelled file, any format
+training reads; its labels are shown beside the predictions) can be combined. Prints each
+text's prediction and its tokens shaded by attribution (blue: for the predicted label, red:
+against), then integrated gradients' completeness error and, over all texts, the
+faithfulness table (ERASER comprehensiveness / sufficiency AOPC, deletion curve, random
+scores as the floor). --html writes a self-contained page, --json one JSON line per text,
+--summary_json the completeness statistics and the faithfulness table. docs/attributions.md.
+"""
+import json
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from bigjax import runs
+from bigjax.data import sources
+from bigjax.interpret import attributions, explanations, render
+from experiments import common
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run.')
+_TEXT = flags.DEFINE_multi_string('text', [], 'A text to explain (repeatable).')
+_FILE = flags.DEFINE_string('file', '', 'A file of texts to explain, one per line (blank lines skipped).')
+_DATA = flags.DEFINE_string('data', '', 'A labelled data file or folder (as experiments.evaluate reads).')
+_LIMIT = flags.DEFINE_integer('limit', 0, 'Explain only the first N texts (0: all).')
+_METHODS = flags.DEFINE_list('methods', list(attributions.METHODS), 'Attribution methods.')
+_STEPS = flags.DEFINE_integer('steps', 64, "Integrated gradients' interpolation steps.")
+_BASELINE = flags.DEFINE_enum('baseline', 'zeros', attributions.BASELINES, 'What the path starts from.')
+_OUTPUT = flags.DEFINE_enum('output', 'log_odds', attributions.OUTPUTS,
+                            "What is attributed: the predicted label's log-odds, logit or probability.")
+_RULE = flags.DEFINE_enum('rule', 'gauss_legendre', attributions.RULES, 'Quadrature of the path integral.')
+_FLOAT32 = flags.DEFINE_bool('float32', False, 'Compute in float32 even where the model computes in bf16.')
+_FAITHFULNESS = flags.DEFINE_bool('faithfulness', True, 'Compute the faithfulness table over the texts.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random attributions (the faithfulness floor).')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Texts per attribution call (each with --steps points).')
+_SHOW = flags.DEFINE_integer('show', 20, 'Print at most this many texts (-1: all).')
+_COLOR = flags.DEFINE_enum('color', 'auto', ['auto', 'always', 'never'], 'ANSI colours (auto: on a terminal).')
+_HTML = flags.DEFINE_string('html', '', 'Write a self-contained HTML report here.')
+_JSON = flags.DEFINE_string('json', '', 'Write one JSON line per text here.')
+_SUMMARY_JSON = flags.DEFINE_string('summary_json', '', 'Write the completeness summary and faithfulness table here.')
+_VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.')
+
+
+def _texts(trained):
+  texts, gold = list(_TEXT.value), [None] * len(_TEXT.value)
+  if _FILE.value:
+    try:
+      with open(_FILE.value, encoding=trained.config['data']['encoding']) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+      raise common.ConfigError(f'--file={_FILE.value}: cannot read it ({e}); give a text file, one text per line')
+    texts, gold = texts + lines, gold + [None] * len(lines)
+  if _DATA.value:
+    data = trained.config['data']
+    split = sources.load_labelled_examples(
+        _DATA.value, label_names=trained.label_names, encoding=data['encoding'], text_column=data['text_column'],
+        label_column=data['label_column'], max_line_mb=data['max_line_mb'], on_bad_lines=data['on_bad_lines'])
+    texts, gold = texts + list(split.texts), gold + [int(label) for label in split.labels]
+  if not texts:
+    raise common.ConfigError('nothing to explain: give --text="...", --file=TEXTS.txt or --data=LABELLED_FILE')
+  if _LIMIT.value > 0:
+    texts, gold = texts[:_LIMIT.value], gold[:_LIMIT.value]
+  return texts, gold
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)
+  common.quiet_library_logs(_VERBOSE.value)
+
+  def run():
+    if len(argv) > 1:
+      raise common.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
+    if _BATCH_SIZE.value < 1:
+      raise common.ConfigError(f'--batch_size={_BATCH_SIZE.value} must be at least 1')
+    trained = runs.load_run(_WORKDIR.value)
+    texts, gold = _texts(trained)
+    fns = explanations.float32_fns(trained) if _FLOAT32.value else trained.fns
+    attributor = attributions.Attributor(fns, trained.params, steps=_STEPS.value, baseline=_BASELINE.value,
+                                         output=_OUTPUT.value, rule=_RULE.value)
+    explained = explanations.explain_texts(trained, texts, attributor=attributor, methods=_METHODS.value,
+                                           batch_size=_BATCH_SIZE.value, gold=gold)
+    completeness = explanations.completeness_summary(explained)
+    table = (explanations.faithfulness_table(trained, explained, attributor=attributor, seed=_SEED.value)
+             if _FAITHFULNESS.value else None)
+    color = _COLOR.value == 'always' or (_COLOR.value == 'auto' and sys.stdout.isatty())
+    shown = explained if _SHOW.value < 0 else explained[:_SHOW.value]
+    for e in shown:
+      print(render.terminal(e, _METHODS.value[0], color=color, gold_names=trained.label_names))
+    summary = {'workdir': trained.workdir, 'step': trained.step, 'texts': len(explained),
+               'settings': {**attributor.settings, 'float32': _FLOAT32.value, 'methods': _METHODS.value},
+               'completeness': completeness, 'faithfulness': table}
+    print(render.summary_lines(summary))
+    meta = {'run': trained.workdir, 'step': trained.step, 'model': trained.config['model']['name'],
+            **{k: v for k, v in summary['settings'].items() if k != 'methods'}}
+    if _HTML.value:
+      with open(_HTML.value, 'w', encoding='utf-8') as f:
+        f.write(render.html_page(explained, meta=meta, faithfulness_table=table, completeness=completeness,
+                                 gold_names=trained.label_names))
+    if _JSON.value:
+      with open(_JSON.value, 'w', encoding='utf-8') as f:
+        for e in explained:
+          f.write(json.dumps(e.to_json(), ensure_ascii=False) + '\n')
+    if _SUMMARY_JSON.value:
+      with open(_SUMMARY_JSON.value, 'w', encoding='utf-8') as f:
+        json.dump(summary, f, indent=1)
+
+  common.exit_on_user_error(run, _VERBOSE.value)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['workdir'])
+  app.run(main, flags_parser=common.parse_flags)

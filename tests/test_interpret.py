@@ -1,0 +1,327 @@
+"""Attributions: completeness, padding, ignored tokens, batch invariance, an independent IG, faithfulness,
+the explain entry point and its HTML report in a real (headless) browser."""
+import ast
+import functools
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bigjax import runs
+from bigjax.errors import ConfigError
+from bigjax.interpret import attributions as attr_lib
+from bigjax.interpret import explanations, faithfulness, render
+from bigjax.models import mlp, registry
+from experiments import common
+from test_train import ROOT, tiny_config, write_corpus
+
+VOCAB = 30
+WIDTH = 12  # One shape [4, WIDTH] for most checks: each method compiles once per model (plus [4, 16]).
+KINDS = ('mlp_bigrams', 'lstm')  # The MLP with hashed bigrams covers the plain one (and slot folding).
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_model(kind: str, seed: int = 0):
+  """(fns, params) of a randomly initialised tiny classifier (embed 8, hidden 8, 3 classes).
+
+  Cached: the same fns object lets every test reuse the compiled methods (attributions caches
+  them per model).
+  """
+  section = {'name': 'lstm' if kind == 'lstm' else 'mlp', 'embed_dim': 8, 'dropout': 0.0,
+             'mlp': {'hidden_dim': 8, 'num_layers': 1, 'word_dropout': 0.0, 'bigram_buckets': 0},
+             'lstm': {'hidden_dim': 8, 'num_layers': 1, 'bidirectional': False, 'forget_bias': 0.0,
+                      'dtype': 'float32', 'tie_embeddings': False}}
+  section['mlp']['bigram_buckets'] = 16 if kind == 'mlp_bigrams' else 0
+  fns = registry.model_fns(registry.from_section(section, vocab_size=VOCAB, num_classes=3))
+  params = fns.init(jax.random.PRNGKey(seed), np.zeros((1, 8), np.int32), np.ones(1, np.int32))
+  return fns, jax.device_get(params)
+
+
+def tiny_rows(seed: int = 0):
+  rng = np.random.default_rng(seed)
+  return [rng.integers(1, VOCAB, n).astype(np.int32) for n in (5, 3, 8, 1)]
+
+
+def padded(rows, width):
+  ids = np.zeros((len(rows), width), np.int32)
+  for i, r in enumerate(rows):
+    ids[i, :len(r)] = r
+  return ids, np.array([len(r) for r in rows], np.int32)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_completeness_on_tiny_models(kind):
+  fns, params = tiny_model(kind)
+  ids, lengths = padded(tiny_rows(), WIDTH)
+  targets = np.array([0, 1, 2, 1], np.int32)
+  for baseline in attr_lib.BASELINES:
+    # Gauss-Legendre's points crowd the ends of the path: on the MLP's piecewise-linear path (its
+    # ReLUs) it can miss the kinks in between, and 1 % takes more than 64 points (docs/attributions.md).
+    for rule in attr_lib.RULES if kind == 'lstm' else ('midpoint',):
+      attributor = attr_lib.Attributor(fns, params, steps=64, baseline=baseline, rule=rule)
+      result = attributor.integrated_gradients(ids, lengths, targets)
+      delta = np.abs(result.f_x - result.f_baseline)
+      assert np.all(delta > 1e-3)  # Otherwise the check below says nothing.
+      assert np.all(result.error <= 0.01 * delta), (baseline, rule, result.error, delta)
+      np.testing.assert_allclose(result.attributions.sum(1), result.f_x - result.f_baseline, atol=0.01 * delta.max())
+      if kind == 'lstm' and rule == 'gauss_legendre':  # A smooth path: far inside 1 %.
+        assert np.all(result.error <= 1e-4 * delta), (baseline, result.error, delta)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_padding_positions_get_zero_attribution(kind):
+  fns, params = tiny_model(kind)
+  ids, lengths = padded(tiny_rows(), WIDTH)
+  targets = np.array([1, 0, 2, 1], np.int32)
+  pad = np.arange(WIDTH)[None, :] >= lengths[:, None]
+  for baseline in attr_lib.BASELINES:
+    attributor = attr_lib.Attributor(fns, params, baseline=baseline)
+    for method in attr_lib.METHODS:
+      scores = attributor.attribute(method, ids, lengths, targets)
+      assert np.all(scores[pad] == 0.0), (method, baseline, scores[pad])  # Exactly, not nearly.
+      assert np.any(scores[~pad] != 0.0), (method, baseline)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_a_token_the_model_ignores_gets_zero_occlusion_score(kind):
+  """Token 7's vectors (its own, and for the MLP the bigrams it is part of) live only in two
+  dimensions the first layer has zero weights for."""
+  fns, params = tiny_model(kind)
+  params = jax.tree.map(np.array, params)
+  rows = [np.array([3, 7, 12, 7, 5], np.int32), np.array([7, 9, 4], np.int32), np.array([2, 8], np.int32),
+          np.array([7], np.int32)]
+  ids, lengths = padded(rows, WIDTH)
+  first = params['hidden_0'] if kind == 'mlp_bigrams' else params['layers_0_0']
+  first['kernel' if kind == 'mlp_bigrams' else 'kernel_i'][:2] = 0.0
+  ignorable = [(params['embedding']['embedding'], [7])]
+  if kind == 'mlp_bigrams':
+    pairs = np.asarray(mlp.bigram_ids(ids, 16))
+    with_7 = (ids == 7) | (np.pad(ids[:, 1:], ((0, 0), (0, 1))) == 7)
+    ignorable.append((params['bigram_embedding']['embedding'], np.unique(pairs[with_7])))
+  for table, which in ignorable:
+    table[which, 2:] = 0.0
+    table[which, :2] = [3.0, -2.0]  # Not zero: the model has something to ignore.
+  targets = np.array([0, 2, 1, 1], np.int32)
+  attributor = attr_lib.Attributor(fns, params, baseline='zeros')
+  scores = attributor.attribute('occlusion', ids, lengths, targets)
+  ignored = ids == 7
+  assert np.all(scores[ignored] == 0.0), scores
+  real = np.arange(WIDTH)[None, :] < lengths[:, None]
+  assert np.all(np.abs(scores[real & ~ignored]) > 0), scores  # The other tokens matter.
+  # The gradient methods agree: nothing flows through those two dimensions.
+  for method in ('integrated_gradients', 'gradient_x_input'):
+    np.testing.assert_allclose(attributor.attribute(method, ids, lengths, targets)[ignored], 0.0, atol=1e-7)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_attributions_are_invariant_to_batch_composition_and_padding_width(kind):
+  fns, params = tiny_model(kind)
+  attributor = attr_lib.Attributor(fns, params)
+  rows = tiny_rows()
+  # Each row alone (with 3 filler rows) padded to 16, against all of them among others at WIDTH.
+  alone = [explanations.explain_rows(attributor, [r], widths=[16], batch_size=4) for r in rows]
+  together = explanations.explain_rows(attributor, tiny_rows(seed=1)[:2] + rows, widths=[WIDTH], batch_size=4)
+  together = {k: v[2:] for k, v in together.items()}
+  for i, one in enumerate(alone):
+    assert together['targets'][i] == one['targets'][0]
+    np.testing.assert_allclose(together['probabilities'][i], one['probabilities'][0], rtol=1e-5, atol=1e-7)
+    for method in attr_lib.METHODS:
+      np.testing.assert_allclose(together[method][i], one[method][0], rtol=1e-4, atol=1e-6, err_msg=method)
+    np.testing.assert_allclose(together['ig'][i], one['ig'][0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_integrated_gradients_match_pair_saliency(kind):
+  """PAIR's `saliency` core integrates the gradient itself (its own path and Riemann sum); we
+  hand it only the model's gradient at the points it asks for."""
+  saliency = pytest.importorskip('saliency.core')
+  fns, params = tiny_model(kind)
+  rows = tiny_rows(seed=2)
+  width = WIDTH
+  ids, lengths = padded(rows, width)
+  targets = np.array([2, 0, 1, 1], np.int32)
+  ours = attr_lib.Attributor(fns, params, steps=64).integrated_gradients(ids, lengths, targets).attributions
+
+  @jax.jit
+  def gradients(points, lengths, targets):
+    f = lambda e: jnp.sum(attr_lib.attributed(fns.logits_from_embeddings(params, e, lengths), targets, 'log_odds'))
+    return jax.grad(f)(points)
+
+  for b in range(len(rows)):
+    x = np.asarray(fns.embed(params, ids[b:b + 1]))[0]  # float32[S, E]
+
+    def call_model(points, call_model_args=None, expected_keys=None, b=b):
+      del call_model_args, expected_keys
+      n = len(points)
+      g = gradients(jnp.asarray(points, jnp.float32), jnp.full(n, lengths[b]), jnp.full(n, targets[b]))
+      return {saliency.INPUT_OUTPUT_GRADIENTS: np.asarray(g)}
+
+    mask = saliency.IntegratedGradients().GetMask(x, call_model, x_baseline=np.zeros_like(x), x_steps=2001,
+                                                  batch_size=667)
+    theirs = mask.sum(-1) @ np.asarray(fns.slot_tokens(width))
+    # Both are quadratures of one integral (ours: 64 Gauss-Legendre points; theirs: 2001 equally spaced
+    # points, ends included), so they agree to a small part of the attributions' scale.
+    np.testing.assert_allclose(ours[b], theirs, atol=2e-3 * np.abs(ours).max(), err_msg=f'row {b}')
+
+
+def test_faithfulness_against_a_known_model():
+  """p(class 1) = sigmoid(sum of the tokens' weights): the weights rank tokens perfectly."""
+  weights = np.linspace(-2, 2, VOCAB)
+
+  def probabilities(ids, lengths):
+    mask = np.arange(ids.shape[1])[None] < lengths[:, None]
+    p1 = 1 / (1 + np.exp(-np.where(mask, weights[ids], 0).sum(1)))
+    return np.stack([1 - p1, p1], 1)
+
+  rows = [np.random.default_rng(i).integers(20, VOCAB, 10).astype(np.int32) for i in range(30)]  # All positive.
+  targets = [1] * len(rows)
+  table = faithfulness.evaluate(probabilities, rows, targets, {'oracle': [weights[r] for r in rows]},
+                                batch_size=8, widths=[4, 8, 16])
+  oracle, chance = table['methods']['oracle'], table['methods']['random']
+  assert table['examples'] == 30 and table['fractions'] == [0.01, 0.05, 0.1, 0.2, 0.5]
+  # By hand for the first text at 50 %: its top 5 tokens deleted, or kept alone.
+  row, top = rows[0], faithfulness.ranking(weights[rows[0]])[:5]
+  p = lambda r: probabilities(r[None], np.array([len(r)]))[0, 1]
+  kept = np.setdiff1d(np.arange(10), top)
+  perturbed = faithfulness.variants(row, weights[row])
+  np.testing.assert_array_equal(perturbed[4], row[kept])
+  np.testing.assert_array_equal(perturbed[9], row[np.sort(top)])
+  assert faithfulness.top_count(10, 0.01) == 1 and faithfulness.top_count(19, 0.5) == 10
+  assert len(perturbed[-1]) == 0 and len(perturbed[len(faithfulness.FRACTIONS) * 2]) == 10
+  assert p(row) - p(row[kept]) > 0
+  assert oracle['comprehensiveness_aopc'] > chance['comprehensiveness_aopc']
+  assert oracle['sufficiency_aopc'] < chance['sufficiency_aopc']
+  assert oracle['deletion_auc'] < chance['deletion_auc']
+  assert oracle['vs_random']['comprehensiveness_aopc']['ci95'][0] > 0
+  assert oracle['deletion_curve'][0] == pytest.approx(table['full_probability'])
+
+
+def test_bad_settings_are_config_errors():
+  fns, params = tiny_model('mlp')
+  for kwargs, expected in [({'steps': 0}, 'steps=0'), ({'baseline': 'mean'}, 'baseline'),
+                           ({'output': 'loss'}, 'output'), ({'rule': 'simpson'}, 'rule')]:
+    with pytest.raises(ConfigError, match=expected):
+      attr_lib.Attributor(fns, params, **kwargs)
+  with pytest.raises(ConfigError, match='unknown'):
+    explanations.explain_rows(attr_lib.Attributor(fns, params), tiny_rows(), widths=[8], methods=['lime'])
+
+
+def test_interpret_imports_no_data_sources_training_or_checkpoints():
+  """docs/STYLE.md section 3: bigjax/interpret must not import data sources, train, checkpoint."""
+  banned = ('bigjax.data', 'bigjax.train', 'bigjax.checkpoint', 'bigjax.runs', 'orbax', 'experiments')
+  for path in pathlib.Path(ROOT, 'bigjax', 'interpret').glob('*.py'):
+    for node in ast.walk(ast.parse(path.read_text())):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+               [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+      for name in names:
+        assert not name.startswith(banned), f'{path.name} imports {name}'
+
+
+@pytest.fixture(scope='module')
+def trained_run(tmp_path_factory):
+  """A tiny MLP with hashed bigrams, trained on a corpus whose labels the cue words give away."""
+  folder = tmp_path_factory.mktemp('interpret')
+  data = write_corpus(folder / 'data', sizes=(320, 40, 40))
+  config = tiny_config(data, 'mlp', **{'model.mlp.bigram_buckets': 64, 'train.steps': 40, 'data.max_len': 16,
+                                       'data.smallest_bucket': 16, 'checkpoint.every_steps': 40,
+                                       'train.log_every_steps': 40, 'data.tokenizer': 'word'})
+  common.run_training(config, str(folder / 'run'))
+  return runs.load_run(str(folder / 'run'))
+
+
+TEXTS = ['the movie was great and superb', 'a dull and boring plot', 'the acting was lovely but the story weak']
+
+
+def test_explanations_of_a_trained_run_are_complete_and_faithful(trained_run):
+  attributor = attr_lib.Attributor(trained_run.fns, trained_run.params, steps=64)
+  explained = explanations.explain_texts(trained_run, TEXTS * 10, attributor=attributor)
+  assert [e.label_name for e in explained[:2]] == ['1', '0']
+  # Each text's error is what it says; the median is well inside 1 % (a ReLU MLP's worst case
+  # is not, at 64 points: docs/attributions.md).
+  assert np.median([e.completeness['relative_error'] for e in explained]) <= 0.01
+  for e in explained:
+    c, ig = e.completeness, e.attributions['integrated_gradients']
+    assert abs(abs(np.sum(ig) - (c['f_x'] - c['f_baseline'])) - c['error']) < 1e-5
+    assert set(e.attributions) == set(attr_lib.METHODS)
+    assert all(len(a) == len(e.tokens) for a in e.attributions.values())
+  top = explained[1].tokens[int(np.argmax(explained[1].attributions['integrated_gradients']))]
+  assert top in ('dull', 'boring')  # A cue word carries the prediction.
+  table = explanations.faithfulness_table(trained_run, explained, attributor=attributor)
+  for method in attr_lib.METHODS:
+    assert table['methods'][method]['comprehensiveness_aopc'] > table['methods']['random']['comprehensiveness_aopc']
+  line = render.terminal(explained[0], color=True)
+  assert 'predicted: 1' in line and '\x1b[48;2;' in line and 'great' in line
+  assert 'great[+' in render.terminal(explained[0], color=False)
+
+
+def explain_cli(*args):
+  return subprocess.run([sys.executable, '-m', 'experiments.explain', *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_explain_entry_point_writes_terminal_html_and_json(trained_run, tmp_path):
+  texts = tmp_path / 'texts.txt'
+  texts.write_text('a dull and boring plot\n\nthe acting was lovely\n', encoding='utf-8')
+  out_html, out_json, summary = tmp_path / 'report.html', tmp_path / 'out.jsonl', tmp_path / 'summary.json'
+  done = explain_cli(f'--workdir={trained_run.workdir}', '--text=the movie was great and superb', f'--file={texts}',
+                     f'--html={out_html}', f'--json={out_json}', f'--summary_json={summary}', '--color=always',
+                     '--steps=64')
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.count('predicted: ') == 3 and '\x1b[48;2;' in done.stdout and 'random' in done.stdout
+  records = [json.loads(line) for line in out_json.read_text().splitlines()]
+  assert [r['text'] for r in records] == ['the movie was great and superb', 'a dull and boring plot',
+                                          'the acting was lovely']
+  for r in records:
+    assert set(r['attributions']) == set(attr_lib.METHODS)
+    assert all(len(a) == len(r['tokens']) for a in r['attributions'].values())
+    assert r['label'] in ('0', '1') and 0.5 <= r['probability'] <= 1
+    c, ig = r['completeness'], r['attributions']['integrated_gradients']
+    assert c['error'] == pytest.approx(abs(sum(ig) - (c['f_x'] - c['f_baseline'])), abs=1e-5)
+  page = out_html.read_text(encoding='utf-8')
+  for fetches in ('<script', '<link', 'src=', 'url(', '@import'):  # Self-contained: loads nothing.
+    assert fetches not in page
+  assert 'comprehensiveness AOPC' in page and page.count('class="example"') == 3
+  assert json.loads(summary.read_text())['faithfulness']['examples'] == 3
+  missing = explain_cli(f'--workdir={trained_run.workdir}')
+  assert missing.returncode == 2 and missing.stderr.strip().count('\n') == 0
+  assert 'nothing to explain' in missing.stderr
+
+
+def _chromium():
+  return next((shutil.which(n) for n in ('chromium', 'chromium-browser', 'google-chrome') if shutil.which(n)), None)
+
+
+def test_html_report_renders_in_headless_chromium(request, tmp_path):
+  browser = _chromium()
+  if browser is None:
+    pytest.skip('no chromium on PATH: `apt-get install -y chromium` (Debian) to run the browser check; .ci/run does')
+  image = pytest.importorskip('PIL.Image', reason='Pillow (a dependency of the test extra\'s saliency) reads '
+                                                  'the screenshot')
+  trained_run = request.getfixturevalue('trained_run')  # Only once the browser is known to be there.
+  attributor = attr_lib.Attributor(trained_run.fns, trained_run.params, steps=64)
+  explained = explanations.explain_texts(trained_run, TEXTS, attributor=attributor)
+  table = explanations.faithfulness_table(trained_run, explained, attributor=attributor)
+  page = tmp_path / 'report.html'
+  page.write_text(render.html_page(explained, faithfulness_table=table,
+                                   completeness=explanations.completeness_summary(explained)), encoding='utf-8')
+  flags = ['--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars', f'--user-data-dir={tmp_path / "p"}']
+  dom = subprocess.run([browser, *flags, '--dump-dom', page.as_uri()], capture_output=True, text=True, timeout=120)
+  assert dom.returncode == 0, dom.stderr[-2000:]
+  # What the browser built from the page: the headline, the tokens in their own elements, the table.
+  assert 'predicted: <span class="label">1</span> (p = ' in dom.stdout
+  assert '>great</span>' in dom.stdout and '>boring</span>' in dom.stdout
+  assert 'comprehensiveness AOPC' in dom.stdout and '<svg' in dom.stdout
+  shot = tmp_path / 'shot.png'
+  done = subprocess.run([browser, *flags, f'--screenshot={shot}', '--window-size=1000,1400', page.as_uri()],
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+  pixels = np.asarray(image.open(shot).convert('RGB')).reshape(-1, 3).astype(int)
+  blueish = (pixels[:, 2] - pixels[:, 0] > 60).sum()  # Tokens for the prediction are shaded blue,
+  reddish = (pixels[:, 0] - pixels[:, 2] > 60).sum()  # those against it red.
+  assert blueish > 500 and reddish > 100, (blueish, reddish)
