@@ -398,6 +398,30 @@ def parse_flags(argv: list[str]):
     sys.exit(2)
 
 
+def run_tool(argv, main_fn, verbose: bool):
+  """A post-training tool's main: warnings only, no stray positional arguments, user errors as one line."""
+  logging.getLogger().setLevel(logging.WARNING)
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  quiet_library_logs(verbose)
+
+  def checked():
+    if len(argv) > 1:
+      raise ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
+    return main_fn()
+
+  return exit_on_user_error(checked, verbose)
+
+
+def print_report(report: dict, json_out: str = '') -> None:
+  """A tool's JSON report on stdout, and in json_out if given."""
+  json.dump(report, sys.stdout, indent=1)
+  print()
+  if json_out:
+    with open(json_out, 'w', encoding='utf-8') as f:
+      json.dump(report, f, indent=1)
+
+
 def exit_on_user_error(main_fn, verbose: bool):
   """Runs main_fn; a user's error becomes one clear line and exit status 2 (traceback with --verbose).
 

@@ -9,12 +9,9 @@ or by id for integer labels). Prints the report that results.json gives for test
 The training data need not exist any more: the run's tokenizer, config and best
 checkpoint are all it needs.
 """
-import json
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from bigjax import runs
 from bigjax.data import sources
@@ -31,12 +28,7 @@ _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.
 
 
 def main(argv):
-  logging.set_verbosity(logging.WARNING)
-  common.quiet_library_logs(_VERBOSE.value)
-
   def run():
-    if len(argv) > 1:
-      raise common.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
     trained = runs.load_run(_WORKDIR.value)
     data = trained.config['data']
     split = sources.load_labelled_examples(
@@ -45,13 +37,9 @@ def main(argv):
         max_line_mb=data['max_line_mb'], on_bad_lines=data['on_bad_lines'])
     report = trained.evaluate(split.texts, split.labels, _BATCH_SIZE.value)
     report.update(workdir=trained.workdir, step=trained.step, data=_DATA.value)
-    json.dump(report, sys.stdout, indent=1)
-    print()
-    if _JSON_OUT.value:
-      with open(_JSON_OUT.value, 'w', encoding='utf-8') as f:
-        json.dump(report, f, indent=1)
+    common.print_report(report, _JSON_OUT.value)
 
-  common.exit_on_user_error(run, _VERBOSE.value)
+  common.run_tool(argv, run, _VERBOSE.value)
 
 
 if __name__ == '__main__':

@@ -18,7 +18,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from bigjax import runs
 from bigjax.data import sources
@@ -71,12 +70,7 @@ def _texts(trained):
 
 
 def main(argv):
-  logging.set_verbosity(logging.WARNING)
-  common.quiet_library_logs(_VERBOSE.value)
-
   def run():
-    if len(argv) > 1:
-      raise common.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
     if _BATCH_SIZE.value < 1:
       raise common.ConfigError(f'--batch_size={_BATCH_SIZE.value} must be at least 1')
     trained = runs.load_run(_WORKDIR.value)
@@ -111,7 +105,7 @@ def main(argv):
       with open(_SUMMARY_JSON.value, 'w', encoding='utf-8') as f:
         json.dump(summary, f, indent=1)
 
-  common.exit_on_user_error(run, _VERBOSE.value)
+  common.run_tool(argv, run, _VERBOSE.value)
 
 
 if __name__ == '__main__':

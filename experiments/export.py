@@ -53,12 +53,7 @@ def _data(trained):
 
 
 def main(argv):
-  logging.set_verbosity(logging.WARNING)
-  common.quiet_library_logs(_VERBOSE.value)
-
   def run():
-    if len(argv) > 1:
-      raise common.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
     if _BINS.value < 1:
       raise common.ConfigError(f'--ece_bins={_BINS.value} must be >= 1')
     trained = runs.load_run(_WORKDIR.value)
@@ -69,7 +64,7 @@ def main(argv):
     json.dump(summary, sys.stdout, indent=1)
     print()
 
-  common.exit_on_user_error(run, _VERBOSE.value)
+  common.run_tool(argv, run, _VERBOSE.value)
 
 
 if __name__ == '__main__':

@@ -13,7 +13,6 @@ Prints (and --json_out writes) the figures and, with --model, the micro-batched/
 (of medians over --rounds alternating rounds).
 """
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -84,8 +83,6 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
 
   def run():
-    if len(argv) > 1:
-      raise common.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
     if bool(_URL.value) == bool(_MODEL.value):
       raise common.ConfigError('give one of --url (a running service) and --model (an artifact to serve)')
     if min(_REQUESTS.value, _CONCURRENCY.value, _PER_REQUEST.value) < 1 or _TIME_LIMIT.value <= 0:
@@ -112,13 +109,9 @@ def main(argv):
             'p50_latency': _median(batched, 'latency_ms', 'p50') / _median(single, 'latency_ms', 'p50'),
             'p99_latency': _median(batched, 'latency_ms', 'p99') / _median(single, 'latency_ms', 'p99')}
     report['load_average'] = os.getloadavg()
-    json.dump(report, sys.stdout, indent=1)
-    print()
-    if _JSON_OUT.value:
-      with open(_JSON_OUT.value, 'w', encoding='utf-8') as f:
-        json.dump(report, f, indent=1)
+    common.print_report(report, _JSON_OUT.value)
 
-  common.exit_on_user_error(run, _VERBOSE.value)
+  common.run_tool(argv, run, _VERBOSE.value)
 
 
 if __name__ == '__main__':

@@ -9,7 +9,7 @@ al. 2017; the bin count is stated wherever the figure appears) and a reliability
 """
 import json
 import os
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
