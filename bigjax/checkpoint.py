@@ -126,12 +126,26 @@ class Checkpointer:
         # One save in flight at a time: in a multi-process job two managers saving the same
         # step at once mixed up each other's cross-process metadata (Orbax 0.12.8).
         self._latest.wait_until_finished()
-        self._best.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(best),
-            meta=ocp.args.JsonSave(dict(meta, **{DIGEST_KEY: inspect_state(best)[0]}))),
-                        metrics={self.metric: float(metric)}, force=True)
+        self._save_best(step, best, meta, metric)
     except Exception as e:  # Orbax and TensorStore raise ValueError, OSError, ...
       raise self._save_failed(e) from e
+
+  def save_best(self, step: int, params, meta: dict, metric: float) -> None:
+    """Parameters as a best step alone, with no train state: a run made without training
+    (a quantized copy of another run). Waits until it is written."""
+    self.wait()
+    self._pending_step = step
+    try:
+      self._save_best(step, params, meta, metric)
+      self._best.wait_until_finished()
+    except Exception as e:
+      raise self._save_failed(e) from e
+
+  def _save_best(self, step: int, params, meta: dict, metric: float) -> None:
+    self._best.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params),
+        meta=ocp.args.JsonSave(dict(meta, **{DIGEST_KEY: inspect_state(params)[0]}))),
+                    metrics={self.metric: float(metric)}, force=True)
 
   def _ranks_among_best(self, metric: float) -> bool:
     if self.keep_best < 1:

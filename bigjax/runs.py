@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from bigjax import checkpoint as checkpoint_lib
+from bigjax.compress import quantize as quantize_lib
 from bigjax.data import batching
 from bigjax.data.tokenizer import Tokenizer
 from bigjax.errors import ConfigError
@@ -65,19 +66,25 @@ def read_run_info(workdir: str) -> dict:
 
 
 def load_run(workdir: str) -> Run:
-  """The run's model, best parameters, tokenizer, label names and config."""
+  """The run's model, best parameters, tokenizer, label names and config.
+
+  A quantized run (experiments.compress) stores int8 arrays and scales; they come back
+  ready to run as its mode says (bigjax.compress.quantize).
+  """
   workdir = os.path.abspath(workdir)
   info = read_run_info(workdir)
   config, derived = info['config'], info['derived']
   model = registry.from_section(config['model'], vocab_size=derived['vocab_size'],
                                 num_classes=derived['num_classes'])
-  fns = registry.model_fns(model)
   width = max(derived.get('bucket_boundaries') or [config['data']['max_len']])
   example = jax.ShapeDtypeStruct((1, width), 'int32'), jax.ShapeDtypeStruct((1,), 'int32')
-  target = jax.eval_shape(fns.init, jax.random.PRNGKey(0), *example)
-  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
-                                                       sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])),
-                        target)
+  quantization = derived.get('quantization')
+  if quantization:
+    target = quantize_lib.stored_shapes(model, example, quantization['mode'], quantization['activations'])
+  else:
+    target = jax.eval_shape(registry.model_fns(model).init, jax.random.PRNGKey(0), *example)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), target)
   best = os.path.join(workdir, 'best')
   if not os.path.isdir(best):
     raise ConfigError(f'{workdir} has no best/ checkpoint yet (one is saved at the first dev evaluation); train '
@@ -89,5 +96,7 @@ def load_run(workdir: str) -> Run:
     step, params = checkpointer.restore_best(target)
   finally:
     checkpointer.close()
-  return Run(workdir=workdir, config=config, derived=derived, model=model, fns=fns,
+  if quantization:
+    model, params = quantize_lib.for_inference(model, params, quantization['mode'], quantization['activations'])
+  return Run(workdir=workdir, config=config, derived=derived, model=model, fns=registry.model_fns(model),
              params=jax.device_get(params), step=step, tokenizer=Tokenizer.load(workdir))

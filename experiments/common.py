@@ -18,11 +18,15 @@ from typing import Any, Callable, Optional
 from absl import flags
 import jax
 import ml_collections
+import optax
 
 from bigjax import hostmem
 from bigjax import metrics as metrics_lib
 from bigjax import runs
 from bigjax import transfer
+from bigjax.compress import distill as distill_lib
+from bigjax.compress import pruning as pruning_lib
+from bigjax.compress import quantize as quantize_lib
 from bigjax.data import batching, prepare, sources
 from bigjax.data.tokenizer import KINDS, TRUNCATIONS, Tokenizer, train_tokenizer
 from bigjax.errors import BigjaxError, ConfigError
@@ -112,10 +116,16 @@ class Experiment:
   checkpoint_every_steps: int
   derived: dict
   compatibility: dict
+  constants: Any = None  # Passed to every train step, never trained: a teacher's parameters.
 
 
 def _start(config: ml_collections.ConfigDict):
-  """(tokenizer or None, start(params) -> params or None, record) from init.checkpoint or init.embeddings."""
+  """(tokenizer or None, start(params) -> params or None, record) from init.checkpoint or init.embeddings.
+
+  A distillation student reads the teacher's token ids, so the teacher's tokenizer is its own.
+  """
+  if config.distill.teacher:
+    return runs.load_run(config.distill.teacher).tokenizer, None, {}
   if config.init.checkpoint:
     source = runs.load_run(config.init.checkpoint)
     drop = drop_patterns(config.init)
@@ -166,6 +176,9 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
                                  config.optim.warmup_steps)
   tx = optim.make_optimizer(config.optim.name, schedule, weight_decay=config.optim.weight_decay,
                             clip_norm=config.optim.clip_norm, groups=param_groups(config.optim))
+  if config.prune.target_sparsity:
+    tx = optax.chain(tx, magnitude_pruning(config.prune, total_steps))
+  task, constants = distillation(config.distill, task)
   driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps)
   example = train_batches.batch(0)
   if init_record.get('checkpoint'):  # Mismatches fail now, before any training, with what was copied recorded.
@@ -185,13 +198,47 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   compatibility = {'model': registry.section_of(config.model.to_dict()), 'vocab_size': tokenizer.vocab_size,
                    'num_classes': dataset.num_classes, 'data': derived['data_fingerprint'],
                    'batch_size': config.train.batch_size, 'seed': config.seed}
+  # Pruning changes the optimizer state, distillation what is learnt: a resume must agree.
+  if config.prune.target_sparsity:
+    compatibility['prune'] = config.prune.to_dict()
+  if config.distill.teacher:
+    compatibility['distill'] = config.distill.to_dict()
+    derived['distill'] = {'teacher': os.path.abspath(config.distill.teacher)}
   return Experiment(
       dataset=dataset, tokenizer=tokenizer, task=task, fns=fns, tx=tx, driver=driver, train_batches=train_batches,
       dev=batching.eval_batches(dev, config.train.eval_batch_size, boundaries, sharding),
       test=batching.eval_batches(test, config.train.eval_batch_size, boundaries, sharding),
       init_state=functools.partial(step_lib.create_train_state, fns, tx, jax.random.PRNGKey(config.seed), example,
                                    start),
-      total_steps=total_steps, checkpoint_every_steps=every, derived=derived, compatibility=compatibility)
+      total_steps=total_steps, checkpoint_every_steps=every, derived=derived, compatibility=compatibility,
+      constants=constants)
+
+
+def pruning_end_step(c: ml_collections.ConfigDict, total_steps: int) -> int:
+  """The step the target sparsity is reached at (0 without pruning)."""
+  if not c.target_sparsity:
+    return 0
+  return c.end_step or max(c.begin_step + 1, (2 * total_steps) // 3)
+
+
+def magnitude_pruning(c: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  """The prune section as a pruning transform (see configs/base.py for the defaults)."""
+  end = pruning_end_step(c, total_steps)
+  every = c.every_steps or max(1, (end - c.begin_step) // 20)
+  return pruning_lib.magnitude_pruning(
+      pruning_lib.cubic_sparsity(c.target_sparsity, c.begin_step, end, c.initial_sparsity),
+      pruning_lib.pruning_steps(c.begin_step, end, every), include=c.include, scope=c.scope)
+
+
+def distillation(c: ml_collections.ConfigDict, task):
+  """(task, constants): the distillation task and the teacher's parameters, or the task as it is."""
+  if not c.teacher:
+    return task, None
+  teacher = runs.load_run(c.teacher)
+  if teacher.derived['num_classes'] != task.num_classes:
+    raise ConfigError(f'distill.teacher={c.teacher} has {teacher.derived["num_classes"]} classes; this data has '
+                      f'{task.num_classes}')
+  return distill_lib.Distillation(task, teacher.fns, c.temperature, c.alpha), teacher.params
 
 
 def tokenizer_trainer(c: ml_collections.ConfigDict) -> Callable[[list[str]], Tokenizer]:
@@ -209,9 +256,10 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
         driver=exp.driver, task=exp.task, init_state=exp.init_state, batch_at=exp.train_batches.batch,
         dev=exp.dev, test=exp.test,
         periods=loop.Periods(exp.total_steps, exp.checkpoint_every_steps, config.train.log_every_steps,
-                             config.checkpoint.keep_latest, config.checkpoint.keep_best),
+                             config.checkpoint.keep_latest, config.checkpoint.keep_best,
+                             select_from_step=pruning_end_step(config.prune, exp.total_steps)),
         workdir=workdir, meta={'compatibility': exp.compatibility, 'config': config.to_dict()}, writer=writer,
-        stop_after_steps=stop_after_steps,
+        constants=exp.constants, stop_after_steps=stop_after_steps,
         nan=loop.NanPolicy(config.train.nan_policy, config.train.max_skipped_in_a_row),
         test_at_checkpoints=config.train.test_at_checkpoints,
         # config.json only once the workdir's checkpoints are known to be this run's.
@@ -327,7 +375,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                        ('data.tokenizer', KINDS), ('data.keep', TRUNCATIONS),
                        ('data.on_bad_lines', sources.ON_BAD_LINES),
                        ('model.lstm.dtype', tuple(registry.COMPUTE_DTYPES)),
-                       ('train.nan_policy', loop.NAN_POLICIES)):
+                       ('train.nan_policy', loop.NAN_POLICIES), ('prune.scope', pruning_lib.SCOPES),
+                       ('quantize.mode', quantize_lib.MODES), ('quantize.activations', quantize_lib.ACTIVATIONS)):
     value = config_value(config, key)
     if value not in choices:
       raise ConfigError(f'{key}={value!r} is unknown; use one of {tuple(choices)}')
@@ -337,6 +386,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                       'checkpoint already holds trained embeddings)')
   if config.init.checkpoint:
     runs.read_run_info(config.init.checkpoint)
+  if config.distill.teacher:
+    runs.read_run_info(config.distill.teacher)
+    if config.init.checkpoint or config.init.embeddings:
+      raise ConfigError('distill.teacher and init.* are both set: a student reads the teacher\'s tokens, so it '
+                        'starts from scratch with the teacher\'s tokenizer')
+  try:
+    re.compile(config.prune.include)
+  except re.error as e:
+    raise ConfigError(f'prune.include: {config.prune.include!r} is not a regular expression ({e})') from None
+  if config.prune.end_step and config.prune.end_step <= config.prune.begin_step:
+    raise ConfigError(f'prune.end_step={config.prune.end_step} must be after prune.begin_step='
+                      f'{config.prune.begin_step} (or 0: at 2/3 of the run)')
   for pattern in drop_patterns(config.init):
     try:
       re.compile(pattern)

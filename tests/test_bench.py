@@ -41,6 +41,7 @@ def test_matmul_ceiling_is_plausible(dtype):
   assert 1e8 < flops < 1e15
 
 
+@pytest.mark.slow
 def test_benchmark_entry_point(tmp_path):
   data = write_corpus(tmp_path / 'data')
   out = tmp_path / 'bench.json'

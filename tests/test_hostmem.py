@@ -44,6 +44,7 @@ def page_faults(mode: str, env=None) -> int:
   return int(out.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc settings: Linux only')
 def test_lstm_steps_fault_in_less_fresh_memory():
   default, kept = page_faults('default'), page_faults('keep')
@@ -51,6 +52,7 @@ def test_lstm_steps_fault_in_less_fresh_memory():
   assert kept < 0.7 * default, (default, kept)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc settings: Linux only')
 def test_environment_form_gives_a_program_the_same_setting():
   """What the PyTorch peers get in a like-for-like comparison: no mallopt call, the env only."""

@@ -28,6 +28,10 @@ BF16_MODELS = {
     'bilstm2_bf16': dict(name='lstm', hidden_dim=8, num_layers=2, bidirectional=True, dtype=jnp.bfloat16),
 }
 
+# The stacked bi-LSTM repeats the single LSTM's checks at 4x the cost: the slow tier.
+_slow = lambda kinds: [pytest.param(k, marks=pytest.mark.slow) if k.startswith('bilstm2') else k for k in kinds]
+KINDS = _slow(sorted(MODELS))
+
 
 def make(kind, dropout=0.0, **extra):
   kwargs = dict({**MODELS, **BF16_MODELS}[kind], **extra)
@@ -43,7 +47,7 @@ def tokens(seed=0, batch=5, width=9):
   return jnp.asarray(ids), jnp.asarray(lengths)
 
 
-@pytest.mark.parametrize('kind', sorted(MODELS) + ['lstm_bf16'])
+@pytest.mark.parametrize('kind', KINDS + ['lstm_bf16'])
 def test_padding_does_not_change_logits(kind):
   model = make(kind)
   ids, lengths = tokens()
@@ -61,7 +65,7 @@ def test_padding_does_not_change_logits(kind):
     np.testing.assert_allclose(alone[0], reference[row], atol=1e-5)
 
 
-@pytest.mark.parametrize('kind', sorted(MODELS) + ['lstm_bf16'])
+@pytest.mark.parametrize('kind', KINDS + ['lstm_bf16'])
 def test_padded_embeddings_get_no_gradient(kind):
   model = make(kind)
   ids, lengths = tokens()
@@ -78,7 +82,7 @@ def test_padded_embeddings_get_no_gradient(kind):
                              model.apply(params, ids, lengths), atol=1e-6)
 
 
-@pytest.mark.parametrize('kind', sorted(MODELS))
+@pytest.mark.parametrize('kind', KINDS)
 def test_gradients_match_finite_differences(kind):
   ids, lengths = tokens(batch=3, width=6)
   lengths = jnp.minimum(lengths, 6)
@@ -90,7 +94,7 @@ def test_gradients_match_finite_differences(kind):
     check_grads(loss, (params,), order=1, modes=['rev'], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize('kind', sorted(MODELS) + ['lstm_bf16'])
+@pytest.mark.parametrize('kind', KINDS + ['lstm_bf16'])
 def test_tiny_batch_is_overfit(kind):
   fns = registry.model_fns(make(kind, dropout=0.0))
   ids, lengths = tokens(seed=3, batch=5)
@@ -121,6 +125,7 @@ def test_bf16_matmul_takes_bf16_operands_and_sums_in_f32_both_ways():
   assert np.abs(np.asarray(y - dot(x, kernel))).max() > 1e-3  # Rounded indeed: not the f32 product.
 
 
+@pytest.mark.slow
 def test_bf16_lstm_tracks_the_f32_lstm():
   """Same parameters, bf16 matmuls: logits and every gradient within bf16's rounding of f32.
 

@@ -83,6 +83,7 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
   assert config['derived']['processes'] == 2 and config['derived']['global_batch_rows'] == 16
 
 
+@pytest.mark.slow
 def test_checkpoint_from_8_devices_continues_on_1_and_on_4_and_back_on_8(tmp_path):
   data = write_corpus(tmp_path / 'data')
   finish(launch(tiny_args(data, tmp_path / 'eight', steps=10), cpu_devices=8))
@@ -102,6 +103,7 @@ def test_checkpoint_from_8_devices_continues_on_1_and_on_4_and_back_on_8(tmp_pat
   assert start_steps(tmp_path / 'one')[-1] == 20 and results(tmp_path / 'one')['step'] == 25
 
 
+@pytest.mark.slow
 def test_two_processes_move_a_damaged_checkpoint_aside_and_resume_from_the_one_before(tmp_path):
   data = write_corpus(tmp_path / 'data')
   for worker in launch_pair(tiny_args(data, tmp_path / 'multi', steps=10)):

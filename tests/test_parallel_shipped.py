@@ -37,7 +37,6 @@ def run_entry_point(config: str, mode: str, workdir) -> subprocess.CompletedProc
                         text=True, timeout=TIMEOUT_S)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('mode', ['pmap', 'mesh'])
 def test_shipped_mlp_sst2_trains_saves_restores_and_tests(shared_data, tmp_path, mode):
   assert (shared_data / 'sst2').is_dir(), f'{shared_data}/sst2 is missing'

@@ -118,6 +118,7 @@ class EntryPoint:
     return starts[0]
 
 
+@pytest.mark.slow
 def test_sigterm_and_sigkills_resume_bit_exactly(corpus, reference, tmp_path):
   """SIGTERM saves and exits 0; then 3 SIGKILLs at random steps; the last run matches the reference."""
   seed = random.randrange(10**6)

@@ -82,6 +82,7 @@ def test_kill_trial_kills_where_it_means_to_and_resumes_exactly(tmp_path):
   assert all(got == expected for got, expected in report['checks'].values()), report
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_follows_bigjax_through_its_metrics(tmp_path):
   """The bigjax side of a race: its test curve from metrics.jsonl, stopped at the target."""
   data = write_corpus(tmp_path / 'data')

@@ -57,7 +57,8 @@ def tiny_config(data_path, model='mlp', **overrides):
   return c
 
 
-@pytest.mark.parametrize('model', ['mlp', 'lstm'])
+# The LSTM's resume is also checked through signals (test_reliability) and multi-host moves.
+@pytest.mark.parametrize('model', ['mlp', pytest.param('lstm', marks=pytest.mark.slow)])
 def test_resumed_run_equals_uninterrupted_run(tmp_path, model):
   data = write_corpus(tmp_path / 'data')
   config = tiny_config(data, model, **{'data.max_len': 16, 'data.smallest_bucket': 16})  # One shape: one compile.

@@ -97,7 +97,8 @@ class LSTMLayer(nn.Module):
       project_i = lambda x_t: _bf16_matmul(x_t.astype(jnp.float32), kernel_i, *copies_i)
       project_h = lambda h: _bf16_matmul(h, kernel_h, *copies_h)
     else:
-      kernel_i, kernel_h = kernel_i.astype(compute), kernel_h.astype(compute)
+      if kernel_i.dtype != compute:  # (A no-op cast would also fail on qwix's quantized kernels.)
+        kernel_i, kernel_h = kernel_i.astype(compute), kernel_h.astype(compute)
       project_i = lambda x_t: jnp.dot(x_t.astype(compute), kernel_i, preferred_element_type=state_dtype)
       project_h = lambda h: jnp.dot(h.astype(compute), kernel_h, preferred_element_type=state_dtype)
 

@@ -54,6 +54,9 @@ class Periods:
   log_every_steps: int = 50
   keep_latest: int = 2
   keep_best: int = 1
+  # Checkpoints before this step are evaluated but never ranked best: a pruning run's model
+  # is chosen among those at its final sparsity only.
+  select_from_step: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +184,7 @@ class _Run:
   test: Sequence[Batch]
   meta: dict
   test_at_checkpoints: bool
+  select_from_step: int = 0
 
   def intact(self) -> str:
     """Where the run can resume from, for error messages."""
@@ -210,9 +214,12 @@ class _Run:
       test_report = evaluate(self.driver, task, device_state, self.test)
       self.writer.write(step, 'test_curve', task.summary(test_report))
       curve = f', test {metric} {test_report[metric]:.4f} (curve only)'
-    self.checkpointer.save(step, state, self.meta, metric=dev_report[metric], best=state.params, digest=digest)
-    logging.info('step %d: dev %s; checkpoint saved', step,
-                 ', '.join(f'{k} {v:.4f}' for k, v in task.summary(dev_report).items()) + curve)
+    ranked = step >= self.select_from_step
+    self.checkpointer.save(step, state, self.meta, metric=dev_report[metric], best=state.params if ranked else None,
+                           digest=digest)
+    logging.info('step %d: dev %s; checkpoint saved%s', step,
+                 ', '.join(f'{k} {v:.4f}' for k, v in task.summary(dev_report).items()) + curve,
+                 '' if ranked else f' (not a best candidate before step {self.select_from_step})')
 
 
 def _extra(report: dict) -> dict:
@@ -386,7 +393,8 @@ def train_and_evaluate(*, driver: Driver, task: Task, init_state: Callable, batc
   if on_start is not None:
     on_start()
   run = _Run(driver=driver, task=task, checkpointer=checkpointer, writer=writer, dev=dev, test=test, meta=meta,
-             test_at_checkpoints=test_at_checkpoints)
+             test_at_checkpoints=test_at_checkpoints, select_from_step=min(periods.select_from_step,
+                                                                           periods.total_steps))
   device_state = driver.put_state(state)
   del state
   end_step = periods.total_steps

@@ -157,6 +157,36 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       min_count=(3, (1, None)),  # Rarer tokens keep a random vector.
   )
 
+  # Compression (bigjax/compress, experiments.compress). Pruning and distillation happen
+  # while training, so any training run can use them; quantization makes a new run from one.
+  # Magnitude pruning to prune.target_sparsity (0: off) along Zhu & Gupta's cubic ramp.
+  c.prune = _section(
+      'prune',
+      target_sparsity=(0.0, (0.0, 1.0, 'low')),
+      initial_sparsity=(0.0, (0.0, 1.0, 'low')),
+      begin_step=(0, (0, None)),
+      end_step=(0, (0, None)),  # 0: at 2/3 of the run's steps, leaving the last third to recover.
+      every_steps=(0, (0, None)),  # Masks recomputed every N steps on the ramp; 0: 20 times over it.
+      # layer: each pruned leaf to the target sparsity; global: one threshold over all of them, which
+      # removes whole small-scale layers first (the MLP's N(0, 1) embeddings dwarf its dense kernels).
+      scope='layer',
+      include='kernel|embedding',  # Pattern of the pruned leaves' paths (matrices only).
+  )
+  # Distillation: the run in distill.teacher (its tokenizer is this run's) gives soft targets.
+  c.distill = _section(
+      'distill',
+      teacher='',
+      temperature=(2.0, (0.0, None, 'neither')),
+      alpha=(0.5, (0.0, 1.0)),  # Weight of the soft (teacher) term; 1 - alpha: the labels'.
+  )
+  # experiments.compress --method=quantize: int8 weights (see bigjax/compress/quantize.py).
+  c.quantize = _section(
+      'quantize',
+      mode='int8',  # int8 (int8 matmuls) | weights (int8 storage, float32 compute)
+      activations='dynamic',  # dynamic (a scale per row at run time) | static (calibrated; MLP only)
+      calibration_examples=(1024, (1, None)),  # Training examples for static activation scales.
+  )
+
   c.checkpoint = _section(
       'checkpoint',
       every_steps=(0, (0, None)),  # Save (and evaluate dev) every N steps; 0: once per epoch.
@@ -185,4 +215,19 @@ def variant(c: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict
     c.pretrain.corpus_path = ''
   elif arg:
     raise ValueError(f'unknown config variant {arg!r}; known: tiny')
+  return c
+
+
+def merged(saved: dict) -> ml_collections.ConfigDict:
+  """A config an earlier run saved (its config.json), with today's defaults for keys it predates."""
+  c = get_config()
+
+  def update(node: ml_collections.ConfigDict, values: dict):
+    for key, value in values.items():
+      if key in node and isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
+        update(node[key], value)
+      else:
+        node[key] = value
+
+  update(c, saved)
   return c

@@ -1,0 +1,159 @@
+"""Post-training int8 quantization with qwix (the JAX team's quantization library).
+
+Why qwix: it quantizes Flax Linen modules as they are, by intercepting their dot_generals
+(nn.Dense, and the LSTM's jnp.dot inside its lax.scan), so the models need no quantized
+twin; its QArray (int8 values + float32 scales) is a pytree that Orbax saves and restores
+as it is. What it does not cover is done here with its own `qwix.quantize`: embedding
+lookups are gathers, not matmuls, so the tables get one scale per row.
+
+What is quantized, symmetric (absmax) int8:
+- dense and LSTM kernels: one scale per output channel (qwix's choice for a kernel's
+  non-contracting axis);
+- embedding tables: one scale per row (per token), dequantized when the run is loaded: a
+  lookup has no arithmetic for int8 to speed up, and the disk and download size is what
+  their int8 storage saves.
+
+Two modes, and the saved run stores int8 arrays and scales in both:
+- 'weights': kernels are dequantized to float32 when the run loads; the model then runs
+  exactly as the float model does, on the rounded weights.
+- 'int8': the model runs with qwix's quantized dot_generals: int8 weights times int8
+  activations, summed in int32, rescaled to float32. Activations are quantized per row at
+  run time ('dynamic', the default: no calibration, and each example gets its own range), or
+  with one scale per matmul calibrated on training batches ('static', the MLP only: qwix
+  collects static activation ranges as Linen variables, which cannot be updated from inside
+  the LSTM's lax.scan, once per time step).
+"""
+from typing import Iterable, Optional
+
+import jax
+import jax.numpy as jnp
+import qwix
+# qwix wraps each prequantized weight in WithAux (the array and how it was quantized); it
+# does not export the name (0.1.8).
+from qwix._src.providers.ptq import WithAux
+
+from bigjax.models.lstm import LSTMClassifier, LSTMLanguageModel
+
+MODES = ('weights', 'int8')
+ACTIVATIONS = ('dynamic', 'static')
+# The module methods ModelFns calls (bigjax.models.registry.model_fns).
+_METHODS = ('__call__', 'embed', 'logits_from_embeddings', 'token_states')
+
+
+def check_choice(model, mode: str, activations: str) -> None:
+  if mode not in MODES:
+    raise ValueError(f'quantize.mode={mode!r} is unknown; use one of {MODES}')
+  if activations not in ACTIVATIONS:
+    raise ValueError(f'quantize.activations={activations!r} is unknown; use one of {ACTIVATIONS}')
+  if mode == 'int8' and activations == 'static' and isinstance(model, (LSTMClassifier, LSTMLanguageModel)):
+    raise ValueError("quantize.activations='static' is for the MLP only: the LSTM's recurrent matmuls run inside "
+                     "a lax.scan, where qwix cannot keep activation ranges; use 'dynamic'")
+
+
+def _rules(mode: str, activations: str) -> list:
+  if mode == 'weights':
+    return [qwix.QtRule(module_path='.*', weight_qtype=jnp.int8)]
+  return [qwix.QtRule(module_path='.*', weight_qtype=jnp.int8, act_qtype=jnp.int8,
+                      act_static_scale=activations == 'static')]
+
+
+def float_compute(model):
+  """The model with float32 matmuls: qwix replaces them, and the LSTM's bf16 path is its own kernel."""
+  return model.clone(dtype=None) if getattr(model, 'dtype', None) is not None else model
+
+
+def quantized_module(model, mode: str, activations: str = 'dynamic'):
+  """The module that runs on the stored tree's kernels (qwix's PTQ rewrite of the model)."""
+  methods = tuple(m for m in _METHODS if hasattr(model, m))
+  return qwix.quantize_model(float_compute(model), qwix.PtqProvider(_rules(mode, activations)), methods=methods)
+
+
+def _is_quantized(x) -> bool:
+  return isinstance(x, (WithAux, qwix.QArray))
+
+
+def _is_embedding_table(path) -> bool:
+  names = [str(getattr(k, 'key', k)) for k in path]
+  return len(names) >= 2 and names[-1] == 'embedding' and names[-2].endswith('embedding')
+
+
+def quantize_rows(table):
+  """int8 table with one absmax scale per row."""
+  return qwix.quantize(table, jnp.int8, channelwise_axes=[0])
+
+
+def calibrate(model, params, batches: Iterable) -> dict:
+  """qwix's static activation statistics (mean absmax per matmul input) over the batches."""
+  qat = qwix.quantize_model(float_compute(model), qwix.QtProvider(_rules('int8', 'static')))
+  # qwix tells weights from activations by their type: numpy weights would be calibrated as inputs.
+  params = jax.tree.map(jnp.asarray, params)
+  stats = None
+  for batch in batches:
+    if stats is None:
+      stats = qat.init(jax.random.PRNGKey(0), batch.token_ids, batch.lengths)['quant_stats']
+    _, updated = qat.apply({'params': params, 'quant_stats': stats}, batch.token_ids, batch.lengths,
+                           mutable=['quant_stats'])
+    stats = updated['quant_stats']
+  if stats is None:
+    raise ValueError('calibration needs at least one batch of training data')
+  return stats
+
+
+def quantize(model, params, example, mode: str, activations: str = 'dynamic', quant_stats: Optional[dict] = None):
+  """The stored tree: kernels as qwix's int8 QArrays (per output channel), embeddings per row.
+
+  example: (token_ids, lengths) arrays or ShapeDtypeStructs of one batch shape.
+  quant_stats: from `calibrate`, for activations='static'.
+  """
+  check_choice(model, mode, activations)
+  ptq = quantized_module(model, mode, activations)
+  abstract = jax.eval_shape(ptq.init, jax.random.PRNGKey(0), *example)['params']
+  params = jax.tree.map(jnp.asarray, params)  # qwix takes jax arrays only (a loaded run holds numpy ones).
+  stored = qwix.quantize_params(params, abstract, quant_stats if quant_stats is not None else {})
+  return jax.tree_util.tree_map_with_path(
+      lambda path, leaf: quantize_rows(leaf) if _is_embedding_table(path) else leaf, stored, is_leaf=_is_quantized)
+
+
+def stored_shapes(model, example, mode: str, activations: str = 'dynamic'):
+  """The stored tree's shapes and dtypes (an Orbax restore target), without any parameters."""
+  check_choice(model, mode, activations)
+  abstract = jax.eval_shape(quantized_module(model, mode, activations).init, jax.random.PRNGKey(0), *example)['params']
+  return jax.tree_util.tree_map_with_path(
+      lambda path, leaf: jax.eval_shape(quantize_rows, leaf) if _is_embedding_table(path) else leaf, abstract,
+      is_leaf=_is_quantized)
+
+
+def dequantize(tree):
+  """Every int8 leaf back to float32."""
+  def restore(leaf):
+    if isinstance(leaf, WithAux):
+      leaf = leaf.array
+    return qwix.dequantize(leaf) if isinstance(leaf, qwix.QArray) else leaf
+
+  return jax.tree.map(restore, tree, is_leaf=_is_quantized)
+
+
+def for_inference(model, stored, mode: str, activations: str = 'dynamic'):
+  """(module, params) that run a stored tree: see the module docstring for the two modes."""
+  tables = jax.tree_util.tree_map_with_path(
+      lambda path, leaf: qwix.dequantize(leaf) if _is_embedding_table(path) else leaf, stored, is_leaf=_is_quantized)
+  if mode == 'weights':
+    return model, dequantize(tables)
+  return quantized_module(model, mode, activations), tables
+
+
+def int8_bytes(stored) -> dict:
+  """Bytes of the stored tree by kind: int8 values, their scales, and what stayed float."""
+  totals = {'int8_values': 0, 'scales': 0, 'float': 0}
+
+  def count(leaf):
+    if isinstance(leaf, WithAux):
+      leaf = leaf.array
+    if isinstance(leaf, qwix.QArray):
+      totals['int8_values'] += leaf.qvalue.size
+      totals['scales'] += leaf.scale.size * leaf.scale.dtype.itemsize
+    else:
+      totals['float'] += leaf.size * leaf.dtype.itemsize
+
+  jax.tree.map(count, stored, is_leaf=_is_quantized)
+  return totals

@@ -1,0 +1,267 @@
+"""Compression: int8 quantization (qwix), magnitude pruning in the optimizer state, and
+distillation as a task; each writes a run that load_run loads."""
+import json
+import re
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import qwix
+
+from bigjax import runs
+from bigjax.compress import distill, pruning, quantize, quantized_run
+from bigjax.data import sources
+from bigjax.errors import ConfigError
+from bigjax.models import registry
+from bigjax.train import loop
+from experiments import common
+from test_train import ROOT, tiny_config, write_corpus
+
+# A StableHLO dot_general of two int8 operands with int32 results.
+INT8_DOT = re.compile(r'stablehlo\.dot_general .*: \(tensor<[0-9x]+xi8>, tensor<[0-9x]+xi8>\) -> tensor<[0-9x]+xi32>')
+
+
+# --- Quantization ------------------------------------------------------------------------
+
+def test_quantize_dequantize_error_is_at_most_half_a_step_per_channel():
+  rng = np.random.default_rng(0)
+  # Channels of very different scales: one scale for all would round the small ones to zero.
+  kernel = jnp.asarray(rng.normal(size=(64, 32)) * np.logspace(-3, 1, 32)[None, :], jnp.float32)
+  q = qwix.quantize(kernel, jnp.int8, channelwise_axes=[1])
+  assert q.qvalue.dtype == jnp.int8 and q.scale.shape == (1, 32)
+  step = np.asarray(q.scale)  # One step of the int8 grid, per output channel.
+  error = np.abs(np.asarray(qwix.dequantize(q)) - np.asarray(kernel))
+  # qwix's step is absmax / 127.5: the largest value lands on 127.5 and is clipped to 127,
+  # exactly half a step (up to float32 rounding of the scale).
+  assert (error <= 0.5 * step * (1 + 1e-4)).all()
+  assert error.max() > 0.49 * step.min()
+  # The embedding table: one scale per row.
+  table = jnp.asarray(rng.normal(size=(50, 16)) * np.logspace(-2, 1, 50)[:, None], jnp.float32)
+  rows = quantize.quantize_rows(table)
+  assert rows.scale.shape == (50, 1)
+  row_error = np.abs(np.asarray(qwix.dequantize(rows)) - np.asarray(table))
+  assert (row_error <= 0.5 * np.asarray(rows.scale) * (1 + 1e-4)).all()
+
+
+def test_int8_matmul_equals_the_float_matmul_of_the_dequantized_operands():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(8, 64)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(64, 16)), jnp.float32)
+  qx, qw = qwix.quantize(x, jnp.int8, channelwise_axes=[0]), qwix.quantize(w, jnp.int8, channelwise_axes=[1])
+  dims = (((1,), (0,)), ((), ()))
+  int8 = jax.jit(lambda a, b: qwix.dot_general(a, b, dims))
+  assert INT8_DOT.search(int8.lower(qx, qw).as_text()), 'no int8 x int8 -> int32 dot in the program'
+  reference = np.asarray(qwix.dequantize(qx), np.float64) @ np.asarray(qwix.dequantize(qw), np.float64)
+  # int32 sums are exact; what is left is the float32 rescaling: a few ulps.
+  np.testing.assert_allclose(np.asarray(int8(qx, qw)), reference, rtol=1e-5, atol=1e-5)
+
+
+def tiny_model(kind):
+  section = {'name': kind, 'embed_dim': 16, 'dropout': 0.0,
+             'mlp': {'hidden_dim': 16, 'num_layers': 1, 'word_dropout': 0.0, 'bigram_buckets': 31},
+             'lstm': {'hidden_dim': 16, 'num_layers': 1, 'bidirectional': False, 'forget_bias': 0.0,
+                      'dtype': 'float32', 'tie_embeddings': False}}
+  model = registry.from_section(section, vocab_size=40, num_classes=3)
+  ids = jnp.asarray(np.random.default_rng(2).integers(1, 40, (6, 12)), jnp.int32)
+  lengths = jnp.asarray([12, 9, 5, 3, 1, 7], jnp.int32)
+  return model, model.init(jax.random.PRNGKey(0), ids, lengths)['params'], ids, lengths
+
+
+@pytest.mark.parametrize('kind', ['mlp', 'lstm'])
+def test_the_two_modes_run_what_they_say(kind):
+  model, params, ids, lengths = tiny_model(kind)
+  example = (ids[:1], lengths[:1])
+  float_logits = model.apply({'params': params}, ids, lengths)
+  # Both modes store int8 values and scales, nothing else of the kernels and tables.
+  stored = quantize.quantize(model, params, example, 'weights')
+  sizes = quantize.int8_bytes(stored)
+  floats = sum(np.size(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+               if 'bias' in jax.tree_util.keystr(path))
+  assert sizes['float'] == 4 * floats and sizes['int8_values'] == sum(np.size(l) for l in jax.tree.leaves(params)) - floats
+  # weights: the float model itself, on weights within half a step of the trained ones.
+  module, weights = quantize.for_inference(model, stored, 'weights')
+  assert module is model
+  for (path, trained), rounded in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(weights)):
+    error = np.abs(np.asarray(rounded) - np.asarray(trained)).max()
+    assert error <= np.abs(np.asarray(trained)).max() / 127 * 0.5 + 1e-7, jax.tree_util.keystr(path)
+  np.testing.assert_allclose(module.apply({'params': weights}, ids, lengths), float_logits, atol=0.05)
+  # int8: int8 dots in the compiled program, close to the float model.
+  module, stored = quantize.for_inference(model, quantize.quantize(model, params, example, 'int8'), 'int8')
+  run = jax.jit(lambda p: module.apply({'params': p}, ids, lengths))
+  assert INT8_DOT.search(run.lower(stored).as_text()), 'no int8 x int8 -> int32 dot in the program'
+  int8_logits = run(stored)
+  assert float(jnp.abs(int8_logits - float_logits).max()) < 0.05 * float(jnp.abs(float_logits).max()) + 1e-3
+
+
+def test_static_activation_scales_are_refused_for_the_lstm():
+  model, _, _, _ = tiny_model('lstm')
+  with pytest.raises(ValueError, match="'static' is for the MLP only"):
+    quantize.check_choice(model, 'int8', 'static')
+
+
+# --- Pruning -----------------------------------------------------------------------------
+
+def test_cubic_schedule_has_zhu_and_gupta_shape():
+  s = pruning.cubic_sparsity(0.8, begin_step=10, end_step=110)
+  values = {t: float(s(t)) for t in (0, 10, 35, 60, 110, 500)}
+  assert values[0] == values[10] == 0.0
+  assert values[35] == pytest.approx(0.8 * (1 - 0.75 ** 3))  # A quarter of the way: 58 % of the target.
+  assert values[60] == pytest.approx(0.8 * (1 - 0.5 ** 3))  # Half way: 7/8 of it.
+  assert values[110] == values[500] == pytest.approx(0.8)
+  steps = pruning.pruning_steps(10, 110, 25)
+  assert [t for t in range(200) if steps(t)] == [10, 35, 60, 85, 110]
+
+
+def _prune_sgd(params, sparsity, scope, steps=5):
+  tx = optax.chain(optax.sgd(0.1), pruning.magnitude_pruning(lambda _: sparsity, lambda _: True, scope=scope))
+  state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  for _ in range(steps):
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  return params, state
+
+
+def test_layer_and_global_scopes():
+  rng = np.random.default_rng(3)
+  params = {'big': {'kernel': jnp.asarray(rng.normal(size=(20, 10)) * 10, jnp.float32)},
+            'small': {'kernel': jnp.asarray(rng.normal(size=(10, 10)), jnp.float32),
+                      'bias': jnp.asarray(rng.normal(size=(10,)), jnp.float32)}}
+  pruned, _ = _prune_sgd(params, 0.5, 'layer')
+  for leaf in ('big', 'small'):
+    assert np.mean(np.asarray(pruned[leaf]['kernel']) == 0.0) == pytest.approx(0.5, abs=0.01)
+  assert np.count_nonzero(pruned['small']['bias']) == 10  # Biases are never pruned.
+  pruned, _ = _prune_sgd(params, 0.5, 'global')
+  total = np.concatenate([np.asarray(pruned[k]['kernel']).ravel() for k in ('big', 'small')])
+  assert np.mean(total == 0.0) == pytest.approx(0.5, abs=0.01)
+  # One threshold over both: the small-scale layer loses far more than half.
+  assert np.mean(np.asarray(pruned['small']['kernel']) == 0.0) > 0.9
+
+
+def _prune_config(data, **extra):
+  return tiny_config(data, **{'prune.target_sparsity': 0.6, 'prune.every_steps': 2, 'train.steps': 16,
+                              'checkpoint.every_steps': 4, **extra})
+
+
+def test_pruned_weights_stay_exactly_zero_through_training_and_a_resume(tmp_path):
+  data = write_corpus(tmp_path / 'data')
+  straight = common.run_training(_prune_config(data), str(tmp_path / 'straight'))
+  common.run_training(_prune_config(data), str(tmp_path / 'resumed'), stop_after_steps=8)
+  resumed = common.run_training(_prune_config(data), str(tmp_path / 'resumed'))
+  assert resumed['params_fingerprint'] == straight['params_fingerprint']
+  # The masks are optimizer state: the final checkpoint holds them, and they equal the zeros.
+  exp = common.build_experiment(_prune_config(data), None)
+  state = exp.init_state()
+  from bigjax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  ckpt = checkpoint_lib.Checkpointer(str(tmp_path / 'resumed' / 'checkpoints'))
+  restored, _ = ckpt.restore(16, checkpoint_lib.abstract_like(state))
+  ckpt.close()
+  masks = restored.opt_state[1].masks
+  flat = {pruning.leaf_path(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(restored.params)[0]}
+  assert set(masks) == {'embedding/embedding', 'hidden_0/kernel', 'head/kernel'}
+  for path, mask in masks.items():
+    assert np.array_equal(flat[path] == 0.0, ~np.asarray(mask)), path
+    assert np.mean(flat[path] == 0.0) == pytest.approx(0.6, abs=0.02), path
+  # And they stay zero as training goes on: 4 more steps from the pruned state.
+  more = _prune_config(data, **{'train.steps': 20})
+  common.run_training(more, str(tmp_path / 'resumed'))
+  after = runs.load_run(str(tmp_path / 'resumed'))
+  for path, mask in masks.items():
+    leaf = np.asarray(dict((pruning.leaf_path(p), v) for p, v in
+                           jax.tree_util.tree_flatten_with_path(after.params)[0])[path])
+    assert (leaf[~np.asarray(mask)] == 0.0).all(), path
+
+
+# --- Distillation ------------------------------------------------------------------------
+
+def test_distillation_term_is_zero_when_the_logits_agree():
+  logits = jnp.asarray(np.random.default_rng(4).normal(size=(5, 3)) * 3, jnp.float32)
+  for temperature in (1.0, 2.0, 5.0):
+    np.testing.assert_array_equal(distill.distillation_term(logits, logits, temperature), 0.0)
+    other = distill.distillation_term(logits, logits[::-1], temperature)
+    assert (np.asarray(other) > 0).any() and (np.asarray(other) >= -1e-6).all()
+
+
+def test_a_student_learns_from_a_teacher_that_never_reaches_the_optimizer(tmp_path):
+  data = write_corpus(tmp_path / 'data')
+  common.run_training(tiny_config(data), str(tmp_path / 'teacher'))
+  teacher = runs.load_run(str(tmp_path / 'teacher'))
+  student_config = tiny_config(data, **{'distill.teacher': str(tmp_path / 'teacher'), 'distill.alpha': 0.7,
+                                        'model.embed_dim': 8, 'seed': 1})
+  exp = common.build_experiment(student_config, None)
+  assert isinstance(exp.task, distill.Distillation)
+  # The optimizer state holds moments of the student's leaves only.
+  state = exp.init_state()
+  moments = state.opt_state[0].mu
+  assert jax.tree.structure(moments) == jax.tree.structure(state.params)
+  assert jax.tree.leaves(moments)[0].shape[-1] == 8
+  results = common.run_training(student_config, str(tmp_path / 'student'))
+  assert results['test']['accuracy'] > 0.65  # Chance is 0.5; 24 steps of a width-8 student.
+  logged = [json.loads(line) for line in (tmp_path / 'student' / 'metrics.jsonl').read_text().splitlines()]
+  assert all(r['distill'] >= 0 for r in logged if r['kind'] == 'train') and any(r['kind'] == 'train' for r in logged)
+  again = runs.load_run(str(tmp_path / 'teacher'))
+  assert loop.params_fingerprint(again.params) == loop.params_fingerprint(teacher.params)
+  info = json.loads((tmp_path / 'student' / 'config.json').read_text())
+  assert info['derived']['distill']['teacher'] == str(tmp_path / 'teacher')
+
+
+def test_distillation_with_init_is_one_clear_error(tmp_path):
+  data = write_corpus(tmp_path / 'data')
+  common.run_training(tiny_config(data, **{'train.steps': 5}), str(tmp_path / 'teacher'))
+  config = tiny_config(data, **{'distill.teacher': str(tmp_path / 'teacher'), 'init.checkpoint': str(tmp_path / 'teacher')})
+  with pytest.raises(ConfigError, match='distill.teacher and init'):
+    common.check_config(config)
+
+
+# --- The entry point: a compressed run is a run -------------------------------------------
+
+def compress(*args, timeout=600):
+  return subprocess.run([sys.executable, '-m', 'experiments.compress', *args, '--latency_rounds=1'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _check_report_matches_the_loaded_run(out, data):
+  report = json.loads((out / 'compression.json').read_text())
+  loaded = runs.load_run(str(out))
+  test = sources.load_labelled_examples(str(data / 'test.txt'), label_names=loaded.label_names)
+  assert loaded.evaluate(test.texts, test.labels)['accuracy'] == report['after']['test_accuracy']
+  assert (out / 'compression.md').read_text().count('|') > 10
+  return report, loaded
+
+
+def test_a_quantized_run_loads_and_matches_its_report(tmp_path):
+  data = write_corpus(tmp_path / 'data')
+  common.run_training(tiny_config(data, **{'model.mlp.bigram_buckets': 64}), str(tmp_path / 'run'))
+  out = tmp_path / 'int8'
+  done = compress(f'--from={tmp_path / "run"}', '--method=quantize', f'--workdir={out}',
+                  '--config.quantize.activations=static', '--config.quantize.calibration_examples=64')
+  assert done.returncode == 0, done.stderr[-3000:]
+  report, loaded = _check_report_matches_the_loaded_run(out, data)
+  # At this toy size Orbax's own files outweigh the arrays on disk; the arrays themselves:
+  # int8 values and float32 scales, one per row of 16 (docs/compression.md has real sizes).
+  stored = loaded.derived['quantization']['stored_bytes']
+  assert sum(stored.values()) < 0.35 * 4 * report['before']['parameters']
+  assert loaded.derived['quantization']['calibration_examples'] == 64
+  # A mode the model cannot take: one line, exit status 2.
+  common.run_training(tiny_config(data, model='lstm', **{'train.steps': 5}), str(tmp_path / 'lstm'))
+  done = compress(f'--from={tmp_path / "lstm"}', '--method=quantize', f'--workdir={tmp_path / "bad"}',
+                  '--config.quantize.activations=static')
+  assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith('error: ')
+  assert 'MLP only' in done.stderr
+
+
+@pytest.mark.slow
+def test_a_pruned_run_from_the_entry_point_loads_and_matches_its_report(tmp_path):
+  data = write_corpus(tmp_path / 'data')
+  common.run_training(tiny_config(data), str(tmp_path / 'run'))
+  out = tmp_path / 'pruned'
+  done = compress(f'--from={tmp_path / "run"}', '--method=prune', f'--workdir={out}', '--config.train.epochs=1',
+                  '--config.prune.target_sparsity=0.5')
+  assert done.returncode == 0, done.stderr[-3000:]
+  report, _ = _check_report_matches_the_loaded_run(out, data)
+  assert report['sparsity']['sparsity'] == pytest.approx(0.5, abs=0.02)
+  assert report['sparsity']['sparse_bytes'] < report['sparsity']['dense_bytes']
