@@ -65,7 +65,9 @@ def build_config(source: str, method: str, student: str):
     config.distill.teacher = os.path.abspath(source)
     return config
   config = base.merged(saved)
+  # The source's own start (and teacher) made it; what comes next starts from the source.
   config.init.checkpoint, config.init.drop, config.init.embeddings = '', '', ''
+  config.distill.teacher = ''
   if method == 'prune':
     config.init.checkpoint = os.path.abspath(source)
     config.train.steps = 0

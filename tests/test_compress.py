@@ -1,6 +1,7 @@
 """Compression: int8 quantization (qwix), magnitude pruning in the optimizer state, and
 distillation as a task; each writes a run that load_run loads."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,13 +17,14 @@ from bigjax import runs
 from bigjax.compress import distill, pruning, quantize, quantized_run
 from bigjax.data import sources
 from bigjax.errors import ConfigError
+from bigjax.export import export, loader
 from bigjax.models import registry
 from bigjax.train import loop
 from experiments import common
 from test_train import ROOT, tiny_config, write_corpus
 
 # A StableHLO dot_general of two int8 operands with int32 results.
-INT8_DOT = re.compile(r'stablehlo\.dot_general .*: \(tensor<[0-9x]+xi8>, tensor<[0-9x]+xi8>\) -> tensor<[0-9x]+xi32>')
+INT8_DOT = re.compile(r'stablehlo\.dot_general .*: \(tensor<[0-9?x]+xi8>, tensor<[0-9?x]+xi8>\) -> tensor<[0-9?x]+xi32>')
 
 
 # --- Quantization ------------------------------------------------------------------------
@@ -246,6 +248,15 @@ def test_a_quantized_run_loads_and_matches_its_report(tmp_path):
   stored = loaded.derived['quantization']['stored_bytes']
   assert sum(stored.values()) < 0.35 * 4 * report['before']['parameters']
   assert loaded.derived['quantization']['calibration_examples'] == 64
+  # It exports as any run does: int8 arrays in the artifact, int8 matmuls in its program, and
+  # the artifact's probabilities equal the quantized run's.
+  test = sources.load_labelled_examples(str(data / 'test.txt'), label_names=loaded.label_names)
+  summary = export.export_run(loaded, str(tmp_path / 'artifact'), platforms=('cpu',),
+                              evaluation_data=('test', test.texts, test.labels))
+  assert summary['round_trip']['max_abs_diff'] < 1e-6
+  with np.load(tmp_path / 'artifact' / loader.PARAMS_FILE) as arrays:
+    assert arrays['hidden_0/kernel/qvalue'].dtype == np.int8 and arrays['embedding/embedding'].dtype == np.float32
+  assert INT8_DOT.search(loader.load(str(tmp_path / 'artifact')).exported.mlir_module())
   # A mode the model cannot take: one line, exit status 2.
   common.run_training(tiny_config(data, model='lstm', **{'train.steps': 5}), str(tmp_path / 'lstm'))
   done = compress(f'--from={tmp_path / "lstm"}', '--method=quantize', f'--workdir={tmp_path / "bad"}',
@@ -265,3 +276,29 @@ def test_a_pruned_run_from_the_entry_point_loads_and_matches_its_report(tmp_path
   report, _ = _check_report_matches_the_loaded_run(out, data)
   assert report['sparsity']['sparsity'] == pytest.approx(0.5, abs=0.02)
   assert report['sparsity']['sparse_bytes'] < report['sparsity']['dense_bytes']
+
+
+def test_pruning_curve_tabulates_and_plots_reports(tmp_path):
+  def report(folder, sparsity, accuracy, method='prune', source='/runs/mlp'):
+    os.makedirs(folder)
+    row = lambda workdir, acc: {'workdir': workdir, 'test_accuracy': acc, 'dev_accuracy': acc - 0.01,
+                                'bytes_on_disk': 1000}
+    with open(os.path.join(folder, 'compression.json'), 'w', encoding='utf-8') as f:
+      json.dump({'method': method, 'before': row(source, 0.82), 'after': row(str(folder), accuracy),
+                 'sparsity': {'sparsity': sparsity, 'sparse_bytes': int(1000 * (1 - sparsity))}}, f)
+    return str(folder)
+
+  folders = [report(tmp_path / 'p90', 0.9, 0.78), report(tmp_path / 'p50', 0.5, 0.815)]
+  out = str(tmp_path / 'curve')
+  done = subprocess.run([sys.executable, '-m', 'experiments.pruning_curve', f'--runs={",".join(folders)}',
+                         f'--out={out}'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  rows = [line for line in open(out + '.md', encoding='utf-8').read().splitlines() if line.startswith('| ') and '%' in line]
+  assert [r.split('|')[1].strip() for r in rows] == ['0 %', '50 %', '90 %']  # The source first, then by sparsity.
+  assert '-4.00' in rows[2]
+  with open(out + '.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  bad = report(tmp_path / 'q', 0.0, 0.8, method='quantize')
+  done = subprocess.run([sys.executable, '-m', 'experiments.pruning_curve', f'--runs={bad}', f'--out={out}'],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2 and 'not prune' in done.stderr

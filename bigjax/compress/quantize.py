@@ -142,6 +142,22 @@ def for_inference(model, stored, mode: str, activations: str = 'dynamic'):
   return quantized_module(model, mode, activations), tables
 
 
+def plain_tree(tree):
+  """Nested dicts of arrays with the same leaves in the same order: an int8 weight becomes
+  {'qvalue': int8, 'scale': float32}, a calibrated activation scale its array. What an
+  export artifact stores; `jax.tree.unflatten(jax.tree.structure(tree), leaves)` rebuilds it."""
+  def plain(leaf):
+    if isinstance(leaf, WithAux):
+      leaf = leaf.array
+    if isinstance(leaf, qwix.QArray):
+      if leaf.zero_point is not None:
+        return {'qvalue': leaf.qvalue, 'scale': leaf.scale, 'zero_point': leaf.zero_point}
+      return {'qvalue': leaf.qvalue, 'scale': leaf.scale}
+    return leaf
+
+  return jax.tree.map(plain, tree, is_leaf=_is_quantized)
+
+
 def int8_bytes(stored) -> dict:
   """Bytes of the stored tree by kind: int8 values, their scales, and what stayed float."""
   totals = {'int8_values': 0, 'scales': 0, 'float': 0}

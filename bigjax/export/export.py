@@ -30,6 +30,7 @@ import jaxlib
 import numpy as np
 import tokenizers
 
+from bigjax.compress import quantize
 from bigjax.data import batching
 from bigjax.errors import ConfigError
 from bigjax.export import loader
@@ -56,8 +57,17 @@ def _specs(params):
 
 
 def export_function(fns, params, platforms: Sequence[str] = PLATFORMS):
-  """(jax.export.Exported for the platforms that lower, {platform: why not} for the others)."""
-  fn, specs = jax.jit(inference_fn(fns)), _specs(params)
+  """(jax.export.Exported for the platforms that lower, {platform: why not} for the others).
+
+  The exported function takes the parameters as nested dicts of plain arrays; a quantized
+  run's int8 weights ({'qvalue', 'scale'} each) are put back into qwix's form inside it, so
+  the artifact runs its int8 matmuls and its loader needs nothing of qwix.
+  """
+  structure = jax.tree.structure(params)
+  probabilities = inference_fn(fns)
+  fn = jax.jit(lambda plain, token_ids, lengths: probabilities(
+      jax.tree.unflatten(structure, jax.tree.leaves(plain)), token_ids, lengths))
+  specs = _specs(quantize.plain_tree(params))
   try:
     return jax.export.export(fn, platforms=tuple(platforms))(*specs), {}
   except Exception:  # pylint: disable=broad-except  # Find out which platform failed, and why.
@@ -124,7 +134,7 @@ def write_artifact(run: Run, out: str, *, platforms: Sequence[str] = PLATFORMS, 
     raise ConfigError(f'{run.workdir} is a {run.config["model"]["name"]} run; only classifiers export')
   out = _prepare_out(out, overwrite)
   exported, skipped = export_function(run.fns, run.params, platforms)
-  tree, arrays = param_arrays(run.params)
+  tree, arrays = param_arrays(quantize.plain_tree(run.params))
   staging = tempfile.mkdtemp(prefix='.export-', dir=os.path.dirname(out))
   try:
     umask = os.umask(0)
