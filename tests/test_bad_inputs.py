@@ -287,6 +287,11 @@ BAD_OVERRIDES = {
     'negative_bigram_buckets': ('--config.model.mlp.bigram_buckets=-1', 'model.mlp.bigram_buckets=-1 must be >= 0'),
     'unknown_model': ('--config.model.name=transformer', "model.name='transformer' is unknown"),
     'unknown_dtype': ('--config.model.lstm.dtype=float16', "model.lstm.dtype='float16' is unknown", "'float32', 'bfloat16'"),
+    'full_sparsity': ('--config.prune.target_sparsity=1.0', 'prune.target_sparsity=1.0 must be in [0.0, 1.0)'),
+    'unknown_prune_scope': ('--config.prune.scope=row', "prune.scope='row' is unknown", "'global', 'layer'"),
+    'bad_prune_pattern': ('--config.prune.include=kernel(', "prune.include: 'kernel(' is not a regular expression"),
+    'not_a_teacher_run': ('--config.distill.teacher=/nonexistent/teacher', '/nonexistent/teacher is not a bigjax run'),
+    'zero_temperature': ('--config.distill.temperature=0', 'distill.temperature=0.0 must be > 0.0'),
 }
 for _name, (_override, *_expected) in BAD_OVERRIDES.items():
   CASES[_name] = (lambda env, override=_override: env.argv(override), tuple(_expected), 2)

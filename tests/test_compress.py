@@ -257,6 +257,8 @@ def test_a_quantized_run_loads_and_matches_its_report(tmp_path):
   with np.load(tmp_path / 'artifact' / loader.PARAMS_FILE) as arrays:
     assert arrays['hidden_0/kernel/qvalue'].dtype == np.int8 and arrays['embedding/embedding'].dtype == np.float32
   assert INT8_DOT.search(loader.load(str(tmp_path / 'artifact')).exported.mlir_module())
+  card = (tmp_path / 'artifact' / 'MODEL_CARD.md').read_text()
+  assert 'int8 quantization with qwix (int8 mode, static activation scales)' in card
   # A mode the model cannot take: one line, exit status 2.
   common.run_training(tiny_config(data, model='lstm', **{'train.steps': 5}), str(tmp_path / 'lstm'))
   done = compress(f'--from={tmp_path / "lstm"}', '--method=quantize', f'--workdir={tmp_path / "bad"}',

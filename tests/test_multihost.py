@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from test_reliability import flip_one_byte
 from test_train import ROOT, write_corpus

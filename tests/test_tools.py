@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from experiments import peers
 from tests.test_train import write_corpus
 

@@ -97,13 +97,28 @@ def _pct(x: Optional[float]) -> str:
   return 'not measured' if x is None else f'{100 * x:.2f} %'
 
 
+def compression_text(config: dict, derived: dict) -> str:
+  """What bigjax.compress did to the run, as the card's line says it ('' for nothing)."""
+  parts = []
+  prune = config.get('prune') or {}
+  if prune.get('target_sparsity'):
+    parts.append(f'magnitude pruning to {prune["target_sparsity"]:.0%} sparsity ({prune.get("scope")})')
+  if derived.get('distill'):
+    parts.append(f'distilled from the run `{derived["distill"]["teacher"]}`')
+  quantization = derived.get('quantization')
+  if quantization:
+    parts.append(f'int8 quantization with qwix ({quantization["mode"]} mode, {quantization["activations"]} '
+                 f'activation scales) of the run `{quantization["source"]}`')
+  return '; '.join(parts)
+
+
 def write_card(directory: str, *, metadata: dict, evaluation: Optional[dict], training: dict,
                language: str, round_trip: Optional[dict] = None) -> str:
   """MODEL_CARD.md in directory (the artifact). evaluation: {'data', 'report', 'calibration'} or None."""
   config, derived, labels = metadata['config'], metadata['derived'], metadata['labels']
   data, model, spec = config['data'], config['model'], metadata['input']
   own = model.get(model['name'], {})
-  compression = derived.get('compression') or config.get('compress')
+  compression = compression_text(config, derived)
   lines = [
       f'# Model card: {model["name"]} text classifier ({", ".join(labels)})', '',
       f'Artifact: this folder (format {metadata["format"]} v{metadata["format_version"]}), exported '
