@@ -119,13 +119,13 @@ class Experiment:
   constants: Any = None  # Passed to every train step, never trained: a teacher's parameters.
 
 
-def _start(config: ml_collections.ConfigDict):
+def _start(config: ml_collections.ConfigDict, teacher: Optional[runs.Run]):
   """(tokenizer or None, start(params) -> params or None, record) from init.checkpoint or init.embeddings.
 
   A distillation student reads the teacher's token ids, so the teacher's tokenizer is its own.
   """
-  if config.distill.teacher:
-    return runs.load_run(config.distill.teacher).tokenizer, None, {}
+  if teacher is not None:
+    return teacher.tokenizer, None, {}
   if config.init.checkpoint:
     source = runs.load_run(config.init.checkpoint)
     drop = drop_patterns(config.init)
@@ -147,7 +147,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   """
   dataset = load_data(config.data, config.seed)
   logging.info('data: %s', dataset.description)
-  pretrained_tokenizer, start, init_record = _start(config)
+  teacher = runs.load_run(config.distill.teacher) if config.distill.teacher else None
+  pretrained_tokenizer, start, init_record = _start(config, teacher)
   train_fn = tokenizer_trainer(config.data) if pretrained_tokenizer is None else lambda texts: pretrained_tokenizer
   tokenizer = prepare.run_tokenizer(workdir, dataset.splits['train'].texts, train_fn,
                                     save=jax.process_index() == 0)
@@ -178,7 +179,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
                             clip_norm=config.optim.clip_norm, groups=param_groups(config.optim))
   if config.prune.target_sparsity:
     tx = optax.chain(tx, magnitude_pruning(config.prune, total_steps))
-  task, constants = distillation(config.distill, task)
+  task, constants = distillation(config.distill, task, teacher)
   driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps)
   example = train_batches.batch(0)
   if init_record.get('checkpoint'):  # Mismatches fail now, before any training, with what was copied recorded.
@@ -230,11 +231,10 @@ def magnitude_pruning(c: ml_collections.ConfigDict, total_steps: int) -> optax.G
       pruning_lib.pruning_steps(c.begin_step, end, every), include=c.include, scope=c.scope)
 
 
-def distillation(c: ml_collections.ConfigDict, task):
+def distillation(c: ml_collections.ConfigDict, task, teacher: Optional[runs.Run]):
   """(task, constants): the distillation task and the teacher's parameters, or the task as it is."""
-  if not c.teacher:
+  if teacher is None:
     return task, None
-  teacher = runs.load_run(c.teacher)
   if teacher.derived['num_classes'] != task.num_classes:
     raise ConfigError(f'distill.teacher={c.teacher} has {teacher.derived["num_classes"]} classes; this data has '
                       f'{task.num_classes}')
@@ -459,11 +459,22 @@ def parse_flags(argv: list[str]):
     sys.exit(2)
 
 
+def run_trainer(argv, main_fn, verbose: bool):
+  """A training entry point's main: INFO progress logs, the host set up (see setup_host), no
+  stray positional arguments, user errors as one line."""
+  setup_host()
+  return _run_main(argv, main_fn, verbose, 'info')
+
+
 def run_tool(argv, main_fn, verbose: bool):
   """A post-training tool's main: warnings only, no stray positional arguments, user errors as one line."""
-  logging.getLogger().setLevel(logging.WARNING)
+  return _run_main(argv, main_fn, verbose, 'warning')
+
+
+def _run_main(argv, main_fn, verbose: bool, level: str):
+  logging.getLogger().setLevel(level.upper())
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  absl_logging.set_verbosity(absl_logging.WARNING)
+  absl_logging.set_verbosity(level)
   quiet_library_logs(verbose)
 
   def checked():

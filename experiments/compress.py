@@ -26,7 +26,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from bigjax import runs
@@ -97,13 +96,7 @@ def compare(method: str, source: runs.Run, compressed: runs.Run, dataset, config
 
 
 def main(argv):
-  logging.set_verbosity(logging.INFO)
-  common.setup_host()
-  common.quiet_library_logs(_VERBOSE.value)
-
   def run():
-    if len(argv) > 1:
-      raise ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
     config = _CONFIG.value
     common.check_config(config)
     source = runs.load_run(_FROM.value)
@@ -125,7 +118,7 @@ def main(argv):
       f.write(report_lib.markdown(result))
     common.print_report(result, os.path.join(workdir, 'compression.json'))
 
-  common.exit_on_user_error(run, _VERBOSE.value)
+  common.run_trainer(argv, run, _VERBOSE.value)
 
 
 def _define_config(argv: list[str]):

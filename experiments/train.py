@@ -9,7 +9,6 @@ error, printed as one line (--verbose for the traceback). See docs/reliability.m
 """
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from experiments import common
@@ -27,20 +26,14 @@ _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Fake CPU devices per proc
 
 
 def main(argv):
-  logging.set_verbosity(logging.INFO)
-  common.setup_host()
-  common.quiet_library_logs(_VERBOSE.value)
-
   def run():
-    if len(argv) > 1:
-      raise common.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
     common.check_config(_CONFIG.value)
     common.initialize_distributed(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                   process_id=_PROCESS_ID.value, auto=_DISTRIBUTED.value,
                                   cpu_devices=_CPU_DEVICES.value)
     return common.run_training(_CONFIG.value, _WORKDIR.value)
 
-  common.exit_on_user_error(run, _VERBOSE.value)
+  common.run_trainer(argv, run, _VERBOSE.value)
 
 
 if __name__ == '__main__':

@@ -68,7 +68,7 @@ def quantized_module(model, mode: str, activations: str = 'dynamic'):
   return qwix.quantize_model(float_compute(model), qwix.PtqProvider(_rules(mode, activations)), methods=methods)
 
 
-def _is_quantized(x) -> bool:
+def is_quantized(x) -> bool:
   return isinstance(x, (WithAux, qwix.QArray))
 
 
@@ -111,7 +111,7 @@ def quantize(model, params, example, mode: str, activations: str = 'dynamic', qu
   params = jax.tree.map(jnp.asarray, params)  # qwix takes jax arrays only (a loaded run holds numpy ones).
   stored = qwix.quantize_params(params, abstract, quant_stats if quant_stats is not None else {})
   return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: quantize_rows(leaf) if _is_embedding_table(path) else leaf, stored, is_leaf=_is_quantized)
+      lambda path, leaf: quantize_rows(leaf) if _is_embedding_table(path) else leaf, stored, is_leaf=is_quantized)
 
 
 def stored_shapes(model, example, mode: str, activations: str = 'dynamic'):
@@ -120,7 +120,7 @@ def stored_shapes(model, example, mode: str, activations: str = 'dynamic'):
   abstract = jax.eval_shape(quantized_module(model, mode, activations).init, jax.random.PRNGKey(0), *example)['params']
   return jax.tree_util.tree_map_with_path(
       lambda path, leaf: jax.eval_shape(quantize_rows, leaf) if _is_embedding_table(path) else leaf, abstract,
-      is_leaf=_is_quantized)
+      is_leaf=is_quantized)
 
 
 def dequantize(tree):
@@ -130,13 +130,13 @@ def dequantize(tree):
       leaf = leaf.array
     return qwix.dequantize(leaf) if isinstance(leaf, qwix.QArray) else leaf
 
-  return jax.tree.map(restore, tree, is_leaf=_is_quantized)
+  return jax.tree.map(restore, tree, is_leaf=is_quantized)
 
 
 def for_inference(model, stored, mode: str, activations: str = 'dynamic'):
   """(module, params) that run a stored tree: see the module docstring for the two modes."""
   tables = jax.tree_util.tree_map_with_path(
-      lambda path, leaf: qwix.dequantize(leaf) if _is_embedding_table(path) else leaf, stored, is_leaf=_is_quantized)
+      lambda path, leaf: qwix.dequantize(leaf) if _is_embedding_table(path) else leaf, stored, is_leaf=is_quantized)
   if mode == 'weights':
     return model, dequantize(tables)
   return quantized_module(model, mode, activations), tables
@@ -155,7 +155,7 @@ def plain_tree(tree):
       return {'qvalue': leaf.qvalue, 'scale': leaf.scale}
     return leaf
 
-  return jax.tree.map(plain, tree, is_leaf=_is_quantized)
+  return jax.tree.map(plain, tree, is_leaf=is_quantized)
 
 
 def int8_bytes(stored) -> dict:
@@ -171,5 +171,5 @@ def int8_bytes(stored) -> dict:
     else:
       totals['float'] += leaf.size * leaf.dtype.itemsize
 
-  jax.tree.map(count, stored, is_leaf=_is_quantized)
+  jax.tree.map(count, stored, is_leaf=is_quantized)
   return totals

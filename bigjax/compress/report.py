@@ -22,8 +22,13 @@ def bytes_under(folder: str) -> int:
 
 
 def parameter_count(params) -> int:
-  """Weights, whatever their storage: an int8 array and its scales count as the weights they encode."""
-  return int(sum(np.size(leaf) for leaf in jax.tree.leaves(quantize.dequantize(params))))
+  """Weights, whatever their storage: an int8 array counts as the weights it encodes, not its scales."""
+  def count(leaf):
+    if isinstance(leaf, quantize.WithAux):
+      leaf = leaf.array
+    return leaf.qvalue.size if isinstance(leaf, quantize.qwix.QArray) else np.size(leaf)
+
+  return int(sum(count(leaf) for leaf in jax.tree.leaves(params, is_leaf=quantize.is_quantized)))
 
 
 def latency_batches(run, texts: Sequence[str], batch_size: int, count: int) -> list:
