@@ -12,7 +12,8 @@ class Batch(NamedTuple):
   Filler rows (added so every batch has the same number of rows) have weight 0 and
   length 0; every reduction in training and evaluation is weighted by `weights`.
   Tasks that predict per token (a language model) also get `targets` and
-  `target_weights`; None (an empty pytree) elsewhere.
+  `target_weights`, and, over a contiguous stream, `continues`; None (an empty pytree)
+  elsewhere.
   """
   token_ids: Array  # int32[B, T]; 0 is padding
   lengths: Array  # int32[B]; real tokens per row
@@ -20,6 +21,9 @@ class Batch(NamedTuple):
   weights: Array  # float32[B]; 1 for real rows, 0 for filler rows
   targets: Optional[Array] = None  # int32[B, T]: what position t predicts (the next token, say)
   target_weights: Optional[Array] = None  # float32[B, T]: 1 where a target counts
+  # float32[B]: 1 where a row continues the previous batch's row (a BPTT window of the same
+  # stream: the carried state is kept), 0 where it starts afresh; None: nothing is carried.
+  continues: Optional[Array] = None
 
 
 class ModelFns(NamedTuple):
@@ -38,6 +42,12 @@ class ModelFns(NamedTuple):
   sequence_states(params, token_ids, lengths, dropout_key=None) -> float32[B, T, H]
   token_logits(params, token_ids, lengths, dropout_key=None) -> float32[B, T, V]: a
     language model's next-token logits at each position.
+  initial_carry(rows) -> carry: a recurrent model's zero state for `rows` rows (a pytree of
+    [rows, ...] arrays).
+  token_logits_carried(params, token_ids, lengths, carry, dropout_key=None, targets=None,
+    negatives=None) -> (logits, carry): token_logits starting from `carry`, and the state
+    after each row's last token; with targets [B, T] and negatives [K] (a sampled softmax)
+    the logits are [B, T, 1 + K]: each target's, then the negatives'.
   """
   init: Callable[..., Params]
   logits: Optional[Callable[..., Array]] = None
@@ -46,3 +56,5 @@ class ModelFns(NamedTuple):
   slot_tokens: Optional[Callable[[int], Array]] = None
   sequence_states: Optional[Callable[..., Array]] = None
   token_logits: Optional[Callable[..., Array]] = None
+  initial_carry: Optional[Callable[[int], Any]] = None
+  token_logits_carried: Optional[Callable[..., Any]] = None

@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import errno
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from typing import Any, Callable, Optional
 from absl import flags
 import jax
 import ml_collections
+import numpy as np
 import optax
 
 from bigjax import hostmem
@@ -27,12 +29,13 @@ from bigjax import transfer
 from bigjax.compress import distill as distill_lib
 from bigjax.compress import pruning as pruning_lib
 from bigjax.compress import quantize as quantize_lib
-from bigjax.data import batching, prepare, sources
-from bigjax.data.tokenizer import KINDS, TRUNCATIONS, Tokenizer, train_tokenizer
+from bigjax.data import batching, prepare, sources, streams
+from bigjax.data.tokenizer import EOS, KINDS, TRUNCATIONS, Tokenizer, train_tokenizer
 from bigjax.errors import BigjaxError, ConfigError
 from bigjax.models import registry
 from bigjax.pretrain import embeddings as embeddings_lib
 from bigjax.tasks.classification import Classification
+from bigjax.tasks.language_model import LanguageModeling, sampling_distribution
 from bigjax.train import loop, optim, parallel
 from bigjax.train import step as step_lib
 from experiments.configs import base as base_config
@@ -59,6 +62,19 @@ def initialize_distributed(*, coordinator_address: str = '', num_processes: int 
   if jax.process_count() > 1:
     logging.info('process %d of %d; %d local of %d devices', jax.process_index(), jax.process_count(),
                  jax.local_device_count(), jax.device_count())
+
+
+def define_job_flags() -> Callable[[], None]:
+  """Defines the flags of a training job (multi-host and fake devices); returns the function that
+  starts the job from them (initialize_distributed), to call before anything touches devices."""
+  coordinator = flags.DEFINE_string('coordinator_address', '', 'HOST:PORT of process 0, for multi-process jobs.')
+  num_processes = flags.DEFINE_integer('num_processes', 0, 'Processes in the job (multi-process only).')
+  process_id = flags.DEFINE_integer('process_id', -1, 'This process, 0..num_processes-1.')
+  auto = flags.DEFINE_bool('distributed', False, 'jax.distributed.initialize() with auto-detection (TPU pods, '
+                           'SLURM, Open MPI).')
+  cpu_devices = flags.DEFINE_integer('cpu_devices', 0, 'Fake CPU devices per process (0: JAX default).')
+  return lambda: initialize_distributed(coordinator_address=coordinator.value, num_processes=num_processes.value,
+                                        process_id=process_id.value, auto=auto.value, cpu_devices=cpu_devices.value)
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -145,7 +161,11 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
 
   Entry points run check_config first, so bad choices fail before any data is read.
   """
+  if config.model.name in LANGUAGE_MODELS:
+    raise ConfigError(f'model.name={config.model.name!r} is a language model: train it with experiments.pretrain')
   dataset = load_data(config.data, config.seed)
+  if config.data.train_limit:
+    dataset = sources.with_train_limit(dataset, config.data.train_limit, config.seed)
   logging.info('data: %s', dataset.description)
   teacher = runs.load_run(config.distill.teacher) if config.distill.teacher else None
   pretrained_tokenizer, start, init_record = _start(config, teacher)
@@ -173,12 +193,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   every = config.checkpoint.every_steps or steps_per_epoch
   fns = registry.model_fns(build_model(config.model, tokenizer.vocab_size, dataset.num_classes))
   task = Classification(dataset.num_classes)
-  schedule = optim.make_schedule(config.optim.schedule, config.optim.learning_rate, total_steps,
-                                 config.optim.warmup_steps)
-  tx = optim.make_optimizer(config.optim.name, schedule, weight_decay=config.optim.weight_decay,
-                            clip_norm=config.optim.clip_norm, groups=param_groups(config.optim))
-  if config.prune.target_sparsity:
-    tx = optax.chain(tx, magnitude_pruning(config.prune, total_steps))
+  tx = build_optimizer(config, total_steps, steps_per_epoch)
   task, constants = distillation(config.distill, task, teacher)
   driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps)
   example = train_batches.batch(0)
@@ -215,6 +230,116 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
       constants=constants)
 
 
+LANGUAGE_MODELS = ('lstm_lm',)
+
+
+def language_model_corpus(config: ml_collections.ConfigDict) -> list[str]:
+  """A language model's text: the train and unlabelled splits of config.data (never dev or test,
+  and with data.dev_fraction carved as the classifiers of the same data carve it)."""
+  dataset = load_data(config.data, config.seed)
+  logging.info('data: %s', dataset.description)
+  return [text for name in ('train', 'unlabeled') if name in dataset.splits
+          for text in dataset.splits[name].texts]
+
+
+def build_lm_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) -> Experiment:
+  """A language model over config.data's train and unlabelled text (experiments.pretrain).
+
+  The documents are carved into train / dev / test (lm.heldout_fraction each for dev and
+  test), streamed in BPTT windows of lm.window tokens with the state carried between them.
+  init.checkpoint starts from another language model and keeps its tokenizer: ULMFiT's
+  stage 2, the pretrained model finetuned on the target task's own text.
+  """
+  if config.model.name not in LANGUAGE_MODELS:
+    raise ConfigError(f'model.name={config.model.name!r} is a classifier; experiments.pretrain trains a language '
+                      f'model: set model.name to one of {LANGUAGE_MODELS}')
+  texts = language_model_corpus(config)
+  pretrained_tokenizer, start, init_record = _start(config, None)
+  train_fn = tokenizer_trainer(config.data) if pretrained_tokenizer is None else lambda texts: pretrained_tokenizer
+  tokenizer = prepare.run_tokenizer(workdir, texts, train_fn, save=jax.process_index() == 0)
+  documents = batching.EncodedSplit.from_rows(tokenizer.encode(texts, max_len=1 << 30), np.full(len(texts), -1))
+  del texts
+  try:
+    train, dev, test = streams.carve(documents, config.lm.heldout_fraction, config.seed)
+  except ValueError as e:
+    raise ConfigError(f'lm.heldout_fraction={config.lm.heldout_fraction}: {e}') from None
+  if config.train.accum_steps != 1:
+    raise ConfigError('train.accum_steps must be 1 for a language model: its rows carry their state from one '
+                      'window to the next')
+  eos = tokenizer.token_id(EOS)
+  sharding = batching.Sharding(jax.process_index(), jax.process_count(), parallel.rows_multiple(config.parallel))
+  try:
+    train_batches = streams.StreamBatches(train, eos, config.train.batch_size, config.lm.window, config.seed,
+                                          sharding)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  logging.info('language model: %d train documents (%d tokens), %d dev, %d test; %d windows of %d x %d per epoch; '
+               'vocab %d', len(train), train_batches.tokens_per_epoch, len(dev), len(test),
+               train_batches.steps_per_epoch, config.train.batch_size, config.lm.window, tokenizer.vocab_size)
+  steps_per_epoch = train_batches.steps_per_epoch
+  total_steps = config.train.steps or config.train.epochs * steps_per_epoch
+  every = config.checkpoint.every_steps or steps_per_epoch
+  fns = registry.model_fns(build_model(config.model, tokenizer.vocab_size, 0))
+  log_q = None
+  if config.lm.negatives:
+    log_q = sampling_distribution(streams.concatenate(train, eos), tokenizer.vocab_size, config.lm.sampling_power)
+  task = LanguageModeling(negatives=config.lm.negatives, log_q=log_q)
+  tx = build_optimizer(config, total_steps, steps_per_epoch)
+  driver = parallel.task_driver(config.parallel, task, fns, tx)
+  example = train_batches.batch(0)
+  if init_record.get('checkpoint'):
+    abstract = jax.eval_shape(fns.init, jax.random.PRNGKey(0), example.token_ids, example.lengths)
+    _, copy_record = transfer.merge_params(abstract, runs.load_run(init_record['checkpoint']).params,
+                                           drop=init_record['drop'], source_name=init_record['checkpoint'])
+    init_record.update(copy_record)
+  eval_rows = config.train.eval_batch_size
+  dev_batches, test_batches = (streams.eval_windows(split, eos, eval_rows, config.lm.window, config.lm.eval_context,
+                                                    batching.Sharding(jax.process_index(), jax.process_count(),
+                                                                      parallel.rows_multiple(config.parallel)))
+                               for split in (dev, test))
+  fingerprint = _documents_fingerprint(documents)
+  derived = {'vocab_size': tokenizer.vocab_size, 'num_classes': 0, 'label_names': [], 'task': task.name,
+             'selection_metric': f'dev_{task.selection_metric}', 'higher_is_better': task.higher_is_better,
+             'total_steps': total_steps, 'steps_per_epoch': steps_per_epoch, 'checkpoint_every_steps': every,
+             'data_fingerprint': fingerprint, 'train_batches': train_batches.epoch_stats(),
+             'bucket_boundaries': [config.lm.window], 'devices': jax.device_count(),
+             'processes': jax.process_count(), 'global_batch_rows': config.train.batch_size,
+             'documents': {'train': len(train), 'dev': len(dev), 'test': len(test)},
+             'tokens': {'train': train_batches.tokens_per_epoch, 'dev': int(dev.lengths.sum()) + len(dev),
+                        'test': int(test.lengths.sum()) + len(test)},
+             'init': init_record}
+  compatibility = {'model': registry.section_of(config.model.to_dict()), 'vocab_size': tokenizer.vocab_size,
+                   'data': fingerprint, 'batch_size': config.train.batch_size, 'seed': config.seed,
+                   'lm': config.lm.to_dict()}
+  return Experiment(
+      dataset=None, tokenizer=tokenizer, task=task, fns=fns, tx=tx, driver=driver, train_batches=train_batches,
+      dev=dev_batches, test=test_batches,
+      init_state=functools.partial(step_lib.create_train_state, fns, tx, jax.random.PRNGKey(config.seed), example,
+                                   start, carry_rows=config.train.batch_size),
+      total_steps=total_steps, checkpoint_every_steps=every, derived=derived, compatibility=compatibility)
+
+
+def _documents_fingerprint(documents: batching.EncodedSplit) -> str:
+  """A hash of the encoded corpus: a checkpoint of other text (or another tokenization) is refused."""
+  digest = hashlib.sha256()
+  digest.update(np.ascontiguousarray(documents.offsets).tobytes())
+  digest.update(np.ascontiguousarray(documents.tokens).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def build_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                    steps_per_epoch: int) -> optax.GradientTransformation:
+  """optim.* (and prune.*) as one optax transformation."""
+  schedule = optim.make_schedule(config.optim.schedule, config.optim.learning_rate, total_steps,
+                                 config.optim.warmup_steps)
+  tx = optim.make_optimizer(config.optim.name, schedule, weight_decay=config.optim.weight_decay,
+                            clip_norm=config.optim.clip_norm, groups=param_groups(config.optim),
+                            steps_per_epoch=steps_per_epoch)
+  if config.prune.target_sparsity:
+    tx = optax.chain(tx, magnitude_pruning(config.prune, total_steps))
+  return tx
+
+
 def pruning_end_step(c: ml_collections.ConfigDict, total_steps: int) -> int:
   """The step the target sparsity is reached at (0 without pruning)."""
   if not c.target_sparsity:
@@ -245,10 +370,14 @@ def tokenizer_trainer(c: ml_collections.ConfigDict) -> Callable[[list[str]], Tok
   return functools.partial(train_tokenizer, vocab_size=c.vocab_size, kind=c.tokenizer, min_frequency=c.min_frequency)
 
 
-def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_steps=None) -> dict:
-  """Trains (resuming from workdir), then tests the best-dev checkpoint; returns results.json's content."""
+def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_steps=None,
+                 build: Callable = build_experiment) -> dict:
+  """Trains (resuming from workdir), then tests the best-dev checkpoint; returns results.json's content.
+
+  build: build_experiment (a classifier) or build_lm_experiment (a language model).
+  """
   workdir = prepare_workdir(workdir)
-  exp = build_experiment(config, workdir)
+  exp = build(config, workdir)
   is_main = jax.process_index() == 0
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
   try:
@@ -371,10 +500,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.train.accum_steps > config.train.batch_size:
     raise ConfigError(f'train.accum_steps={config.train.accum_steps} must be between 1 and train.batch_size')
   # Choices checked here too, so that a typo fails before minutes of data loading.
-  for key, choices in (('model.name', ('mlp', 'lstm')), ('parallel', parallel.MODES),
+  for key, choices in (('model.name', ('mlp', 'lstm') + LANGUAGE_MODELS), ('parallel', parallel.MODES),
                        ('data.tokenizer', KINDS), ('data.keep', TRUNCATIONS),
                        ('data.on_bad_lines', sources.ON_BAD_LINES),
                        ('model.lstm.dtype', tuple(registry.COMPUTE_DTYPES)),
+                       ('model.lstm.pooling', registry.POOLINGS), ('optim.schedule', optim.SCHEDULES),
                        ('train.nan_policy', loop.NAN_POLICIES), ('prune.scope', pruning_lib.SCOPES),
                        ('quantize.mode', quantize_lib.MODES), ('quantize.activations', quantize_lib.ACTIVATIONS)):
     value = config_value(config, key)

@@ -6,6 +6,7 @@
 Rerunning the same command resumes from the newest checkpoint in --workdir. SIGTERM or
 SIGINT saves a checkpoint at the next step boundary and exits 0. Exit status 2: a user
 error, printed as one line (--verbose for the traceback). See docs/reliability.md.
+Multi-host jobs: one process per host (README, "Scaling out").
 """
 from absl import app
 from absl import flags
@@ -16,21 +17,13 @@ from experiments import common
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs and results.')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.')
-# Multi-host jobs: one process per host. See README, "Scaling out".
-_COORDINATOR = flags.DEFINE_string('coordinator_address', '', 'HOST:PORT of process 0, for multi-process jobs.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 0, 'Processes in the job (multi-process only).')
-_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'This process, 0..num_processes-1.')
-_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'jax.distributed.initialize() with auto-detection '
-                                 '(TPU pods, SLURM, Open MPI).')
-_CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Fake CPU devices per process (0: JAX default).')
+_START_JOB = common.define_job_flags()
 
 
 def main(argv):
   def run():
     common.check_config(_CONFIG.value)
-    common.initialize_distributed(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                                  process_id=_PROCESS_ID.value, auto=_DISTRIBUTED.value,
-                                  cpu_devices=_CPU_DEVICES.value)
+    _START_JOB()
     return common.run_training(_CONFIG.value, _WORKDIR.value)
 
   common.run_trainer(argv, run, _VERBOSE.value)

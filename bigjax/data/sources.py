@@ -41,6 +41,24 @@ class TextDataset:
   label_names: tuple[str, ...] = ()  # name of each class id: the data's own, or '0'..'K-1'
 
 
+def with_train_limit(dataset: TextDataset, limit: int, seed: int) -> TextDataset:
+  """The dataset with a seeded, class-balanced subset of `limit` training examples (a label
+  budget): limit // K of each class, the remainder to the first classes, all of a class
+  that has fewer. Dev, test and unlabelled text are kept whole."""
+  train = dataset.splits['train']
+  if limit >= len(train.texts):
+    return dataset
+  rng = np.random.default_rng([seed, 0xB0D6E7])
+  classes = np.unique(train.labels)
+  quota = {c: limit // len(classes) + (i < limit % len(classes)) for i, c in enumerate(classes)}
+  chosen = np.sort(np.concatenate([rng.permutation(np.flatnonzero(train.labels == c))[:quota[c]] for c in classes]))
+  subset = Split([train.texts[i] for i in chosen], train.labels[chosen])
+  return dataclasses.replace(
+      dataset, splits=dict(dataset.splits, train=subset),
+      description=f'{dataset.description}; train limited to {len(chosen)} examples (data.train_limit, '
+                  f'class-balanced, seed {seed})')
+
+
 _ENCODING_HINT = 'set data.encoding (e.g. --config.data.encoding=latin-1)'
 _PATH_HINT = ('--config.data.path=/path/to/aclImdb_v1.tar.gz or a folder of '
               'train.txt/dev.txt/test.txt')

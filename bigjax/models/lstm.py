@@ -74,8 +74,12 @@ class LSTMLayer(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, lengths):
-    """x: [B, T, E], lengths: int32[B] -> (final h [B, H], per-step h [B, T, H])."""
+  def __call__(self, x, lengths, initial=None):
+    """x: [B, T, E], lengths: int32[B] -> (final (c, h), per-step h [B, T, H]).
+
+    initial: the (c, h) to start from, each [B, H] (a language model carries it from one
+    BPTT window to the next); zeros by default.
+    """
     batch, width, _ = x.shape
     hidden = self.hidden_dim
     if self.reverse:
@@ -113,18 +117,22 @@ class LSTMLayer(nn.Module):
       h = jnp.where(is_real, new_h, h)
       return (c, h), h
 
-    zeros = jnp.zeros((batch, hidden), state_dtype)
-    (_, final), states = jax.lax.scan(step, (zeros, zeros), (jnp.swapaxes(x, 0, 1), real))
+    if initial is None:
+      zeros = jnp.zeros((batch, hidden), state_dtype)
+      initial = (zeros, zeros)
+    final, states = jax.lax.scan(step, tuple(initial), (jnp.swapaxes(x, 0, 1), real))
     states = jnp.swapaxes(states, 0, 1)
     if self.reverse:
       states = flip_sequences(states, lengths, num_batch_dims=1, time_major=False)
     return final, states
 
 
-def _encoder_setup(module, directions):
+def _encoder_setup(module, directions, locked_dropout: bool = False):
   """The embedding, LSTM layers and dropout that the classifier and the language model share.
 
   Same names in both, so a language model's encoder restores into a classifier leaf for leaf.
+  locked_dropout: one mask per sequence, the same at every time step (Gal & Ghahramani's
+  variational dropout, AWD-LSTM's locked dropout) for the [B, T, D] activations.
   """
   # No compute dtype for the lookup: flax would cast the whole table to it at every step,
   # and the LSTM casts what it reads itself.
@@ -133,25 +141,31 @@ def _encoder_setup(module, directions):
   module.layers = [[LSTMLayer(module.hidden_dim, reverse=reverse, forget_bias=module.forget_bias, dtype=module.dtype,
                               param_dtype=module.param_dtype)
                     for reverse in directions] for _ in range(module.num_layers)]
-  module.drop = nn.Dropout(module.dropout)
+  module.drop = nn.Dropout(module.dropout, broadcast_dims=(1,) if locked_dropout else ())
 
 
-def _encode(module, embeddings, lengths, deterministic: bool):
-  """Per-token states float32[B, T, H*dirs] and final states float32[B, H*dirs]."""
+def _encode(module, embeddings, lengths, deterministic: bool, initial=None):
+  """(per-token states float32[B, T, H*dirs], final h float32[B, H*dirs], final (c, h) per layer).
+
+  initial: a (c, h) per layer to start from (one direction only), or None for zeros.
+  """
   x = module.drop(embeddings, deterministic=deterministic)
-  final = None
+  final, carries = None, []
   for i, directions in enumerate(module.layers):
     if i:  # Dropout between stacked layers, as in cuDNN/PyTorch multi-layer LSTMs.
       x = module.drop(x, deterministic=deterministic)
-    outputs = [direction(x, lengths) for direction in directions]
-    final = jnp.concatenate([f for f, _ in outputs], axis=-1)
+    outputs = [direction(x, lengths, None if initial is None else initial[i]) for direction in directions]
+    carries.append(outputs[0][0])
+    final = jnp.concatenate([carry[1] for carry, _ in outputs], axis=-1)
     x = jnp.concatenate([s for _, s in outputs], axis=-1)
-  return x, final
+  return x, final, tuple(carries)
 
 
 class LSTMClassifier(nn.Module):
   """Classifies from the LSTM state at each sequence's last real token (and, for the
-  backward direction of a bi-LSTM, at its first)."""
+  backward direction of a bi-LSTM, at its first); with pooling='concat', from that and the
+  max and mean of the states over the real tokens (ULMFiT's concat pooling: what the
+  review said on the way, not only where it ended)."""
   vocab_size: int
   num_classes: int
   embed_dim: int = 300
@@ -160,6 +174,7 @@ class LSTMClassifier(nn.Module):
   bidirectional: bool = False
   forget_bias: float = 0.0
   dropout: float = 0.5
+  pooling: str = 'last'  # last | concat
   dtype: Any = None  # Compute dtype (e.g. jnp.bfloat16); None: that of the params.
   param_dtype: Any = jnp.float32
 
@@ -180,15 +195,21 @@ class LSTMClassifier(nn.Module):
 
     A language-model head reads the per-token states; the classifier the final ones.
     """
-    return _encode(self, embeddings, lengths, deterministic)
+    return _encode(self, embeddings, lengths, deterministic)[:2]
 
   def token_states(self, token_ids, lengths, *, deterministic: bool = True):
     """int32[B, T] -> float32[B, T, H*dirs]: the top layer's state at each token."""
     return self.sequence_states(self.embed(token_ids), lengths, deterministic=deterministic)[0]
 
   def logits_from_embeddings(self, embeddings, lengths, *, deterministic: bool = True):
-    _, final = self.sequence_states(embeddings, lengths, deterministic=deterministic)
-    return self.head(self.drop(final, deterministic=deterministic))
+    states, features = self.sequence_states(embeddings, lengths, deterministic=deterministic)
+    if self.pooling == 'concat':
+      real = length_mask(lengths, states.shape[1])[..., None]
+      most = jnp.max(jnp.where(real, states, -jnp.inf), axis=1)
+      most = jnp.where(lengths[:, None] > 0, most, 0.0)  # Filler rows (no tokens) read zeros.
+      mean = jnp.sum(states * real, axis=1) / jnp.maximum(lengths, 1)[:, None].astype(states.dtype)
+      features = jnp.concatenate([features, most, mean], axis=-1)
+    return self.head(self.drop(features, deterministic=deterministic))
 
   @staticmethod
   def slot_tokens(width: int):
@@ -201,7 +222,12 @@ class LSTMLanguageModel(nn.Module):
 
   Its encoder has the classifier's parameter names (`embedding`, `layers_*`), so a
   classifier can start from it with init.checkpoint. With tie_embeddings the output layer
-  is the embedding table itself (Press & Wolf 2017), after a projection to its width.
+  is the embedding table itself (Press & Wolf 2017), after a projection to its width: the
+  softmax then costs embed_dim (not hidden_dim) multiply-adds per vocabulary entry.
+  Regularisation as in AWD-LSTM (Merity et al. 2018): token dropout drops whole input
+  vectors (`token_dropout`), and the other dropouts are locked (one mask per sequence,
+  shared over time). `carried` starts from a given state and returns the final one, for
+  truncated BPTT over a contiguous stream.
   """
   vocab_size: int
   embed_dim: int = 300
@@ -209,25 +235,63 @@ class LSTMLanguageModel(nn.Module):
   num_layers: int = 1
   forget_bias: float = 0.0
   dropout: float = 0.5
+  token_dropout: float = 0.0
   tie_embeddings: bool = False
   dtype: Any = None
   param_dtype: Any = jnp.float32
 
   def setup(self):
-    _encoder_setup(self, (False,))
+    _encoder_setup(self, (False,), locked_dropout=True)
+    self.drop_tokens = nn.Dropout(self.token_dropout, broadcast_dims=(2,))
     if self.tie_embeddings:
-      self.lm_projection = nn.Dense(self.embed_dim, dtype=self.dtype, param_dtype=self.param_dtype)
-    else:
-      self.lm_head = nn.Dense(self.vocab_size, dtype=self.dtype, param_dtype=self.param_dtype)
+      self.lm_projection = nn.Dense(self.embed_dim, param_dtype=self.param_dtype)
+    else:  # One row per vocabulary entry, as the embedding table: sampled softmax gathers rows.
+      self.lm_kernel = self.param('lm_kernel', nn.initializers.lecun_normal(in_axis=-1, out_axis=-2),
+                                  (self.vocab_size, self.hidden_dim), self.param_dtype)
+    self.lm_bias = self.param('lm_bias', nn.initializers.zeros, (self.vocab_size,), self.param_dtype)
+
+  def initial_carry(self, rows: int):
+    """The zero state of every layer, (c, h) each float32[rows, H]: where a stream starts."""
+    zeros = jnp.zeros((rows, self.hidden_dim), jnp.float32)
+    return tuple((zeros, zeros) for _ in range(self.num_layers))
 
   def token_states(self, token_ids, lengths, *, deterministic: bool = True):
     """int32[B, T] -> float32[B, T, H]: the top layer's state at each token."""
-    return _encode(self, self.embedding(token_ids), lengths, deterministic)[0]
+    return self._states(token_ids, lengths, None, deterministic)[0]
 
   def __call__(self, token_ids, lengths, *, deterministic: bool = True):
     """int32[B, T], int32[B] -> float32[B, T, V]: logits of the token after each position."""
-    states = self.token_states(token_ids, lengths, deterministic=deterministic)
-    states = self.drop(states, deterministic=deterministic)
+    return self.carried(token_ids, lengths, None, deterministic=deterministic)[0]
+
+  def carried(self, token_ids, lengths, initial, targets=None, negatives=None, *, deterministic: bool = True):
+    """(logits, final (c, h) per layer), starting from `initial` (None: zeros).
+
+    logits: float32[B, T, V]; or, given targets int32[B, T] and negatives int32[K] (a
+    sampled softmax), float32[B, T, 1 + K]: each target's logit, then the K negatives'.
+    """
+    states, carries = self._states(token_ids, lengths, initial, deterministic)
+    return self._vocabulary_logits(self.drop(states, deterministic=deterministic), targets, negatives), carries
+
+  def _states(self, token_ids, lengths, initial, deterministic):
+    embeddings = self.drop_tokens(self.embedding(token_ids), deterministic=deterministic)
+    states, _, carries = _encode(self, embeddings, lengths, deterministic, initial)
+    return states, carries
+
+  def _vocabulary_logits(self, states, targets, negatives):
+    batch, width, _ = states.shape
     if self.tie_embeddings:
-      return self.embedding.attend(self.lm_projection(states).astype(jnp.float32))
-    return self.lm_head(states)
+      states, table = self.lm_projection(states), self.embedding.embedding
+    else:
+      table = self.lm_kernel
+    flat = states.reshape(batch * width, -1).astype(jnp.float32)
+    kernel = table.T if negatives is None else table[negatives].T  # [D, V] or [D, K]
+    if self.dtype == jnp.bfloat16:  # The softmax's matmul is most of a step: bf16 operands, f32 sums.
+      logits = _bf16_matmul(flat, kernel, *_bf16_copies(kernel))
+    else:
+      logits = jnp.dot(flat, kernel)
+    if negatives is None:
+      return (logits + self.lm_bias).reshape(batch, width, -1)
+    target_rows = targets.reshape(-1)
+    target_logits = jnp.sum(flat * table[target_rows], axis=-1) + self.lm_bias[target_rows]
+    logits = jnp.concatenate([target_logits[:, None], logits + self.lm_bias[negatives]], axis=-1)
+    return logits.reshape(batch, width, -1)

@@ -8,6 +8,7 @@ from bigjax.models.mlp import MLPClassifier
 from bigjax.types import ModelFns
 
 MODELS = {'mlp': MLPClassifier, 'lstm': LSTMClassifier, 'lstm_lm': LSTMLanguageModel}
+POOLINGS = ('last', 'concat')
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}  # None: the params' dtype.
 
 
@@ -25,13 +26,14 @@ def _mlp(own: dict, **common):
 def _lstm(own: dict, **common):
   return LSTMClassifier(hidden_dim=own['hidden_dim'], num_layers=own['num_layers'],
                         bidirectional=own['bidirectional'], forget_bias=own['forget_bias'],
-                        dtype=COMPUTE_DTYPES[own['dtype']], **common)
+                        pooling=own.get('pooling', 'last'), dtype=COMPUTE_DTYPES[own['dtype']], **common)
 
 
 def _lstm_lm(own: dict, num_classes, **common):
   del num_classes  # A language model predicts tokens.
   return LSTMLanguageModel(hidden_dim=own['hidden_dim'], num_layers=own['num_layers'],
                            forget_bias=own['forget_bias'], tie_embeddings=own['tie_embeddings'],
+                           token_dropout=own.get('token_dropout', 0.0),
                            dtype=COMPUTE_DTYPES[own['dtype']], **common)
 
 
@@ -77,7 +79,11 @@ def model_fns(module) -> ModelFns:
     return run('token_states', params, token_ids, lengths, dropout_key=dropout_key)
 
   if isinstance(module, LSTMLanguageModel):
-    return ModelFns(init=init, token_logits=outputs, sequence_states=sequence_states)
+    def carried(params, token_ids, lengths, carry, dropout_key=None, targets=None, negatives=None):
+      return run('carried', params, token_ids, lengths, carry, targets, negatives, dropout_key=dropout_key)
+
+    return ModelFns(init=init, token_logits=outputs, sequence_states=sequence_states,
+                    token_logits_carried=carried, initial_carry=module.initial_carry)
 
   def embed(params, token_ids):
     return module.apply({'params': params}, token_ids, method='embed')

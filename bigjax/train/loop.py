@@ -342,7 +342,8 @@ def final_test(run: _Run, device_state, step: int, throughput: _Throughput, work
       'dev': dev_report,
       'test': test_report,
       'train': {
-          'loss': throughput.last.get('loss'),
+          # A sampled softmax's training loss is an estimate, named as such (bigjax.tasks.language_model).
+          **{k: throughput.last[k] for k in ('loss', 'sampled_loss') if k in throughput.last},
           'examples_per_s': throughput.per_second('examples'),
           'tokens_per_s': throughput.per_second('tokens'),
           'steady_state_seconds': throughput.seconds,

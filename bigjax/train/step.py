@@ -5,7 +5,7 @@ whole global batch (examples, or target tokens; added over devices first), so fi
 and uneven padding between devices cannot skew the mean, and k micro-batches give the
 update of one batch k times the size.
 """
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import flax
 import jax
@@ -21,17 +21,25 @@ class TrainState:
   params: flax.core.FrozenDict
   opt_state: optax.OptState
   rng: jax.Array  # uint32[2]; the dropout key of step s is fold_in(rng, s)
+  # A recurrent model's state after the last batch, one row per global batch row, carried
+  # into the next (truncated BPTT over streams); None for tasks that carry nothing. It is
+  # part of the state, so checkpoints hold it and a resume goes on exactly.
+  carry: Any = None
 
 
-def create_train_state(model_fns: ModelFns, tx, key, example: Batch,
-                       start: Optional[Callable] = None) -> TrainState:
-  """A fresh state; start(params) -> params puts pretrained values in (bigjax.transfer)."""
+def create_train_state(model_fns: ModelFns, tx, key, example: Batch, start: Optional[Callable] = None,
+                       carry_rows: int = 0) -> TrainState:
+  """A fresh state; start(params) -> params puts pretrained values in (bigjax.transfer).
+
+  carry_rows > 0: the state carries the model's recurrent state for that many global rows.
+  """
   init_key, dropout_key = jax.random.split(key)
   params = model_fns.init(init_key, example.token_ids, example.lengths)
   if start is not None:
     params = start(params)
+  carry = model_fns.initial_carry(carry_rows) if carry_rows else None
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    rng=dropout_key)
+                    rng=dropout_key, carry=carry)
 
 
 def gradient_sums(loss_fn: Callable, params, batch: Batch, dropout_key, accum_steps: int = 1):
@@ -78,11 +86,29 @@ def train_step(state: TrainState, batch: Batch, constants=None, *, loss_fn: Call
     count = jax.lax.psum(count, axis_name)
   count = jnp.maximum(count, 1.0)
 
-  def mean_loss(params, batch, dropout_key):
-    loss_sum, sums = loss_fn(params, batch, dropout_key, constants)
-    return loss_sum / count, sums
+  if state.carry is None:
+    def mean_loss(params, batch, dropout_key):
+      loss_sum, sums = loss_fn(params, batch, dropout_key, constants)
+      return loss_sum / count, sums
 
-  grads, sums = gradient_sums(mean_loss, state.params, batch, dropout_key, accum_steps)
+    grads, sums = gradient_sums(mean_loss, state.params, batch, dropout_key, accum_steps)
+    carry = None
+  else:
+    if accum_steps != 1:
+      raise ValueError('a carried state needs accum_steps=1: micro-batches would split its rows')
+    rows = batch.weights.shape[0]
+    carry = state.carry
+    if axis_name is not None:  # Under pmap each device has its own rows of the global carry.
+      start = jax.lax.axis_index(axis_name) * rows
+      carry = jax.tree.map(lambda c: jax.lax.dynamic_slice_in_dim(c, start, rows), carry)
+
+    def mean_loss(params, batch, dropout_key):
+      loss_sum, (sums, new_carry) = loss_fn(params, batch, dropout_key, constants, carry=carry)
+      return loss_sum / count, (sums, new_carry)
+
+    grads, (sums, carry) = jax.grad(mean_loss, has_aux=True)(state.params, batch, dropout_key)
+    if axis_name is not None:
+      carry = jax.lax.all_gather(carry, axis_name, tiled=True)
   # Throughput counts, whatever the task: real rows and their real tokens.
   sums = dict(sums, examples=jnp.sum(batch.weights),
               tokens=jnp.sum(batch.lengths * (batch.weights > 0)).astype(jnp.float32))
@@ -99,9 +125,11 @@ def train_step(state: TrainState, batch: Batch, constants=None, *, loss_fn: Call
     return optax.apply_updates(params, updates), opt_state
 
   params, opt_state = jax.lax.cond(finite, apply, lambda *kept: kept, state.params, state.opt_state)
+  if carry is not None:
+    carry = jax.tree.map(lambda new, old: jnp.where(finite, new, old), carry, state.carry)
   sums = jax.tree.map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), dict(sums, grad_norm_sum=grad_norm))
   sums.update(steps=jnp.ones((), jnp.float32), nonfinite_steps=1.0 - finite.astype(jnp.float32))
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state, carry=carry), sums
 
 
 def eval_step(params, batch: Batch, *, sums_fn: Callable, axis_name: Optional[str] = None):

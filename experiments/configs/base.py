@@ -58,6 +58,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # error | skip (as pandas' on_bad_lines): an example whose text is empty (a label alone)
       # stops the run, or is dropped and counted in the data description logged at start-up.
       on_bad_lines='error',
+      # > 0: train on a seeded, class-balanced subset of this many training examples (a label
+      # budget; dev and test are untouched).
+      train_limit=(0, (0, None)),
       tokenizer='bpe',  # bpe (subwords) | word (space-separated words, as the PyTorch peers) | wordpunct.
       vocab_size=(16000, (8, None)),  # Vocabulary trained on the train split.
       min_frequency=(2, (1, None)),  # Rarer pieces are not given an id.
@@ -88,6 +91,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       hidden_dim=(256, (1, None)),
       num_layers=(1, (1, None)),
       bidirectional=False,  # Classifier only.
+      # Classifier only: what the head reads. last: the state after the last token; concat: that,
+      # and the max and the mean of the states over the text (ULMFiT's concat pooling).
+      pooling='last',
       forget_bias=0.0,  # Initial forget-gate bias (1.0 helps long texts).
       # bfloat16 runs the LSTM's matmuls on bf16 operands with f32 sums (parameters,
       # gradients, gates and cell state stay f32). Fast where the hardware has bf16 dot
@@ -95,19 +101,24 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # likely slower than float32 (not measured: this project's CPU has them).
       dtype='float32',  # float32 | bfloat16
       tie_embeddings=False,  # Language model only: the output layer is the embedding table.
+      # Language model only: drop whole input vectors (AWD-LSTM's embedding dropout, per position).
+      token_dropout=(0.0, (0.0, 1.0, 'low')),
   )
 
   c.optim = _section(
       'optim',
       name='adam',  # adam | adamw | sgd
       learning_rate=(1e-3, (0.0, None, 'high')),
-      schedule='constant',  # constant | cosine | linear
+      # constant | cosine | linear | slanted_triangular (ULMFiT's: rises for warmup_steps, or a tenth
+      # of the run, to learning_rate, then falls to learning_rate / 32).
+      schedule='constant',
       warmup_steps=(0, (0, None)),
       weight_decay=(0.0, (0.0, None)),  # adamw only
       clip_norm=(0.0, (0.0, None)),  # 0: no clipping
       # Parameter groups, by path pattern: 'REGEX=MULTIPLIER,...' scales a group's learning rate
       # ('embedding=0.1'), 'REGEX=freeze' freezes it; the first pattern that matches a leaf's
-      # path ('layers_0_0/kernel_i') wins; the rest train at the base rate.
+      # path ('layers_0_0/kernel_i') wins; the rest train at the base rate. 'REGEX=MULT@E' keeps the
+      # group frozen until epoch E (ULMFiT's gradual unfreezing), then trains it at MULT x the rate.
       param_groups='',
   )
 
@@ -143,6 +154,19 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # A folder written by experiments.pretrain_embeddings: its word vectors start the
       # embedding table, and its tokenizer (which the vectors are rows of) replaces training one.
       embeddings='',
+  )
+
+  # experiments.pretrain: a language model (model.name=lstm_lm) on the text of the train and
+  # unlabelled splits (never dev or test), cut into truncated-BPTT windows (bigjax/data/streams.py).
+  c.lm = _section(
+      'lm',
+      window=(70, (2, None)),  # BPTT length: tokens per window; the state is carried across windows.
+      heldout_fraction=(0.01, (0.0, 0.5, 'neither')),  # Documents carved for dev and, as many again, test.
+      eval_context=(64, (0, None)),  # Tokens an evaluation window reads before the ones it scores.
+      # > 0: train with a sampled softmax over this many negatives per step (unigram ** sampling_power);
+      # 0: the full softmax. Evaluation always uses the full softmax.
+      negatives=(0, (0, None)),
+      sampling_power=(0.75, (0.0, 1.0)),
   )
 
   # experiments.pretrain_embeddings: skip-gram word vectors over the train split, the
@@ -213,6 +237,7 @@ def variant(c: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict
     c.train.steps, c.train.batch_size, c.train.log_every_steps = 12, 16, 4
     c.checkpoint.every_steps = 6
     c.pretrain.corpus_path = ''
+    c.lm.window, c.lm.eval_context = min(c.lm.window, 16), min(c.lm.eval_context, 8)
   elif arg:
     raise ValueError(f'unknown config variant {arg!r}; known: tiny')
   return c

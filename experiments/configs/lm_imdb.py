@@ -1,0 +1,52 @@
+"""An LSTM language model on IMDB's train and unlabelled reviews: ULMFiT's stage 1.
+
+  python -m experiments.pretrain --config=experiments/configs/lm_imdb.py --workdir=runs/lm_imdb
+
+The encoder has lstm_imdb.py's sizes (300-dim embeddings, one 256-unit LSTM layer) and
+its tokenizer (words and punctuation, 30k entries), so an IMDB classifier starts from it
+leaf for leaf:
+
+  python -m experiments.train --config=experiments/configs/lstm_imdb.py --workdir=runs/lstm_imdb_lm \
+      --config.init.checkpoint=runs/lm_imdb
+
+The 72,500 reviews are the classifier's train split (dev carved from it as the classifier
+carves it, with the same seed) and the 50,000 unlabelled ones; never dev or test reviews.
+The training budget is the 2-core CPU's: train.steps windows of 64 x 70 tokens, a sampled
+softmax over 1,024 negatives (the full 30k softmax would be 90 % of every step), full-softmax
+perplexity on 0.2 % of the reviews carved out for dev and as many for test
+(docs/pretraining.md).
+"""
+import os
+
+from experiments.configs import base
+
+
+def get_config(arg: str = ''):
+  c = base.get_config()
+  c.data.path = os.path.join(base.SHARED_DATA, 'imdb', 'aclImdb_v1.tar.gz')
+  c.data.tokenizer = 'wordpunct'
+  c.data.vocab_size = 30000
+  c.model.name = 'lstm_lm'
+  c.model.embed_dim = 300
+  c.model.dropout = 0.25
+  c.model.lstm.hidden_dim = 256
+  c.model.lstm.forget_bias = 1.0
+  c.model.lstm.tie_embeddings = True
+  c.model.lstm.token_dropout = 0.1
+  c.model.lstm.dtype = 'bfloat16'
+  c.lm.window = 70
+  c.lm.negatives = 1024
+  c.lm.heldout_fraction = 0.002
+  c.optim.learning_rate = 2e-3
+  c.optim.schedule = 'cosine'
+  c.optim.warmup_steps = 200
+  c.optim.clip_norm = 0.25  # AWD-LSTM's.
+  c.train.batch_size = 64
+  c.train.steps = 4500
+  c.train.eval_batch_size = 64
+  c.train.log_every_steps = 100
+  c.checkpoint.every_steps = 750
+  c = base.variant(c, arg)
+  if arg == 'tiny':
+    c.lm.negatives, c.lm.heldout_fraction = 32, 0.05
+  return c

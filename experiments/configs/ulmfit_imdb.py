@@ -1,0 +1,39 @@
+"""ULMFiT on IMDB (Howard & Ruder 2018): the classifier from an LSTM language model's encoder.
+
+  # 1. The language model on IMDB's train and unlabelled reviews (lm_imdb.py):
+  python -m experiments.pretrain --config=experiments/configs/lm_imdb.py --workdir=runs/lm_imdb
+  # 2. (ULMFiT's stage 2, finetuning the LM on the task's own text, is stage 1 here: the
+  #    LM already read IMDB's training reviews.)
+  # 3. The classifier:
+  python -m experiments.train --config=experiments/configs/ulmfit_imdb.py --workdir=runs/ulmfit_imdb \
+      --config.init.checkpoint=runs/lm_imdb
+
+The encoder (embedding and LSTM) and the tokenizer come from the language model; the
+head is new (init.drop=^head/). The head reads concat pooling (last state, max and mean
+over the review). Gradual unfreezing with discriminative rates: epoch 0 trains the head
+only, epoch 1 adds the LSTM at 1/2.6 of the rate, epoch 2 the embeddings at 1/2.6^2, under
+a slanted triangular schedule. Reviews are read whole up to 512 tokens (their last 512
+beyond that: ~3 % of them), and gradients flow through every token: one scan over the
+review, rather than ULMFiT's BPT3C chunks, which exist to bound GPU memory; on this CPU the
+whole review fits (docs/pretraining.md).
+"""
+from experiments.configs import base
+from experiments.configs import lstm_imdb
+
+
+def get_config(arg: str = ''):
+  c = lstm_imdb.get_config()
+  c.init.drop = '^head/'
+  c.data.max_len = 512
+  c.model.embed_dim = 300
+  c.model.dropout = 0.4
+  c.model.lstm.hidden_dim = 256
+  c.model.lstm.pooling = 'concat'
+  c.model.lstm.dtype = 'bfloat16'
+  c.optim.learning_rate = 4e-3
+  c.optim.schedule = 'slanted_triangular'
+  c.optim.clip_norm = 1.0
+  c.optim.param_groups = '^layers_=0.385@1,^embedding=0.148@2'
+  c.train.epochs = 3
+  c.checkpoint.every_steps = 0
+  return base.variant(c, arg)
