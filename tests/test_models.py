@@ -167,7 +167,7 @@ def test_lstm_layer_equals_flax_lstm_cell(reverse):
   layer = LSTMLayer(5, reverse=reverse)
   params = layer.init(jax.random.PRNGKey(1), x, lengths)['params']
   params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
-  final, states = layer.apply({'params': params}, x, lengths)
+  (_, final), states = layer.apply({"params": params}, x, lengths)
 
   reference = nn.RNN(nn.OptimizedLSTMCell(5), return_carry=True, reverse=reverse, keep_order=True)
   split = lambda w: dict(zip('ifgo', jnp.split(w, 4, axis=-1)))
