@@ -14,6 +14,7 @@ import re
 import runpy
 import sys
 import tempfile
+import traceback
 from typing import Any, Callable, Optional
 
 from absl import flags
@@ -427,6 +428,8 @@ class _DropLibraryChatter(logging.Filter):
       # A failed save's other writes, left unawaited on Orbax's event loop, are logged when
       # collected ("Task exception was never retrieved"), after the one real error.
       message = record.getMessage()
+      if record.exc_info:  # The Orbax frames may be in the attached traceback only.
+        message += ''.join(traceback.format_exception(*record.exc_info))
       return not ('was never retrieved' in message and ('orbax' in message or 'OCDBT' in message))
     if '/orbax/' not in record.pathname:
       return True
