@@ -137,24 +137,35 @@ class Experiment:
 
 
 def _start(config: ml_collections.ConfigDict, teacher: Optional[runs.Run]):
-  """(tokenizer or None, start(params) -> params or None, record) from init.checkpoint or init.embeddings.
+  """(tokenizer or None, start(params) -> params or None, record, the source run's params or None)
+  from init.checkpoint or init.embeddings.
 
   A distillation student reads the teacher's token ids, so the teacher's tokenizer is its own.
   """
   if teacher is not None:
-    return teacher.tokenizer, None, {}
+    return teacher.tokenizer, None, {}, None
   if config.init.checkpoint:
     source = runs.load_run(config.init.checkpoint)
     drop = drop_patterns(config.init)
     name = f'the run in {source.workdir} (step {source.step})'
     start = lambda fresh: transfer.merge_params(fresh, source.params, drop=drop, source_name=name)[0]
-    return source.tokenizer, start, {'checkpoint': source.workdir, 'step': source.step, 'drop': drop}
+    return source.tokenizer, start, {'checkpoint': source.workdir, 'step': source.step, 'drop': drop}, source.params
   if config.init.embeddings:
     # The vectors are rows of the pretraining run's vocabulary: its tokenizer is this run's.
     tokenizer, vectors, found = embeddings_lib.load(config.init.embeddings)
     start = lambda fresh: transfer.with_word_vectors(fresh, vectors, found, embeddings_lib.init_embedding_table)
-    return tokenizer, start, {'embeddings': os.path.abspath(config.init.embeddings)}
-  return None, None, {}
+    return tokenizer, start, {'embeddings': os.path.abspath(config.init.embeddings)}, None
+  return None, None, {}, None
+
+
+def _record_transfer(init_record: dict, fns, example, source_params) -> None:
+  """With init.checkpoint: mismatches fail now, before any training, and what was copied is recorded."""
+  if source_params is None:
+    return
+  abstract = jax.eval_shape(fns.init, jax.random.PRNGKey(0), example.token_ids, example.lengths)
+  _, copy_record = transfer.merge_params(abstract, source_params, drop=init_record['drop'],
+                                         source_name=init_record['checkpoint'])
+  init_record.update(copy_record)
 
 
 def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) -> Experiment:
@@ -169,7 +180,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
     dataset = sources.with_train_limit(dataset, config.data.train_limit, config.seed)
   logging.info('data: %s', dataset.description)
   teacher = runs.load_run(config.distill.teacher) if config.distill.teacher else None
-  pretrained_tokenizer, start, init_record = _start(config, teacher)
+  pretrained_tokenizer, start, init_record, source_params = _start(config, teacher)
   train_fn = tokenizer_trainer(config.data) if pretrained_tokenizer is None else lambda texts: pretrained_tokenizer
   tokenizer = prepare.run_tokenizer(workdir, dataset.splits['train'].texts, train_fn,
                                     save=jax.process_index() == 0)
@@ -198,11 +209,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   task, constants = distillation(config.distill, task, teacher)
   driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps)
   example = train_batches.batch(0)
-  if init_record.get('checkpoint'):  # Mismatches fail now, before any training, with what was copied recorded.
-    abstract = jax.eval_shape(fns.init, jax.random.PRNGKey(0), example.token_ids, example.lengths)
-    _, copy_record = transfer.merge_params(abstract, runs.load_run(init_record['checkpoint']).params,
-                                           drop=init_record['drop'], source_name=init_record['checkpoint'])
-    init_record.update(copy_record)
+  _record_transfer(init_record, fns, example, source_params)
   derived = {'vocab_size': tokenizer.vocab_size, 'num_classes': dataset.num_classes,
              'label_names': list(dataset.label_names), 'task': task.name,
              'selection_metric': f'dev_{task.selection_metric}', 'higher_is_better': task.higher_is_better,
@@ -255,7 +262,7 @@ def build_lm_experiment(config: ml_collections.ConfigDict, workdir: Optional[str
     raise ConfigError(f'model.name={config.model.name!r} is a classifier; experiments.pretrain trains a language '
                       f'model: set model.name to one of {LANGUAGE_MODELS}')
   texts = language_model_corpus(config)
-  pretrained_tokenizer, start, init_record = _start(config, None)
+  pretrained_tokenizer, start, init_record, source_params = _start(config, None)
   train_fn = tokenizer_trainer(config.data) if pretrained_tokenizer is None else lambda texts: pretrained_tokenizer
   tokenizer = prepare.run_tokenizer(workdir, texts, train_fn, save=jax.process_index() == 0)
   documents = batching.EncodedSplit.from_rows(tokenizer.encode(texts, max_len=1 << 30), np.full(len(texts), -1))
@@ -288,16 +295,10 @@ def build_lm_experiment(config: ml_collections.ConfigDict, workdir: Optional[str
   tx = build_optimizer(config, total_steps, steps_per_epoch)
   driver = parallel.task_driver(config.parallel, task, fns, tx)
   example = train_batches.batch(0)
-  if init_record.get('checkpoint'):
-    abstract = jax.eval_shape(fns.init, jax.random.PRNGKey(0), example.token_ids, example.lengths)
-    _, copy_record = transfer.merge_params(abstract, runs.load_run(init_record['checkpoint']).params,
-                                           drop=init_record['drop'], source_name=init_record['checkpoint'])
-    init_record.update(copy_record)
+  _record_transfer(init_record, fns, example, source_params)
   eval_rows = config.train.eval_batch_size
   dev_batches, test_batches = (streams.eval_windows(split, eos, eval_rows, config.lm.window, config.lm.eval_context,
-                                                    batching.Sharding(jax.process_index(), jax.process_count(),
-                                                                      parallel.rows_multiple(config.parallel)))
-                               for split in (dev, test))
+                                                    sharding) for split in (dev, test))
   fingerprint = _documents_fingerprint(documents)
   derived = {'vocab_size': tokenizer.vocab_size, 'num_classes': 0, 'label_names': [], 'task': task.name,
              'selection_metric': f'dev_{task.selection_metric}', 'higher_is_better': task.higher_is_better,

@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from bigjax import runs
+from bigjax.metrics import MetricWriter
 from bigjax.data import batching, streams
 from bigjax.models import registry
 from bigjax.tasks.language_model import LanguageModeling, sampling_distribution
@@ -104,7 +105,7 @@ def test_a_carried_state_is_checkpointed_and_a_resumed_run_equals_an_uninterrupt
         driver=parallel.task_driver('none', task, fns, tx), task=task,
         init_state=lambda: step_lib.create_train_state(fns, tx, jax.random.PRNGKey(0), example, carry_rows=4),
         batch_at=stream.batch, dev=dev, test=dev, periods=loop.Periods(24, 8, 4), workdir=str(workdir), meta={},
-        writer=common.metrics_lib.MetricWriter(str(workdir)), stop_after_steps=stop_after)
+        writer=MetricWriter(str(workdir)), stop_after_steps=stop_after)
 
   whole = run(tmp_path / 'whole')
   assert run(tmp_path / 'split', stop_after=11)['step'] == 11  # Stops mid-epoch, carry in flight.

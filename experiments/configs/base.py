@@ -238,6 +238,7 @@ def variant(c: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict
     c.checkpoint.every_steps = 6
     c.pretrain.corpus_path = ''
     c.lm.window, c.lm.eval_context = min(c.lm.window, 16), min(c.lm.eval_context, 8)
+    c.lm.negatives, c.lm.heldout_fraction = min(c.lm.negatives, 32), max(c.lm.heldout_fraction, 0.05)
   elif arg:
     raise ValueError(f'unknown config variant {arg!r}; known: tiny')
   return c

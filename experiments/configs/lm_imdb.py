@@ -46,7 +46,4 @@ def get_config(arg: str = ''):
   c.train.eval_batch_size = 64
   c.train.log_every_steps = 100
   c.checkpoint.every_steps = 750
-  c = base.variant(c, arg)
-  if arg == 'tiny':
-    c.lm.negatives, c.lm.heldout_fraction = 32, 0.05
-  return c
+  return base.variant(c, arg)

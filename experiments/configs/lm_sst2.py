@@ -25,7 +25,4 @@ def get_config(arg: str = ''):
   c.train.epochs = 8
   c.train.log_every_steps = 20
   c.checkpoint.every_steps = 0
-  c = base.variant(c, arg)
-  if arg == 'tiny':
-    c.lm.negatives, c.lm.heldout_fraction = 32, 0.05
-  return c
+  return base.variant(c, arg)
