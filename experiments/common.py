@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 from absl import flags
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 import ml_collections
 import numpy as np
 import optax
@@ -31,13 +32,14 @@ from bigjax.compress import distill as distill_lib
 from bigjax.compress import pruning as pruning_lib
 from bigjax.compress import quantize as quantize_lib
 from bigjax.data import batching, prepare, sources, streams
+from bigjax.data import cache as cache_lib
 from bigjax.data.tokenizer import EOS, KINDS, TRUNCATIONS, Tokenizer, train_tokenizer
 from bigjax.errors import BigjaxError, ConfigError
 from bigjax.models import registry
 from bigjax.pretrain import embeddings as embeddings_lib
 from bigjax.tasks.classification import Classification
 from bigjax.tasks.language_model import LanguageModeling, sampling_distribution
-from bigjax.train import loop, optim, parallel
+from bigjax.train import loop, optim, parallel, sparse
 from bigjax.train import step as step_lib
 from experiments.configs import base as base_config
 
@@ -94,11 +96,46 @@ def prepare_workdir(workdir: str) -> str:
   return workdir
 
 
+# What a data section's splits depend on, beside its source (tokenizer keys are separate).
+_SPLIT_KEYS = ('encoding', 'text_column', 'label_column', 'num_classes', 'dev_fraction', 'test_fraction',
+               'on_bad_lines')
+
+
 def load_data(c: ml_collections.ConfigDict, seed: int) -> sources.TextDataset:
+  """The data section's dataset. Dev and test are carved with data.split_seed (runs saved before
+  that key existed carved with their seed, which is passed here)."""
   return sources.load_text_dataset(
       path=c.path, name=c.name, encoding=c.encoding, data_dir=c.data_dir, dev_fraction=c.dev_fraction,
-      test_fraction=c.test_fraction, seed=seed, text_column=c.text_column, label_column=c.label_column,
-      num_classes=c.num_classes, max_line_mb=c.max_line_mb, on_bad_lines=c.on_bad_lines)
+      test_fraction=c.test_fraction, seed=c.get('split_seed', seed), text_column=c.text_column,
+      label_column=c.label_column, num_classes=c.num_classes, max_line_mb=c.max_line_mb,
+      on_bad_lines=c.on_bad_lines)
+
+
+def data_cache(config: ml_collections.ConfigDict) -> Optional[cache_lib.Cache]:
+  if not config.cache.data:
+    return None
+  return cache_lib.Cache(config.cache.dir or cache_lib.default_root())
+
+
+def prepare_classification_data(config: ml_collections.ConfigDict, workdir: Optional[str],
+                                fixed_tokenizer: Optional[Tokenizer] = None) -> prepare.PreparedData:
+  """The tokenizer and encoded splits of config.data, from the cache when they are in it."""
+  c = config.data
+
+  def load():
+    dataset = load_data(c, config.seed)
+    if c.train_limit:
+      dataset = sources.with_train_limit(dataset, c.train_limit, config.seed)
+    return dataset
+
+  source = dict(cache_lib.source_identity(c.path, c.name, c.data_dir), split_seed=c.split_seed,
+                **{key: c[key] for key in _SPLIT_KEYS})
+  if c.train_limit:  # The subset is drawn with the run's seed.
+    source.update(train_limit=c.train_limit, seed=config.seed)
+  return prepare.prepare_data(
+      load, source=source, tokenizer_settings={k: c[k] for k in ('tokenizer', 'vocab_size', 'min_frequency')},
+      train_tokenizer=tokenizer_trainer(c), max_len=c.max_len, keep=c.keep, fixed_tokenizer=fixed_tokenizer,
+      workdir=workdir, save=jax.process_index() == 0, cache=data_cache(config))
 
 
 def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int):
@@ -119,7 +156,7 @@ def drop_patterns(c: ml_collections.ConfigDict) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class Experiment:
   """Everything a config resolves to, before any training: what the loop and the benchmark use."""
-  dataset: sources.TextDataset  # The texts and labels, before tokenization.
+  dataset: Optional[sources.TextDataset]  # The texts and labels; None where the encoded splits were cached.
   tokenizer: Tokenizer
   task: Any  # bigjax.tasks.Task
   fns: Any  # ModelFns
@@ -175,19 +212,14 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   """
   if config.model.name in LANGUAGE_MODELS:
     raise ConfigError(f'model.name={config.model.name!r} is a language model: train it with experiments.pretrain')
-  dataset = load_data(config.data, config.seed)
-  if config.data.train_limit:
-    dataset = sources.with_train_limit(dataset, config.data.train_limit, config.seed)
-  logging.info('data: %s', dataset.description)
   teacher = runs.load_run(config.distill.teacher) if config.distill.teacher else None
   pretrained_tokenizer, start, init_record, source_params = _start(config, teacher)
-  train_fn = tokenizer_trainer(config.data) if pretrained_tokenizer is None else lambda texts: pretrained_tokenizer
-  tokenizer = prepare.run_tokenizer(workdir, dataset.splits['train'].texts, train_fn,
-                                    save=jax.process_index() == 0)
+  data = prepare_classification_data(config, workdir, pretrained_tokenizer)
+  logging.info('data: %s', data.description)
+  tokenizer, num_classes = data.tokenizer, data.num_classes
   boundaries = batching.bucket_boundaries(config.data.max_len, config.data.smallest_bucket,
                                           config.data.bucket_growth)
-  train, dev, test = (prepare.encode_split(tokenizer, dataset.splits[name], config.data.max_len, config.data.keep)
-                      for name in ('train', 'dev', 'test'))
+  train, dev, test = (data.splits[name] for name in prepare.SPLITS)
   accum_steps = config.train.accum_steps
   if config.train.batch_size < accum_steps:
     raise ConfigError(f'train.accum_steps={accum_steps} must be between 1 and train.batch_size')
@@ -198,38 +230,41 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   stats = train_batches.epoch_stats()
   logging.info('train: %d examples, %d batches/epoch, %d shapes, %.1f%% padding; vocab %d; classes %d',
                len(train), train_batches.steps_per_epoch, stats['distinct_shapes'],
-               100 * stats['padding_fraction'], tokenizer.vocab_size, dataset.num_classes)
+               100 * stats['padding_fraction'], tokenizer.vocab_size, num_classes)
 
   steps_per_epoch = train_batches.steps_per_epoch
   total_steps = config.train.steps or config.train.epochs * steps_per_epoch
   every = config.checkpoint.every_steps or steps_per_epoch
-  fns = registry.model_fns(build_model(config.model, tokenizer.vocab_size, dataset.num_classes))
-  task = Classification(dataset.num_classes)
+  fns = registry.model_fns(build_model(config.model, tokenizer.vocab_size, num_classes))
+  task = Classification(num_classes)
   tx = build_optimizer(config, total_steps, steps_per_epoch)
   task, constants = distillation(config.distill, task, teacher)
   driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps)
   example = train_batches.batch(0)
   _record_transfer(init_record, fns, example, source_params)
-  derived = {'vocab_size': tokenizer.vocab_size, 'num_classes': dataset.num_classes,
-             'label_names': list(dataset.label_names), 'task': task.name,
+  _check_sparse_tables(tx, fns, example)
+  derived = {'vocab_size': tokenizer.vocab_size, 'num_classes': num_classes,
+             'label_names': list(data.label_names), 'task': task.name,
              'selection_metric': f'dev_{task.selection_metric}', 'higher_is_better': task.higher_is_better,
              'total_steps': total_steps, 'steps_per_epoch': steps_per_epoch, 'checkpoint_every_steps': every,
-             'data_fingerprint': prepare.data_fingerprint(dataset), 'train_batches': stats,
+             'data_fingerprint': data.fingerprint, 'train_batches': stats,
              'bucket_boundaries': list(boundaries), 'devices': jax.device_count(),
              'processes': jax.process_count(), 'global_batch_rows': sharding.rows(config.train.batch_size)[0],
-             'init': init_record}
+             'init': init_record, 'data_from_cache': data.from_cache}
   # What a checkpoint must agree on to be resumed into this run.
   compatibility = {'model': registry.section_of(config.model.to_dict()), 'vocab_size': tokenizer.vocab_size,
-                   'num_classes': dataset.num_classes, 'data': derived['data_fingerprint'],
+                   'num_classes': num_classes, 'data': derived['data_fingerprint'],
                    'batch_size': config.train.batch_size, 'seed': config.seed}
   # Pruning changes the optimizer state, distillation what is learnt: a resume must agree.
   if config.prune.target_sparsity:
     compatibility['prune'] = config.prune.to_dict()
+  if config.optim.sparse_embeddings:  # Its optimizer state has another structure.
+    compatibility['sparse_embeddings'] = {k: config.optim[k] for k in ('sparse_embeddings', 'sparse_rule')}
   if config.distill.teacher:
     compatibility['distill'] = config.distill.to_dict()
     derived['distill'] = {'teacher': os.path.abspath(config.distill.teacher)}
   return Experiment(
-      dataset=dataset, tokenizer=tokenizer, task=task, fns=fns, tx=tx, driver=driver, train_batches=train_batches,
+      dataset=data.dataset, tokenizer=tokenizer, task=task, fns=fns, tx=tx, driver=driver, train_batches=train_batches,
       dev=batching.eval_batches(dev, config.train.eval_batch_size, boundaries, sharding),
       test=batching.eval_batches(test, config.train.eval_batch_size, boundaries, sharding),
       init_state=functools.partial(step_lib.create_train_state, fns, tx, jax.random.PRNGKey(config.seed), example,
@@ -329,17 +364,22 @@ def _documents_fingerprint(documents: batching.EncodedSplit) -> str:
   return digest.hexdigest()[:16]
 
 
-def build_optimizer(config: ml_collections.ConfigDict, total_steps: int,
-                    steps_per_epoch: int) -> optax.GradientTransformation:
-  """optim.* (and prune.*) as one optax transformation."""
-  schedule = optim.make_schedule(config.optim.schedule, config.optim.learning_rate, total_steps,
-                                 config.optim.warmup_steps)
-  tx = optim.make_optimizer(config.optim.name, schedule, weight_decay=config.optim.weight_decay,
-                            clip_norm=config.optim.clip_norm, groups=param_groups(config.optim),
+def build_optimizer(config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int):
+  """optim.* (and prune.*) as one optax transformation, or a RowSparseOptimizer around one."""
+  c = config.optim
+  schedule = optim.make_schedule(c.schedule, c.learning_rate, total_steps, c.warmup_steps)
+  # With row-sparse tables the clipping norm must include their rows: the wrapper clips.
+  tx = optim.make_optimizer(c.name, schedule, weight_decay=c.weight_decay,
+                            clip_norm=0.0 if c.sparse_embeddings else c.clip_norm, groups=param_groups(c),
                             steps_per_epoch=steps_per_epoch)
   if config.prune.target_sparsity:
     tx = optax.chain(tx, magnitude_pruning(config.prune, total_steps))
-  return tx
+  if not c.sparse_embeddings:
+    return tx
+  rows_schedule = optim.make_schedule(c.schedule, c.sparse_learning_rate or c.learning_rate, total_steps,
+                                      c.warmup_steps)
+  return sparse.RowSparseOptimizer(tx, sparse.make_rule(c.sparse_rule, rows_schedule), c.sparse_embeddings,
+                                   clip_norm=c.clip_norm)
 
 
 def pruning_end_step(c: ml_collections.ConfigDict, total_steps: int) -> int:
@@ -368,6 +408,21 @@ def distillation(c: ml_collections.ConfigDict, task, teacher: Optional[runs.Run]
   return distill_lib.Distillation(task, teacher.fns, c.temperature, c.alpha), teacher.params
 
 
+def use_compilation_cache(config: ml_collections.ConfigDict) -> Optional[str]:
+  """JAX's persistent compilation cache in cache.dir/jax (cache.compilation=False: off): a second
+  run of a config loads its compiled steps instead of compiling them. Returns the folder."""
+  if not config.cache.compilation:
+    return None
+  folder = os.path.join(config.cache.dir or cache_lib.default_root(), 'jax')
+  if jax.config.jax_compilation_cache_dir != folder:
+    # JAX trusts what it finds there (it runs it): the default is the user's own cache folder.
+    compilation_cache.set_cache_dir(folder)
+    compilation_cache.reset_cache()  # Taken up at the next compile, even where this process has compiled.
+    # Every step shape is worth keeping: a length bucket of the MLP compiles in well under a second.
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  return folder
+
+
 def tokenizer_trainer(c: ml_collections.ConfigDict) -> Callable[[list[str]], Tokenizer]:
   return functools.partial(train_tokenizer, vocab_size=c.vocab_size, kind=c.tokenizer, min_frequency=c.min_frequency)
 
@@ -379,6 +434,7 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
   build: build_experiment (a classifier) or build_lm_experiment (a language model).
   """
   workdir = prepare_workdir(workdir)
+  use_compilation_cache(config)
   exp = build(config, workdir)
   is_main = jax.process_index() == 0
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
@@ -509,12 +565,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                        ('data.on_bad_lines', sources.ON_BAD_LINES),
                        ('model.lstm.dtype', tuple(registry.COMPUTE_DTYPES)),
                        ('model.lstm.pooling', registry.POOLINGS), ('optim.schedule', optim.SCHEDULES),
-                       ('train.nan_policy', loop.NAN_POLICIES), ('prune.scope', pruning_lib.SCOPES),
+                       ('optim.sparse_rule', sparse.RULES), ('train.nan_policy', loop.NAN_POLICIES), ('prune.scope', pruning_lib.SCOPES),
                        ('quantize.mode', quantize_lib.MODES), ('quantize.activations', quantize_lib.ACTIVATIONS)):
     value = config_value(config, key)
     if value not in choices:
       raise ConfigError(f'{key}={value!r} is unknown; use one of {tuple(choices)}')
   param_groups(config.optim)
+  _check_sparse_embeddings(config)
   if config.init.checkpoint and config.init.embeddings:
     raise ConfigError('init.checkpoint and init.embeddings are both set; a run starts from one of them (a '
                       'checkpoint already holds trained embeddings)')
@@ -543,6 +600,33 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     optim.make_optimizer(config.optim.name, optim.make_schedule(config.optim.schedule, 1.0, 10))
   except ValueError as e:
     raise ConfigError(f'optim: {e}') from None
+
+
+def _check_sparse_tables(tx, fns, example) -> None:
+  """optim.sparse_embeddings must name at least one of the model's tables: checked before any step."""
+  if isinstance(tx, sparse.RowSparseOptimizer):
+    try:
+      tx.table_paths(jax.eval_shape(fns.init, jax.random.PRNGKey(0), example.token_ids, example.lengths))
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+
+def _check_sparse_embeddings(config: ml_collections.ConfigDict) -> None:
+  pattern = config.optim.sparse_embeddings
+  if not pattern:
+    return
+  try:
+    re.compile(pattern)
+  except re.error as e:
+    raise ConfigError(f'optim.sparse_embeddings: {pattern!r} is not a regular expression ({e})') from None
+  conflicts = ((config.prune.target_sparsity, 'prune.target_sparsity > 0 (its masks live in the dense optimizer)'),
+               (config.train.accum_steps != 1, 'train.accum_steps > 1 (micro-batches look up different rows)'),
+               (config.model.name in LANGUAGE_MODELS, f'model.name={config.model.name} (it carries its state '
+                                                       'across batches, and a tied output layer reads every row)'))
+  for conflict, what in conflicts:
+    if conflict:
+      raise ConfigError(f'optim.sparse_embeddings={pattern!r} cannot be used with {what}; set '
+                        'optim.sparse_embeddings="" for dense updates')
 
 
 def _bad_override(argv: list[str]) -> Optional[str]:

@@ -70,6 +70,9 @@ def build_config(source: str, method: str, student: str):
   if method == 'prune':
     config.init.checkpoint = os.path.abspath(source)
     config.train.steps = 0
+    # The masks live in the dense optimizer's state: a source trained with row-sparse tables is
+    # finetuned with dense updates (its optimizer state is not carried over anyway).
+    config.optim.sparse_embeddings = ''
     for key, value in PRUNE_DEFAULTS.items():
       section, name = key.split('.')
       config[section][name] = value

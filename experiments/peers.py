@@ -4,6 +4,7 @@ No flags here: experiments.time_to_accuracy is the command line, and tests impor
 bigjax's side of a race is read from its workdir's metrics.jsonl (`MetricsFollower`,
 `BigjaxCurve`), never from its log lines; the peer's is the JSON lines it prints.
 """
+import copy
 import json
 import os
 from typing import Optional
@@ -31,6 +32,8 @@ def check_recipe(config) -> None:
 
 def write_peer_data(config, folder: str) -> dict:
   """The config's splits, tokenized as bigjax does, in torch_lstm.py's layout; and the start table."""
+  config = copy.deepcopy(config)
+  config.cache.data = False  # The texts themselves are written out: they must be read.
   exp = common.build_experiment(config, workdir=None)  # Its data, tokenizer and initial state are the run's.
   dataset, tokenizer = exp.dataset, exp.tokenizer
   os.makedirs(folder, exist_ok=True)

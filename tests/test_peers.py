@@ -95,3 +95,30 @@ def test_race_refusals_are_one_line(tmp_path, args, expected):
                          *args], cwd=peers.ROOT, capture_output=True, text=True, timeout=120)
   assert done.returncode == 2, done.stderr[-2000:]
   assert expected in done.stderr and 'Traceback' not in done.stderr
+
+
+def test_fasttext_imdb_peer_splits_and_tokenizes_as_bigjax(tmp_path):
+  """experiments/fasttext_imdb.py reads the archive itself: it must get bigjax's 22,500 / 2,500 split."""
+  import io  # pylint: disable=g-import-not-at-top
+  import tarfile  # pylint: disable=g-import-not-at-top
+  from tokenizers import pre_tokenizers  # pylint: disable=g-import-not-at-top
+  from bigjax.data import sources  # pylint: disable=g-import-not-at-top
+  from experiments import fasttext_imdb  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  path = tmp_path / 'aclImdb_v1.tar.gz'
+  with tarfile.open(path, 'w:gz') as tar:
+    for split, count in (('train', 60), ('test', 10)):
+      for i in range(count):
+        label = ('neg', 'pos')[int(rng.integers(2))]
+        data = f'review {split} {i}<br />is {label}, really!'.encode()
+        info = tarfile.TarInfo(f'aclImdb/{split}/{label}/{i}_{rng.integers(1, 11)}.txt')
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+  ours = sources.load_text_dataset(path=str(path), dev_fraction=0.1, seed=0)
+  theirs = fasttext_imdb.read_archive(str(path))
+  train, dev = fasttext_imdb.carve_dev(theirs['train'])
+  for name, rows in (('train', train), ('dev', dev), ('test', theirs['test'])):
+    assert [text for _, _, text in rows] == ours.splits[name].texts
+    assert [label for _, label, _ in rows] == ours.splits[name].labels.tolist()
+  text = "It's a must-see... 10/10 (really)!"
+  assert fasttext_imdb.TOKEN.findall(text) == [w for w, _ in pre_tokenizers.Whitespace().pre_tokenize_str(text)]

@@ -1,22 +1,38 @@
-"""From a loaded dataset to what training reads: the run's tokenizer and encoded splits."""
+"""From a data source to what training reads: the run's tokenizer and encoded splits.
+
+Both are start-up work that gives the same result every time for the same inputs, so
+`prepare_data` keeps them in a cache (bigjax.data.cache) keyed by those inputs: a
+second seed, a resumed run or a benchmark of the same config reads them back instead
+of reading and tokenizing the data again.
+"""
+import dataclasses
 import hashlib
+import json
+import logging
 import os
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from bigjax.data import batching, sources
+from bigjax.data.cache import Cache, digest
 from bigjax.data.tokenizer import FILENAME, Tokenizer
+
+SPLITS = ('train', 'dev', 'test')
+
+
+def labels_fingerprint(labels: dict) -> str:
+  """A hash of every split's size and labels: checkpoints of other data are refused."""
+  hasher = hashlib.sha256()
+  for name in SPLITS:
+    split_labels = np.asarray(labels[name], np.int32)
+    hasher.update(f'{name}:{len(split_labels)}:'.encode())
+    hasher.update(split_labels.tobytes())
+  return hasher.hexdigest()[:16]
 
 
 def data_fingerprint(dataset: sources.TextDataset) -> str:
-  """A hash of every split's size and labels: checkpoints of other data are refused."""
-  digest = hashlib.sha256()
-  for name in ('train', 'dev', 'test'):
-    split = dataset.splits[name]
-    digest.update(f'{name}:{len(split.texts)}:'.encode())
-    digest.update(np.asarray(split.labels, np.int32).tobytes())
-  return digest.hexdigest()[:16]
+  return labels_fingerprint({name: dataset.splits[name].labels for name in SPLITS})
 
 
 def run_tokenizer(workdir: str | None, train_texts: Sequence[str], train_fn: Callable[[Sequence[str]], Tokenizer],
@@ -36,3 +52,94 @@ def run_tokenizer(workdir: str | None, train_texts: Sequence[str], train_fn: Cal
 
 def encode_split(tokenizer: Tokenizer, split: sources.Split, max_len: int, keep: str) -> batching.EncodedSplit:
   return batching.EncodedSplit.from_rows(tokenizer.encode(split.texts, max_len, keep), split.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedData:
+  tokenizer: Tokenizer
+  splits: dict  # 'train', 'dev', 'test' -> EncodedSplit
+  num_classes: int
+  label_names: tuple
+  description: str
+  fingerprint: str  # labels_fingerprint of the splits
+  dataset: Optional[sources.TextDataset]  # The texts; None where everything came from the cache.
+  from_cache: dict  # {'tokenizer': bool, 'splits': bool}
+
+
+def prepare_data(load: Callable[[], sources.TextDataset], *, source: dict, tokenizer_settings: dict,
+                 train_tokenizer: Callable[[Sequence[str]], Tokenizer], max_len: int, keep: str,
+                 fixed_tokenizer: Optional[Tokenizer] = None, workdir: Optional[str] = None, save: bool = True,
+                 cache: Optional[Cache] = None) -> PreparedData:
+  """The tokenizer and encoded splits of a source.
+
+  load() reads the data; it is called only if something is not cached.
+  source: what the data depends on (where it is, how it is read and split); with
+    tokenizer_settings (how a tokenizer is trained), the cache keys.
+  The tokenizer is, in order: the workdir's (a resumed run), fixed_tokenizer (a
+  pretrained run's), the cache's, or trained on the train split (and cached). The
+  workdir keeps the run's tokenizer (if save). cache=None: nothing is cached.
+  """
+  dataset = None
+
+  def data():
+    nonlocal dataset
+    if dataset is None:
+      dataset = load()
+    return dataset
+
+  from_cache = {'tokenizer': False, 'splits': False}
+  if workdir is not None and os.path.exists(os.path.join(workdir, FILENAME)):
+    tokenizer = Tokenizer.load(workdir)
+  elif fixed_tokenizer is not None:
+    tokenizer = fixed_tokenizer
+  else:
+    parts = {'source': source, 'tokenizer': tokenizer_settings}
+    key = digest(parts)
+    found = cache.get('tokenizers', key) if cache else None
+    if found:
+      tokenizer, from_cache['tokenizer'] = Tokenizer.load(found), True
+    else:
+      tokenizer = train_tokenizer(data().splits['train'].texts)
+      if cache:
+        cache.put('tokenizers', key, tokenizer.save, parts)
+  if workdir is not None and save and not os.path.exists(os.path.join(workdir, FILENAME)):
+    tokenizer.save(workdir)
+
+  parts = {'source': source, 'tokenizer': tokenizer.fingerprint(), 'max_len': max_len, 'keep': keep}
+  key = digest(parts)
+  found = cache.get('encoded', key) if cache else None
+  if found:
+    splits, meta = _read_encoded(found)
+    from_cache['splits'] = True
+    description = f'{meta["description"]} [tokenized splits read from {found}]'
+  else:
+    splits = {name: encode_split(tokenizer, data().splits[name], max_len, keep) for name in SPLITS}
+    meta = {'num_classes': data().num_classes, 'label_names': list(data().label_names),
+            'description': data().description}
+    description = meta['description']
+    if cache:
+      where = cache.put('encoded', key, lambda folder: _write_encoded(folder, splits, meta), parts)
+      if where is None:
+        logging.warning('could not write the tokenized splits to the cache in %s; the next run tokenizes again',
+                        cache.root)
+  return PreparedData(tokenizer=tokenizer, splits=splits, num_classes=meta['num_classes'],
+                      label_names=tuple(meta['label_names']), description=description,
+                      fingerprint=labels_fingerprint({n: s.labels for n, s in splits.items()}), dataset=dataset,
+                      from_cache=from_cache)
+
+
+def _write_encoded(folder: str, splits: dict, meta: dict) -> None:
+  arrays = {}
+  for name, split in splits.items():
+    arrays.update({f'{name}.tokens': split.tokens, f'{name}.offsets': split.offsets, f'{name}.labels': split.labels})
+  np.savez(os.path.join(folder, 'splits.npz'), **arrays)
+  with open(os.path.join(folder, 'meta.json'), 'w', encoding='utf-8') as f:
+    json.dump(meta, f)
+
+
+def _read_encoded(folder: str):
+  with np.load(os.path.join(folder, 'splits.npz')) as arrays:
+    splits = {name: batching.EncodedSplit(arrays[f'{name}.tokens'], arrays[f'{name}.offsets'], arrays[f'{name}.labels'])
+              for name in SPLITS}
+  with open(os.path.join(folder, 'meta.json'), encoding='utf-8') as f:
+    return splits, json.load(f)

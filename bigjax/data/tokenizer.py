@@ -5,6 +5,7 @@ Built on Hugging Face `tokenizers` (Rust, multithreaded): BPE over a Metaspace
 pre-tokenizer, so decode(encode(text)) gives back the normalized text exactly; or a
 word-level vocabulary (kind='word' splits on spaces, 'wordpunct' also splits off punctuation).
 """
+import hashlib
 import os
 from typing import Iterable, Sequence
 
@@ -54,6 +55,10 @@ class Tokenizer:
 
   def decode(self, ids: Iterable[int]) -> str:
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+  def fingerprint(self) -> str:
+    """A hash of the whole tokenizer (vocabulary, merges, normalizer): what encoded text depends on."""
+    return hashlib.sha256(self._tok.to_str().encode()).hexdigest()[:16]
 
   def save(self, directory: str) -> str:
     path = os.path.join(directory, FILENAME)

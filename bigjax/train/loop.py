@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import jax
 import numpy as np
 
+from bigjax import bench
 from bigjax import checkpoint as checkpoint_lib
 from bigjax import metrics as metrics_lib
 from bigjax.checkpoint import Checkpointer
@@ -237,6 +238,10 @@ class _Throughput:
   skipped_steps: int = 0
   skipped_in_a_row: int = 0
   last: dict = dataclasses.field(default_factory=dict)
+  # Seconds from the process's start to its first train step's launch, and to that step's
+  # return (its compilation, or its load from the persistent compilation cache, included).
+  first_step_at: Optional[float] = None
+  first_step_done_at: Optional[float] = None
 
   def per_second(self, what: str) -> Optional[float]:
     return getattr(self, what) / self.seconds if self.seconds else None
@@ -286,7 +291,11 @@ def train_steps(run: _Run, device_state, batch_at: Callable[[int], Batch], *, st
       if shape not in throughput.shapes:  # A new shape compiles: keep its window out of steady state.
         throughput.shapes.add(shape)
         window_compiled = True
+      if throughput.first_step_at is None:
+        throughput.first_step_at = bench.process_age_s()
       device_state, sums = run.driver.train_step(device_state, batch, constants)
+      if throughput.first_step_done_at is None:
+        throughput.first_step_done_at = bench.process_age_s()
       window.append(sums)
       step += 1
       boundary = step % periods.checkpoint_every_steps == 0 or step == periods.total_steps
@@ -355,6 +364,10 @@ def final_test(run: _Run, device_state, step: int, throughput: _Throughput, work
       'params_l2': {jax.tree_util.keystr(path): float(np.linalg.norm(np.asarray(leaf)))
                     for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(final_params))[0]},
       'bytes_on_disk': _bytes_under(workdir),
+      # From this process's launch (a resumed run's own, not the first one's).
+      'timing': {'launch_to_first_step_s': throughput.first_step_at,
+                 'launch_to_first_step_done_s': throughput.first_step_done_at,
+                 'launch_to_results_s': bench.process_age_s()},
   }
   run.writer.write(step, 'test', run.task.summary(test_report), dict(_extra(test_report), best_step=best_step))
   logging.info('best dev step %d: dev %s %.4f, test %s %.4f', best_step, metric, dev_report[metric], metric,

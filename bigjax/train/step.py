@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bigjax.train import sparse as sparse_lib
 from bigjax.types import Batch, ModelFns
 
 
@@ -86,13 +87,18 @@ def train_step(state: TrainState, batch: Batch, constants=None, *, loss_fn: Call
     count = jax.lax.psum(count, axis_name)
   count = jnp.maximum(count, 1.0)
 
-  if state.carry is None:
-    def mean_loss(params, batch, dropout_key):
-      loss_sum, sums = loss_fn(params, batch, dropout_key, constants)
-      return loss_sum / count, sums
+  def mean_loss(params, batch, dropout_key):
+    loss_sum, sums = loss_fn(params, batch, dropout_key, constants)
+    return loss_sum / count, sums
 
+  row_sparse = isinstance(tx, sparse_lib.RowSparseOptimizer)
+  carry = None
+  if row_sparse:  # The embedding tables' gradients come as rows (bigjax.train.sparse).
+    if accum_steps != 1 or state.carry is not None:
+      raise ValueError('row-sparse embedding updates need accum_steps=1 and a task that carries no state')
+    grads, sums = tx.gradients(mean_loss, state.params, batch, dropout_key)
+  elif state.carry is None:
     grads, sums = gradient_sums(mean_loss, state.params, batch, dropout_key, accum_steps)
-    carry = None
   else:
     if accum_steps != 1:
       raise ValueError('a carried state needs accum_steps=1: micro-batches would split its rows')
@@ -102,25 +108,30 @@ def train_step(state: TrainState, batch: Batch, constants=None, *, loss_fn: Call
       start = jax.lax.axis_index(axis_name) * rows
       carry = jax.tree.map(lambda c: jax.lax.dynamic_slice_in_dim(c, start, rows), carry)
 
-    def mean_loss(params, batch, dropout_key):
+    def carried_mean_loss(params, batch, dropout_key):
       loss_sum, (sums, new_carry) = loss_fn(params, batch, dropout_key, constants, carry=carry)
       return loss_sum / count, (sums, new_carry)
 
-    grads, (sums, carry) = jax.grad(mean_loss, has_aux=True)(state.params, batch, dropout_key)
+    grads, (sums, carry) = jax.grad(carried_mean_loss, has_aux=True)(state.params, batch, dropout_key)
     if axis_name is not None:
       carry = jax.lax.all_gather(carry, axis_name, tiled=True)
   # Throughput counts, whatever the task: real rows and their real tokens.
   sums = dict(sums, examples=jnp.sum(batch.weights),
               tokens=jnp.sum(batch.lengths * (batch.weights > 0)).astype(jnp.float32))
   if axis_name is not None:
-    grads, sums = jax.lax.psum((grads, sums), axis_name)
-  grad_norm = optax.tree.norm(grads)
+    if row_sparse:
+      grads, sums = tx.all_reduce(grads, state.params, axis_name), jax.lax.psum(sums, axis_name)
+    else:
+      grads, sums = jax.lax.psum((grads, sums), axis_name)
+  grad_norm = tx.norm(grads) if row_sparse else optax.tree.norm(grads)
   # A NaN/Inf loss or gradient leaves params and optimizer state as they were, so no
   # checkpoint ever holds its result; the loop then stops or skips (train.nan_policy).
   # lax.cond, not jnp.where over the state: the where cost 25% of an SST-2 MLP step on CPU.
   finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums.get('loss', 0.0))
 
   def apply(params, opt_state):
+    if row_sparse:
+      return tx.apply(grads, opt_state, params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 

@@ -51,6 +51,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # 0: from the data (each class 0..K-1 must occur in train); >0 declares them.
       num_classes=(0, (0, None)),
       dev_fraction=(0.1, (0.0, 1.0, 'low')),  # Carved from train when the data has no dev split.
+      # The seed of that carving, apart from `seed`: runs with other seeds share the split (and the
+      # cached tokenized data), as a comparison of seeds needs.
+      split_seed=(0, (0, None)),
       test_fraction=(0.1, (0.0, 1.0, 'low')),  # Carved when it has no test split either.
       # Longest line of a local file, in MiB: only a guard against reading a file that is not
       # one example per line into memory; long texts are cut to max_len tokens anyway.
@@ -120,6 +123,13 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # path ('layers_0_0/kernel_i') wins; the rest train at the base rate. 'REGEX=MULT@E' keeps the
       # group frozen until epoch E (ULMFiT's gradual unfreezing), then trains it at MULT x the rate.
       param_groups='',
+      # Row-sparse embedding updates (bigjax/train/sparse.py): a pattern of the embedding tables'
+      # paths ('embedding' for all of them) whose gradients are the rows a batch looked up, updated
+      # by sparse_rule (lazy_adam | adagrad | sgd) at sparse_learning_rate (0: learning_rate) on
+      # the same schedule; every other row and its optimizer state is left untouched. '': dense.
+      sparse_embeddings='',
+      sparse_rule='lazy_adam',
+      sparse_learning_rate=(0.0, (0.0, None)),
   )
 
   c.train = _section(
@@ -139,6 +149,17 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # Also evaluate test at each checkpoint (a test-accuracy curve over time, for
       # experiments.time_to_accuracy). The checkpoint tested at the end is still chosen on dev.
       test_at_checkpoints=False,
+  )
+
+  # Start-up work done once, kept in cache.dir ('': $BIGJAX_CACHE_DIR, else ~/.cache/bigjax):
+  # the trained tokenizer and the tokenized splits, keyed by everything they depend on (the data
+  # files' paths, sizes and times, how they are read and split, the tokenizer, data.max_len and
+  # data.keep), and JAX's persistent cache of compiled steps.
+  c.cache = _section(
+      'cache',
+      dir='',
+      data=True,
+      compilation=True,
   )
 
   # Where a run's parameters start. Order: this workdir's own checkpoint (resume), else

@@ -1,6 +1,11 @@
 """MLP (deep averaging network) on IMDB reviews (the aclImdb archive; dev carved from train).
 
 python -m experiments.train --config=experiments/configs/mlp_imdb.py --workdir=runs/mlp_imdb
+
+A fastText-like recipe (docs/sparse_embeddings.md): word and hashed-bigram vectors of 64
+dimensions, averaged, then the output layer alone (no hidden layer), the tables updated
+row-sparsely by lazy Adam. Two epochs: the best dev accuracy of the 2- and 3-epoch runs
+tried came at the end of the second.
 """
 import os
 
@@ -15,10 +20,20 @@ def get_config(arg: str = ''):
   c.data.tokenizer = 'wordpunct'
   c.data.vocab_size = 30000
   c.data.max_len = 1024
+  # Finer length buckets: 13.6 % padding instead of 31.6 %, for 14 shapes instead of 5 (compiled
+  # once; later runs load them from the compilation cache).
+  c.data.bucket_growth = 1.25
   c.model.name = 'mlp'
+  c.model.embed_dim = 64
+  c.model.mlp.num_layers = 0
   c.model.mlp.word_dropout = 0.3
-  # Hashed bigrams ("not good"): 87.20 -> 89.06 % test (docs/RESULTS.md). 131k x 300 rows.
+  # Hashed bigrams ("not good"): 87.20 -> 89.06 % test with the dense recipe (docs/RESULTS.md).
   c.model.mlp.bigram_buckets = 131072
+  # Both tables row-sparse (a step touches a few thousand of their 161k rows), lazy Adam at
+  # 1e-2; the output layer dense Adam at 3e-3.
+  c.optim.sparse_embeddings = 'embedding'
+  c.optim.sparse_rule = 'lazy_adam'
+  c.optim.sparse_learning_rate = 1e-2
   c.optim.learning_rate = 3e-3
-  c.train.epochs = 10
+  c.train.epochs = 2
   return base.variant(c, arg)

@@ -16,4 +16,7 @@ def get_config(arg: str = ''):
   c.data.min_frequency = 1
   c.model.mlp.word_dropout = 0.3
   c.optim.learning_rate = 3e-3
+  # The embedding table row-sparse (lazy Adam, the same rate): a 3x faster step on 2 cores, the
+  # same accuracy (docs/sparse_embeddings.md).
+  c.optim.sparse_embeddings = 'embedding'
   return base.variant(c, arg)
