@@ -33,6 +33,8 @@ _ROUNDS = flags.DEFINE_integer('rounds', 2, 'Alternating timed rounds per datase
 # fastText's epoch grids: its peer's for SST-2; IMDB's reviews are 30x longer, so fewer epochs.
 EPOCH_GRID = {'imdb': '5,10', 'sst2': '10,25'}
 _GRID_LR = flags.DEFINE_string('grid_lr', '0.1,0.25,0.5,1.0', "fastText's learning-rate grid.")
+_BEST = flags.DEFINE_list('fasttext_best', [], "DATASET=EPOCH/LR: that dataset's dev-best pair, from an earlier "
+                          'grid (the grid is then not run again).')
 _OVERRIDES = flags.DEFINE_list('bigjax_overrides', [], 'Extra --config.KEY=VALUE for the bigjax runs.')
 _OUT = flags.DEFINE_string('out', '', 'Writes OUT.json and OUT.md.')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.')
@@ -65,12 +67,16 @@ def bigjax_run(dataset: str, cache_dir: str, workdir: str, seed: int) -> dict:
 
 
 def compare(dataset: str, tmp: str) -> dict:
-  grid_json = os.path.join(tmp, f'ft_{dataset}_grid.json')
-  subprocess.run(fasttext_command(dataset, EPOCH_GRID[dataset], _GRID_LR.value, grid_json), check=True,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  with open(grid_json, encoding='utf-8') as f:
-    grid = json.load(f)
-  best = (str(grid['best_epoch']), str(grid['best_lr']))
+  given = dict(item.split('=', 1) for item in _BEST.value)
+  if dataset in given:
+    best, grid = tuple(given[dataset].split('/')), {'grid': 'given by --fasttext_best'}
+  else:
+    grid_json = os.path.join(tmp, f'ft_{dataset}_grid.json')
+    subprocess.run(fasttext_command(dataset, EPOCH_GRID[dataset], _GRID_LR.value, grid_json), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(grid_json, encoding='utf-8') as f:
+      grid = json.load(f)
+    best = (str(grid['best_epoch']), str(grid['best_lr']))
   rounds = []
   for r in range(_ROUNDS.value):
     ft_json = os.path.join(tmp, f'ft_{dataset}_{r}.json')
@@ -109,8 +115,7 @@ def markdown(reports: list) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def main(argv):
-  del argv
+def main():
   with tempfile.TemporaryDirectory(prefix='compare_fasttext_') as tmp:
     reports = [compare(dataset, tmp) for dataset in _DATASETS.value]
   table = markdown(reports)

@@ -4,7 +4,7 @@
 
 For each bigram table size in --rows (the word table keeps its 30k rows) and each update
 in --updates, experiments.benchmark measures the MLP's train step on real IMDB batches
-(mlp_imdb.py, embeddings of --embed_dim) in a process of its own, one after another.
+(mlp_imdb.py, embeddings of --embed_dim, --overrides) in a process of its own, one after another.
 dense: optax Adam over every row of both tables; lazy_adam / sgd: optim.sparse_embeddings
 with that rule. Writes OUT.json, OUT.md (a table) and OUT.png (steps/s against rows, log x).
 """
@@ -23,14 +23,20 @@ _ROWS = flags.DEFINE_list('rows', ['16384', '131072', '1048576'], 'Bigram table 
 _UPDATES = flags.DEFINE_list('updates', ['dense', 'lazy_adam', 'sgd'], 'dense, or a row-sparse rule.')
 _CONFIG = flags.DEFINE_string('config', 'experiments/configs/mlp_imdb.py', 'The config measured.')
 _EMBED_DIM = flags.DEFINE_integer('embed_dim', 100, 'Embedding width.')
+_OVERRIDES = flags.DEFINE_list('overrides', ['data.bucket_growth=2.0'],
+                                'KEY=VALUE config overrides for every measurement (default: 5 length buckets, '
+                                'fewer compilations per measurement).')
 _WINDOWS = flags.DEFINE_integer('windows', 5, 'Timed windows of 20 steps per measurement (medians).')
 _OUT = flags.DEFINE_string('out', '', 'Writes OUT.json, OUT.md and OUT.png.')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.')
 
 
 def measure(rows: int, update: str) -> dict:
-  overrides = [f'--config.model.mlp.bigram_buckets={rows}', f'--config.model.embed_dim={_EMBED_DIM.value}']
-  if update != 'dense':
+  overrides = [f'--config.model.mlp.bigram_buckets={rows}', f'--config.model.embed_dim={_EMBED_DIM.value}',
+               *[f'--config.{o}' for o in _OVERRIDES.value]]
+  if update == 'dense':
+    overrides.append('--config.optim.sparse_embeddings=')
+  else:
     overrides += ['--config.optim.sparse_embeddings=embedding', f'--config.optim.sparse_rule={update}']
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, 'bench.json')
@@ -75,8 +81,7 @@ def write_report(records: list, out: str) -> None:
   print('\n'.join(lines))
 
 
-def main(argv):
-  del argv
+def main():
   records = []
   for rows in map(int, _ROWS.value):
     for update in _UPDATES.value:
