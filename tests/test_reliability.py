@@ -451,3 +451,28 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(corpus, tmp_path)
   assert starts[-1] == int(match.group(3)), starts  # The rerun resumed where the error said.
   results = json.loads((out / 'results.json').read_text())
   assert results['step'] == 20 and [r['step'] for r in records if r['kind'] == 'test'] == [20], records[-3:]
+
+
+def test_a_sigterm_while_the_last_best_save_is_in_flight_loses_nothing(tmp_path, monkeypatch):
+  """The final step's best parameters are written after its state; a SIGTERM arriving in
+  between used to kill that save, and the resumed run tested an older best."""
+  from tests.test_train import tiny_config, write_corpus  # pylint: disable=g-import-not-at-top
+  data = write_corpus(tmp_path / 'data')
+  config = tiny_config(data, **{'data.max_len': 16, 'data.smallest_bucket': 16, 'train.steps': 10,
+                                'checkpoint.every_steps': 5})
+  straight = common.run_training(config, str(tmp_path / 'straight'))
+  real_wait = checkpoint_lib.Checkpointer.wait
+  sent = []
+
+  def wait_after_a_sigterm(self):
+    if self._pending_step == 10 and not sent:  # pylint: disable=protected-access
+      sent.append(True)
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real_wait(self)
+  monkeypatch.setattr(checkpoint_lib.Checkpointer, 'wait', wait_after_a_sigterm)
+  workdir = str(tmp_path / 'signalled')
+  first = common.run_training(config, workdir)
+  assert sent and first['step'] == 10 and 'SIGTERM' in first['stopped']
+  resumed = common.run_training(config, workdir)
+  assert resumed['best_step'] == straight['best_step']
+  assert resumed['test'] == straight['test']

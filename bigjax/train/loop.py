@@ -330,8 +330,13 @@ def train_steps(run: _Run, device_state, batch_at: Callable[[int], Batch], *, st
           run.save(step, device_state, evaluate_dev=boundary)
         window, window_start, window_compiled = [], time.perf_counter(), False
       if stopping:
+        run.checkpointer.wait()  # Inside the handler: a repeated signal must not kill the save.
         return device_state, step, stopping, throughput
-  return device_state, step, None, throughput
+    # The last save (its best parameters are written after the state) completes while a signal
+    # is still only a request: a SIGTERM in that window killed the best save of the final step,
+    # and the resumed run then tested an older best. A request arriving meanwhile is honoured.
+    run.checkpointer.wait()
+    return device_state, step, stop.signal_name, throughput
 
 
 def final_test(run: _Run, device_state, step: int, throughput: _Throughput, workdir: str) -> dict:
