@@ -35,9 +35,10 @@ def data_fingerprint(dataset: sources.TextDataset) -> str:
   return labels_fingerprint({name: dataset.splits[name].labels for name in SPLITS})
 
 
-def run_tokenizer(workdir: str | None, train_texts: Sequence[str], train_fn: Callable[[Sequence[str]], Tokenizer],
-                  save: bool = True) -> Tokenizer:
-  """The run's tokenizer: reloaded from the workdir, so a resumed run encodes identically.
+def run_tokenizer(workdir: str | None, train_texts: Sequence[str] | None,
+                  train_fn: Callable[[Sequence[str]], Tokenizer], save: bool = True) -> Tokenizer:
+  """The run's tokenizer: reloaded from the workdir, so a resumed run encodes identically;
+  else train_fn(train_texts), saved there.
 
   Training is deterministic, so every process of a multi-host job trains the same one
   and only the first saves it. workdir=None: trained and kept nowhere.
@@ -88,22 +89,23 @@ def prepare_data(load: Callable[[], sources.TextDataset], *, source: dict, token
     return dataset
 
   from_cache = {'tokenizer': False, 'splits': False}
-  if workdir is not None and os.path.exists(os.path.join(workdir, FILENAME)):
-    tokenizer = Tokenizer.load(workdir)
-  elif fixed_tokenizer is not None:
-    tokenizer = fixed_tokenizer
-  else:
+
+  def made_or_cached(_):
+    """The tokenizer when the workdir has none: the pretrained one, the cache's, or a new one."""
+    if fixed_tokenizer is not None:
+      return fixed_tokenizer
     parts = {'source': source, 'tokenizer': tokenizer_settings}
     key = digest(parts)
     found = cache.get('tokenizers', key) if cache else None
     if found:
-      tokenizer, from_cache['tokenizer'] = Tokenizer.load(found), True
-    else:
-      tokenizer = train_tokenizer(data().splits['train'].texts)
-      if cache:
-        cache.put('tokenizers', key, tokenizer.save, parts)
-  if workdir is not None and save and not os.path.exists(os.path.join(workdir, FILENAME)):
-    tokenizer.save(workdir)
+      from_cache['tokenizer'] = True
+      return Tokenizer.load(found)
+    tokenizer = train_tokenizer(data().splits['train'].texts)
+    if cache:
+      cache.put('tokenizers', key, tokenizer.save, parts)
+    return tokenizer
+
+  tokenizer = run_tokenizer(workdir, None, made_or_cached, save=save)
 
   parts = {'source': source, 'tokenizer': tokenizer.fingerprint(), 'max_len': max_len, 'keep': keep}
   key = digest(parts)
