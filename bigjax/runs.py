@@ -96,7 +96,9 @@ def load_run(workdir: str) -> Run:
     step, params = checkpointer.restore_best(target)
   finally:
     checkpointer.close()
+  fns = registry.model_fns(model)
   if quantization:
-    model, params = quantize_lib.for_inference(model, params, quantization['mode'], quantization['activations'])
-  return Run(workdir=workdir, config=config, derived=derived, model=model, fns=registry.model_fns(model),
+    model, params, fns = quantize_lib.for_inference(model, params, quantization['mode'],
+                                                    quantization['activations'])
+  return Run(workdir=workdir, config=config, derived=derived, model=model, fns=fns,
              params=jax.device_get(params), step=step, tokenizer=Tokenizer.load(workdir))

@@ -11,6 +11,10 @@ JSONL); the run also stops at --time_limit_s. --warmup_requests are sent first a
 counted. With --model each service compiles its shapes before opening its port (--warm_up).
 Prints (and --json_out writes) the figures and, with --model, the micro-batched/batch-1 ratios
 (of medians over --rounds alternating rounds).
+
+  # And the same server answering with the PyTorch seed LSTM, unbatched (experiments.torch_peer_serve):
+  python -m experiments.load_test --model=artifacts/lstm_sst2 --texts=texts.txt \
+      --torch_peer=/tmp/torch_peer_sst2 --torch_python=/path/to/python-with-torch
 """
 import asyncio
 import os
@@ -39,6 +43,9 @@ _MAX_WAIT_MS = flags.DEFINE_float('max_wait_ms', 0.0, 'The micro-batched service
 _BATCH1 = flags.DEFINE_bool('compare_batch1', True, 'With --model, also run the same model at --max_batch=1.')
 _ROUNDS = flags.DEFINE_integer('rounds', 1, 'With --model: alternate the two modes this many times; the ratios are '
                                'of the medians (other processes drift less into one mode).')
+_TORCH_PEER = flags.DEFINE_string('torch_peer', '', 'With --model: also serve the PyTorch seed LSTM kept in this folder '
+                                  '(experiments.torch_peer_serve trains it there first) and give ratios against it.')
+_TORCH_PYTHON = flags.DEFINE_string('torch_python', sys.executable, 'The Python that runs the torch peer.')
 _LOG_DIR = flags.DEFINE_string('server_log_dir', '', 'Keep the services\' logs here.')
 _JSON_OUT = flags.DEFINE_string('json_out', '', 'Also write the figures here.')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.')
@@ -61,12 +68,23 @@ def _median(runs: list, *keys) -> float:
   return float(statistics.median(values))
 
 
+def _ratios(runs: list, against: list) -> dict:
+  """Medians of runs over medians of against: throughput and p50/p99 latency."""
+  return {'throughput': _median(runs, 'requests_per_s') / _median(against, 'requests_per_s'),
+          'p50_latency': _median(runs, 'latency_ms', 'p50') / _median(against, 'latency_ms', 'p50'),
+          'p99_latency': _median(runs, 'latency_ms', 'p99') / _median(against, 'latency_ms', 'p99')}
+
+
 def _serve_and_measure(name: str, max_batch: int, texts: list) -> dict:
   port = load.free_port()
   url = f'http://127.0.0.1:{port}'
-  argv = [sys.executable, '-m', 'experiments.serve', f'--model={_MODEL.value}', f'--port={port}', '--warm_up',
-          f'--max_batch={max_batch}', f'--max_wait_ms={_MAX_WAIT_MS.value}',
-          f'--max_queue={max(1024, _CONCURRENCY.value * _PER_REQUEST.value)}']
+  max_queue = max(1024, _CONCURRENCY.value * _PER_REQUEST.value)
+  if name == 'torch-peer':
+    argv = [_TORCH_PYTHON.value, '-m', 'experiments.torch_peer_serve', f'--workdir={_TORCH_PEER.value}',
+            f'--port={port}', f'--max_queue={max_queue}']
+  else:
+    argv = [sys.executable, '-m', 'experiments.serve', f'--model={_MODEL.value}', f'--port={port}', '--warm_up',
+            f'--max_batch={max_batch}', f'--max_wait_ms={_MAX_WAIT_MS.value}', f'--max_queue={max_queue}']
   log_path = None
   if _LOG_DIR.value:
     os.makedirs(_LOG_DIR.value, exist_ok=True)
@@ -85,6 +103,8 @@ def main(argv):
   def run():
     if bool(_URL.value) == bool(_MODEL.value):
       raise common.ConfigError('give one of --url (a running service) and --model (an artifact to serve)')
+    if _TORCH_PEER.value and not _MODEL.value:
+      raise common.ConfigError('--torch_peer compares against --model: give both')
     if min(_REQUESTS.value, _CONCURRENCY.value, _PER_REQUEST.value) < 1 or _TIME_LIMIT.value <= 0:
       raise common.ConfigError('--requests, --concurrency, --texts_per_request and --time_limit_s must be positive')
     try:
@@ -97,17 +117,17 @@ def main(argv):
       report = {'runs': [_measure(_URL.value, texts)]}
     else:
       report = {'runs': []}
+      modes = [('micro-batched', _MAX_BATCH.value)] + [('batch-1', 1)] * _BATCH1.value
+      modes += [('torch-peer', 1)] * bool(_TORCH_PEER.value)
       for _ in range(_ROUNDS.value):
-        report['runs'].append(_serve_and_measure('micro-batched', _MAX_BATCH.value, texts))
-        if _BATCH1.value:
-          report['runs'].append(_serve_and_measure('batch-1', 1, texts))
-      if _BATCH1.value:
-        batched = [r for r in report['runs'] if r['mode'] == 'micro-batched']
-        single = [r for r in report['runs'] if r['mode'] == 'batch-1']
-        report['ratios'] = {
-            'throughput': _median(batched, 'requests_per_s') / _median(single, 'requests_per_s'),
-            'p50_latency': _median(batched, 'latency_ms', 'p50') / _median(single, 'latency_ms', 'p50'),
-            'p99_latency': _median(batched, 'latency_ms', 'p99') / _median(single, 'latency_ms', 'p99')}
+        for name, max_batch in modes:
+          report['runs'].append(_serve_and_measure(name, max_batch, texts))
+      by_mode = {name: [r for r in report['runs'] if r['mode'] == name] for name, _ in modes}
+      pairs = [('micro-batched', 'batch-1')] * _BATCH1.value
+      pairs += [(name, 'torch-peer') for name, _ in modes if name != 'torch-peer'] * bool(_TORCH_PEER.value)
+      for mode, against in pairs:
+        key = 'ratios' if against == 'batch-1' else f'ratios_{mode}_vs_{against}'
+        report[key] = _ratios(by_mode[mode], by_mode[against])
     report['load_average'] = os.getloadavg()
     common.print_report(report, _JSON_OUT.value)
 

@@ -85,16 +85,27 @@ def test_the_two_modes_run_what_they_say(kind):
                if 'bias' in jax.tree_util.keystr(path))
   assert sizes['float'] == 4 * floats and sizes['int8_values'] == sum(np.size(l) for l in jax.tree.leaves(params)) - floats
   # weights: the float model itself, on weights within half a step of the trained ones.
-  module, weights = quantize.for_inference(model, stored, 'weights')
+  module, weights, fns = quantize.for_inference(model, stored, 'weights')
   assert module is model
-  for (path, trained), rounded in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(weights)):
+  rounded_tree = quantize.dequantize(weights)
+  for (path, trained), rounded in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(rounded_tree)):
     error = np.abs(np.asarray(rounded) - np.asarray(trained)).max()
     assert error <= np.abs(np.asarray(trained)).max() / 127 * 0.5 + 1e-7, jax.tree_util.keystr(path)
-  np.testing.assert_allclose(module.apply({'params': weights}, ids, lengths), float_logits, atol=0.05)
-  # int8: int8 dots in the compiled program, close to the float model.
-  module, stored = quantize.for_inference(model, quantize.quantize(model, params, example, 'int8'), 'int8')
-  run = jax.jit(lambda p: module.apply({'params': p}, ids, lengths))
-  assert INT8_DOT.search(run.lower(stored).as_text()), 'no int8 x int8 -> int32 dot in the program'
+  weights_logits = jax.jit(lambda p: fns.logits(p, ids, lengths, None))(weights)
+  np.testing.assert_allclose(weights_logits, float_logits, atol=0.05)
+  # The tables stay int8 (rows gathered, then scaled): the float model on the whole table
+  # dequantized first computes the same logits.
+  tables = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(weights, is_leaf=quantize.is_quantized)[0]
+            if jax.tree_util.keystr(path).endswith("embedding']")]
+  assert tables and all(isinstance(t, qwix.QArray) for t in tables)
+  np.testing.assert_allclose(weights_logits, model.apply({'params': rounded_tree}, ids, lengths), rtol=1e-6, atol=1e-6)
+  # int8: int8 dots in the compiled program, close to the float model; no float copy of a table.
+  module, stored, fns = quantize.for_inference(model, quantize.quantize(model, params, example, 'int8'), 'int8')
+  run = jax.jit(lambda p: fns.logits(p, ids, lengths, None))
+  program = run.lower(stored).as_text()
+  assert INT8_DOT.search(program), 'no int8 x int8 -> int32 dot in the program'
+  for table in tables:
+    assert f'tensor<{table.qvalue.shape[0]}x{table.qvalue.shape[1]}xf32>' not in program, 'a table was made float'
   int8_logits = run(stored)
   assert float(jnp.abs(int8_logits - float_logits).max()) < 0.05 * float(jnp.abs(float_logits).max()) + 1e-3
 
@@ -255,7 +266,10 @@ def test_a_quantized_run_loads_and_matches_its_report(tmp_path):
                               evaluation_data=('test', test.texts, test.labels))
   assert summary['round_trip']['max_abs_diff'] < 1e-6
   with np.load(tmp_path / 'artifact' / loader.PARAMS_FILE) as arrays:
-    assert arrays['hidden_0/kernel/qvalue'].dtype == np.int8 and arrays['embedding/embedding'].dtype == np.float32
+    # Kernels and tables alike: no float copy of either travels in the artifact.
+    assert arrays['hidden_0/kernel/qvalue'].dtype == np.int8 and arrays['embedding/embedding/qvalue'].dtype == np.int8
+    assert arrays['embedding/embedding/scale'].shape == (arrays['embedding/embedding/qvalue'].shape[0], 1)
+    assert 'embedding/embedding' not in arrays
   assert INT8_DOT.search(loader.load(str(tmp_path / 'artifact')).exported.mlir_module())
   card = (tmp_path / 'artifact' / 'MODEL_CARD.md').read_text()
   assert 'int8 quantization with qwix (int8 mode, static activation scales)' in card

@@ -225,3 +225,41 @@ def test_serving_imports_neither_flax_nor_training():
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT, timeout=120,
                           check=False, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_same_app_serves_the_torch_peer_lstm(tmp_path):
+  """experiments.torch_peer_serve: torch_lstm.py's model behind bigjax's app answers each text
+  with the model's own softmax, one call per text; its weights reload from the workdir."""
+  torch = pytest.importorskip('torch', reason='torch is not installed here (pip install -e ".[peers]")')
+  from experiments import torch_peer_serve  # pylint: disable=import-outside-toplevel
+  peers = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'peers')
+  if not os.path.isfile(os.path.join(peers, 'torch_lstm.py')):
+    pytest.skip(f'{peers}/torch_lstm.py is absent (the shared folder beside the project)')
+  data = tmp_path / 'sst2'
+  data.mkdir()
+  words = ['good', 'great', 'fun', 'bad', 'dull', 'awful']
+  rng = np.random.default_rng(0)
+  for name, count in (('train', 64), ('dev', 16), ('test', 16)):
+    lines = [f'{label} ' + ' '.join(rng.choice(words[3 * label:3 * label + 3], size=4)) for label in
+             rng.integers(0, 2, count)]
+    (data / f'{name}.txt').write_text('\n'.join(lines) + '\n')
+  peer = torch_peer_serve.import_peer(peers)
+  model, stoi, report = torch_peer_serve.train_or_load(str(tmp_path / 'peer'), peer, str(data), epochs=1, seed=1)
+  again, stoi_again, _ = torch_peer_serve.train_or_load(str(tmp_path / 'peer'), peer, str(data), epochs=1, seed=1)
+  assert stoi_again == stoi and 0.0 <= report['test_accuracy'] <= 1.0
+  for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+    assert torch.equal(a, b)
+  served = torch_peer_serve.TorchPeerModel(peer, model, stoi, report)
+  texts = ['good fun', 'awful dull bad', 'never seen words', '']
+  with TestClient(app_lib.create_app(served, max_batch=1)) as c:
+    answer = c.post('/predict', json={'texts': texts})
+    meta = c.get('/metadata').json()
+  assert answer.status_code == 200
+  with torch.inference_mode():
+    for text, record in zip(texts, answer.json()['predictions']):
+      ids = [stoi.get(w, peer.UNK) for w in text.split()] or [peer.UNK]
+      expected = torch.softmax(model.eval()(torch.tensor([ids]), torch.tensor([len(ids)])), -1)[0].numpy()
+      got = np.array([record['probabilities'][label] for label in served.labels])
+      np.testing.assert_allclose(got, expected, rtol=1e-6)
+      assert record['label'] == served.labels[int(np.argmax(expected))]
+  assert meta['served']['batch_sizes'] == {'1': len(texts)} and 'torch' in meta['versions']

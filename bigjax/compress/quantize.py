@@ -9,9 +9,11 @@ lookups are gathers, not matmuls, so the tables get one scale per row.
 What is quantized, symmetric (absmax) int8:
 - dense and LSTM kernels: one scale per output channel (qwix's choice for a kernel's
   non-contracting axis);
-- embedding tables: one scale per row (per token), dequantized when the run is loaded: a
-  lookup has no arithmetic for int8 to speed up, and the disk and download size is what
-  their int8 storage saves.
+- embedding tables: one scale per row (per token). They stay int8 in memory and in an
+  exported artifact: each nn.Embed lookup gathers the int8 rows and their scales and
+  multiplies them (`with_int8_lookups`), the same products as dequantizing the whole table
+  first, for the rows a batch reads. A lookup has no arithmetic for int8 to speed up; what
+  the int8 storage saves is memory, disk and download size.
 
 Two modes, and the saved run stores int8 arrays and scales in both:
 - 'weights': kernels are dequantized to float32 when the run loads; the model then runs
@@ -23,8 +25,10 @@ Two modes, and the saved run stores int8 arrays and scales in both:
   collects static activation ranges as Linen variables, which cannot be updated from inside
   the LSTM's lax.scan, once per time step).
 """
+import dataclasses
 from typing import Iterable, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import qwix
@@ -32,7 +36,9 @@ import qwix
 # does not export the name (0.1.8).
 from qwix._src.providers.ptq import WithAux
 
+from bigjax.models import registry
 from bigjax.models.lstm import LSTMClassifier, LSTMLanguageModel
+from bigjax.types import ModelFns
 
 MODES = ('weights', 'int8')
 ACTIVATIONS = ('dynamic', 'static')
@@ -123,23 +129,53 @@ def stored_shapes(model, example, mode: str, activations: str = 'dynamic'):
       is_leaf=is_quantized)
 
 
+def _restore(leaf):
+  if isinstance(leaf, WithAux):
+    leaf = leaf.array
+  return qwix.dequantize(leaf) if isinstance(leaf, qwix.QArray) else leaf
+
+
 def dequantize(tree):
   """Every int8 leaf back to float32."""
-  def restore(leaf):
-    if isinstance(leaf, WithAux):
-      leaf = leaf.array
-    return qwix.dequantize(leaf) if isinstance(leaf, qwix.QArray) else leaf
-
-  return jax.tree.map(restore, tree, is_leaf=is_quantized)
+  return jax.tree.map(_restore, tree, is_leaf=is_quantized)
 
 
 def for_inference(model, stored, mode: str, activations: str = 'dynamic'):
-  """(module, params) that run a stored tree: see the module docstring for the two modes."""
-  tables = jax.tree_util.tree_map_with_path(
-      lambda path, leaf: qwix.dequantize(leaf) if _is_embedding_table(path) else leaf, stored, is_leaf=is_quantized)
+  """(module, params, ModelFns) that run a stored tree: see the module docstring for the two
+  modes. The embedding tables stay int8 in both: the functions look rows up from them."""
   if mode == 'weights':
-    return model, dequantize(tables)
-  return quantized_module(model, mode, activations), tables
+    module = model
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: leaf if _is_embedding_table(path) else _restore(leaf), stored, is_leaf=is_quantized)
+  else:
+    module, params = quantized_module(model, mode, activations), stored
+  return module, params, with_int8_lookups(registry.model_fns(module))
+
+
+def _int8_lookup(next_fun, args, kwargs, context):
+  """An interceptor: an nn.Embed lookup of a table held as a QArray gathers its int8 rows and
+  their scales, then dequantizes just those (the whole table is never made float)."""
+  module = context.module
+  if not isinstance(module, nn.Embed) or context.method_name != '__call__':
+    return next_fun(*args, **kwargs)
+  table = module.embedding
+  if not isinstance(table, qwix.QArray):
+    return next_fun(*args, **kwargs)
+  ids = args[0]
+  rows = qwix.dequantize(dataclasses.replace(table, qvalue=jnp.take(table.qvalue, ids, axis=0),
+                                             scale=jnp.take(table.scale, ids, axis=0)))
+  return rows if module.dtype is None else rows.astype(module.dtype)
+
+
+def with_int8_lookups(fns: ModelFns) -> ModelFns:
+  """The functions with every nn.Embed lookup of an int8 table rerouted (_int8_lookup). The
+  interception is active while a function runs, so also while jit traces it."""
+  def wrap(fn):
+    def wrapped(*args, **kwargs):
+      with nn.intercept_methods(_int8_lookup):
+        return fn(*args, **kwargs)
+    return wrapped
+  return ModelFns(*(wrap(fn) if callable(fn) else fn for fn in fns))
 
 
 def plain_tree(tree):

@@ -16,7 +16,6 @@ import jax
 from bigjax import checkpoint as checkpoint_lib
 from bigjax import runs
 from bigjax.compress import quantize
-from bigjax.models import registry
 
 
 def quantize_run(source: runs.Run, workdir: str, *, mode: str, activations: str, dev_texts: Sequence[str],
@@ -40,9 +39,8 @@ def quantize_run(source: runs.Run, workdir: str, *, mode: str, activations: str,
             'source_step': source.step, 'calibration_examples': len(calibration_texts or []) if stats else 0,
             'stored_bytes': quantize.int8_bytes(stored)}
   derived = dict(source.derived, quantization=record)
-  module, params = quantize.for_inference(source.model, stored, mode, activations)
-  in_memory = dataclasses.replace(source, workdir=workdir, derived=derived, model=module,
-                                  fns=registry.model_fns(module), params=params)
+  module, params, fns = quantize.for_inference(source.model, stored, mode, activations)
+  in_memory = dataclasses.replace(source, workdir=workdir, derived=derived, model=module, fns=fns, params=params)
   dev_accuracy = in_memory.evaluate(dev_texts, dev_labels)['accuracy']
 
   os.makedirs(workdir, exist_ok=True)

@@ -155,6 +155,14 @@ class Artifact:
   def predict(self, texts: Sequence[str], batch_size: int = 256) -> list[dict]:
     return self.records(self.probabilities(texts, batch_size))
 
+  def describe(self) -> dict:
+    """The metadata a service publishes (no file paths or hashes)."""
+    meta = self.metadata
+    return {'format': meta['format'], 'format_version': meta['format_version'], 'created': meta['created'],
+            'model': meta['model'], 'labels': self.labels, 'input': meta['input'], 'platforms': meta['platforms'],
+            'versions': meta['versions'], 'run': {k: meta['run'].get(k) for k in ('step', 'params_fingerprint')},
+            'evaluation': meta.get('evaluation'), 'round_trip': meta.get('round_trip'), 'config': meta['config']}
+
   def warm_up(self, max_rows: int, on_shape: Optional[Callable[[int, int], None]] = None) -> int:
     """Compiles every (row size, bucket) shape up to max_rows now rather than at the first request."""
     count = 0

@@ -24,7 +24,7 @@ Imports neither Flax nor the training code: the model is an artifact (bigjax.exp
 """
 import contextlib
 import json
-from typing import Optional
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 from starlette.applications import Starlette
@@ -98,27 +98,35 @@ def parse_texts(body: bytes, *, max_texts: int, max_text_chars: int) -> list:
   return texts
 
 
-def create_app(artifact: loader.Artifact, *, max_batch: int = 64, max_wait_ms: float = 0.0, max_queue: int = 1024,
+class ServedModel(Protocol):
+  """What the service needs of a model: bigjax.export.loader.Artifact is one; a peer framework's
+  model wrapped the same way is served by the same app (experiments.torch_peer_serve)."""
+  labels: list
+  buckets: list  # The widths batches are padded to (may be empty: no padding).
+
+  def encode(self, texts: Sequence[str]) -> list: ...
+  def run_rows(self, rows: list, max_rows: Optional[int] = None) -> np.ndarray: ...  # float32[len(rows), K]
+  def records(self, probabilities: np.ndarray) -> list[dict]: ...
+  def warm_up(self, max_rows: int) -> int: ...
+  def describe(self) -> dict: ...  # What GET /metadata tells of the model.
+
+
+def create_app(model: ServedModel, *, max_batch: int = 64, max_wait_ms: float = 0.0, max_queue: int = 1024,
                max_body_bytes: int = 1 << 20, max_texts: int = 256, max_text_chars: int = 20_000,
                retry_after_s: int = 1, warm_up: bool = False) -> Starlette:
-  """The service for one artifact. The batcher starts and stops with the app (its lifespan)."""
+  """The service for one model (an artifact, say). The batcher starts and stops with the app (its lifespan)."""
   if max_texts > max_queue:
     raise ValueError(f'max_texts={max_texts} exceeds max_queue={max_queue}: such a request could never be queued')
 
   def run_batch(texts):
-    return artifact.run_rows(artifact.encode(texts), max_rows=max_batch)
+    return model.run_rows(model.encode(texts), max_rows=max_batch)
 
   batcher = MicroBatcher(run_batch, max_batch=max_batch, max_wait_s=max_wait_ms / 1000, max_queue=max_queue,
                          retry_after_s=retry_after_s)
   limits = {'max_body_bytes': max_body_bytes, 'max_texts': max_texts, 'max_text_chars': max_text_chars}
   batching = {'max_batch': max_batch, 'max_wait_ms': max_wait_ms, 'max_queue': max_queue,
-              'row_sizes': loader.row_sizes(max_batch), 'length_buckets': artifact.buckets}
-  meta = artifact.metadata
-  public = {'format': meta['format'], 'format_version': meta['format_version'], 'created': meta['created'],
-            'model': meta['model'], 'labels': artifact.labels, 'input': meta['input'], 'platforms': meta['platforms'],
-            'versions': meta['versions'], 'run': {k: meta['run'].get(k) for k in ('step', 'params_fingerprint')},
-            'evaluation': meta.get('evaluation'), 'round_trip': meta.get('round_trip'), 'limits': limits,
-            'batching': batching, 'config': meta['config']}
+              'row_sizes': loader.row_sizes(max_batch), 'length_buckets': model.buckets}
+  public = {**model.describe(), 'limits': limits, 'batching': batching}
 
   async def predict(request: Request):
     try:
@@ -133,7 +141,7 @@ def create_app(artifact: loader.Artifact, *, max_batch: int = 64, max_wait_ms: f
       return _error(503, str(e), {'Retry-After': str(retry_after_s)})
     except ClientDisconnect:
       return _error(400, 'the client disconnected before sending the whole body')
-    return JSONResponse({'predictions': artifact.records(np.asarray(probabilities))})
+    return JSONResponse({'predictions': model.records(np.asarray(probabilities))})
 
   async def healthz(request: Request):
     del request
@@ -158,7 +166,7 @@ def create_app(artifact: loader.Artifact, *, max_batch: int = 64, max_wait_ms: f
     del app
     await batcher.start()
     if warm_up:  # Compile every (rows, bucket) shape before the port opens (uvicorn binds after this).
-      await batcher.run_in_worker_thread(artifact.warm_up, max_batch)
+      await batcher.run_in_worker_thread(model.warm_up, max_batch)
     try:
       yield
     finally:

@@ -10,7 +10,6 @@ import logging
 
 import uvicorn
 
-from bigjax.export import loader
 from bigjax.serve import app as app_lib
 
 
@@ -33,12 +32,11 @@ class _DrainingServer(uvicorn.Server):
     super().handle_exit(sig, frame)
 
 
-def serve(artifact: loader.Artifact, *, host: str = '127.0.0.1', port: int = 8000, drain_timeout_s: float = 30.0,
+def serve(model: app_lib.ServedModel, *, host: str = '127.0.0.1', port: int = 8000, drain_timeout_s: float = 30.0,
           access_log: bool = False, **app_options) -> None:
   """Serves until SIGTERM/SIGINT, then drains. app_options: bigjax.serve.app.create_app's limits and batching."""
-  app = app_lib.create_app(artifact, **app_options)
+  app = app_lib.create_app(model, **app_options)
   config = uvicorn.Config(app, host=host, port=port, lifespan='on', access_log=access_log, log_level='info',
                           timeout_graceful_shutdown=drain_timeout_s)
-  logging.getLogger('uvicorn.error').info('serving %s (%s; labels %s)', artifact.directory,
-                                          artifact.metadata['model'], artifact.labels)
+  logging.getLogger('uvicorn.error').info('serving %s (labels %s)', model.describe().get('model'), model.labels)
   _DrainingServer(config, app.state.batcher).run()
