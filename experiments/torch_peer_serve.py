@@ -41,8 +41,10 @@ _MAX_QUEUE = flags.DEFINE_integer('max_queue', 1024, 'Texts waiting at most; bey
 _TRAIN_ONLY = flags.DEFINE_bool('train_only', False, 'Train (or check the weights load), then exit.')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.')
 
+
 def main(argv):
   logging.set_verbosity(logging.WARNING)
+  # As experiments.serve: uvicorn re-raises the signal it drained on, and a finished drain is a clean stop.
   for sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(sig, lambda *_: sys.exit(0))
 
