@@ -449,6 +449,7 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
         constants=exp.constants, stop_after_steps=stop_after_steps,
         nan=loop.NanPolicy(config.train.nan_policy, config.train.max_skipped_in_a_row),
         test_at_checkpoints=config.train.test_at_checkpoints,
+        train_shapes=exp.train_batches.shape_examples if config.train.compile_ahead else None,
         # config.json only once the workdir's checkpoints are known to be this run's.
         on_start=lambda: is_main and write_run_info(workdir, config, exp.derived))
   finally:

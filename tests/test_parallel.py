@@ -95,3 +95,34 @@ def test_accumulating_4_micro_batches_equals_one_big_batch(mode):
   assert float(results[4][1]['examples']) == 32.0
   for a, b in zip(jax.tree.leaves(results[4][0]), jax.tree.leaves(results[1][0])):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_compiling_ahead_leaves_no_shape_for_the_steps_to_compile(caplog):
+  stream = batching.TrainBatches(synthetic_split(), batch_size=12, boundaries=(8, 16, 24, 32), seed=0)
+  examples = stream.shape_examples(0)
+  reached = []
+  for step in range(2 * stream.steps_per_epoch):
+    width = stream.batch(step).token_ids.shape[1]
+    if width not in reached:
+      reached.append(width)
+  assert [b.token_ids.shape for b in examples] == [(12, w) for w in reached] and len(reached) > 2
+  # From a later step: the shapes from there on, in the order reached from there.
+  later = stream.shape_examples(stream.steps_per_epoch + 3)
+  assert later[0].token_ids.shape == stream.batch(stream.steps_per_epoch + 3).token_ids.shape
+
+  dev = batching.eval_batches(synthetic_split(40, seed=1), 16, (8, 16, 24, 32))
+  drivers, state = drivers_and_state('mlp', examples[0])
+  driver = drivers['none']
+  device_state = driver.put_state(state)
+  ahead = driver.compile_ahead(device_state, examples, dev)
+  ahead.join()
+  assert ahead.compiled == len(examples) + len(dev)
+  with jax.log_compiles(True), caplog.at_level('WARNING'):
+    for step in range(stream.steps_per_epoch):
+      device_state, _ = driver.train_step(device_state, stream.batch(step))
+    for batch in dev:
+      driver.eval_step(device_state, batch)
+  compiled = [r.getMessage() for r in caplog.records if 'step' in r.getMessage() and 'ompil' in r.getMessage()]
+  assert not compiled, compiled
+  # pmap and mesh compile at each shape's first step.
+  assert drivers['pmap'].compile_ahead(device_state, examples, dev) is None

@@ -150,6 +150,22 @@ class TrainBatches:
       self._cached_order = epoch_order(self._lengths, self.batch_size, self.seed, epoch)
     return self.sharding.local_batch(self.split, self._cached_order[index], self.batch_size, self.boundaries)
 
+  def shape_examples(self, start_step: int = 0) -> list[Batch]:
+    """One all-zero batch per distinct shape of the steps from start_step to the end of the
+    next epoch, in the order the stream first reaches each: what a step is compiled for
+    ahead of time (parallel.Driver.compile_ahead)."""
+    epoch, index = self.position(start_step)
+    widths = []
+    for e in (epoch, epoch + 1):
+      order = epoch_order(self._lengths, self.batch_size, self.seed, e)[index if e == epoch else 0:]
+      for indices in order:
+        width = bucket_width(self._lengths[indices], self.boundaries)
+        if width not in widths:
+          widths.append(width)
+    _, local_rows = self.sharding.rows(self.batch_size)
+    no_rows = np.zeros(0, np.int64)
+    return [make_batch(self.split, no_rows, local_rows, self.boundaries, width) for width in widths]
+
   def epoch_stats(self, epoch: int = 0) -> dict:
     """Padding waste and distinct shapes of one epoch's batches."""
     order = epoch_order(self._lengths, self.batch_size, self.seed, epoch)

@@ -91,6 +91,10 @@ class StreamBatches:
     return _lm_batch(inputs, targets, np.ones(inputs.shape, np.float32), np.full(n, self.window, np.int32),
                      np.ones(n, np.float32), np.full(n, float(index > 0), np.float32))
 
+  def shape_examples(self, start_step: int = 0) -> list[Batch]:
+    """Every window has one shape (see batching.TrainBatches.shape_examples)."""
+    return [self.batch(start_step)]
+
   def epoch_stats(self, epoch: int = 0) -> dict:
     del epoch
     used = self.steps_per_epoch * self.window * self.rows

@@ -386,7 +386,8 @@ def train_and_evaluate(*, driver: Driver, task: Task, init_state: Callable, batc
                        dev: Sequence[Batch], test: Sequence[Batch], periods: Periods, workdir: str, meta: dict,
                        writer: metrics_lib.MetricWriter, constants=None, stop_after_steps: Optional[int] = None,
                        nan: NanPolicy = NanPolicy(), test_at_checkpoints: bool = False,
-                       on_start: Optional[Callable[[], None]] = None) -> dict:
+                       on_start: Optional[Callable[[], None]] = None,
+                       train_shapes: Optional[Callable[[int], Sequence[Batch]]] = None) -> dict:
   """Trains to periods.total_steps, resuming from workdir's checkpoints, then tests the best.
 
   init_state() -> fresh host TrainState (also the restore target).
@@ -398,6 +399,8 @@ def train_and_evaluate(*, driver: Driver, task: Task, init_state: Callable, batc
     (time-to-accuracy races). Model selection still uses dev only.
   on_start(): called once the workdir's checkpoints are known to belong to this run, so
     that a refused run writes nothing over the files of the run it refused.
+  train_shapes(start_step) -> one batch per shape the steps from start_step reach, in that
+    order: the driver compiles them, and dev's and test's shapes, while the first ones train.
   Returns the results dict, also written to workdir/results.json.
   """
   if nan.policy not in NAN_POLICIES:
@@ -419,20 +422,37 @@ def train_and_evaluate(*, driver: Driver, task: Task, init_state: Callable, batc
   end_step = periods.total_steps
   if stop_after_steps is not None:
     end_step = min(end_step, start_step + stop_after_steps)
+  if constants is not None:
+    constants = driver.put_constants(constants)
+  ahead = None
+  if train_shapes is not None and start_step < end_step:
+    ahead = driver.compile_ahead(device_state, train_shapes(start_step), _distinct_shapes([*dev, *test]), constants)
   try:
-    device_state, step, stopped_by, throughput = train_steps(
-        run, device_state, batch_at, start_step=start_step, end_step=end_step, periods=periods, nan=nan,
-        constants=None if constants is None else driver.put_constants(constants))
-    checkpointer.wait()
-  except Exception:  # Not KeyboardInterrupt: a second signal means "now", even if a save hangs.
-    checkpointer.wait_quietly()  # A save in flight completes: the newest good checkpoint survives the error.
-    raise
-  if stopped_by or step < periods.total_steps:
-    checkpointer.close()
-    reason = f'received {stopped_by}' if stopped_by else f'stopped after {step - start_step} steps as asked'
-    logging.info('%s: checkpoint at step %d saved; rerun the same command to resume', reason, step)
-    return {'step': step, 'stopped': reason}
-  return final_test(run, device_state, step, throughput, workdir)
+    try:
+      device_state, step, stopped_by, throughput = train_steps(
+          run, device_state, batch_at, start_step=start_step, end_step=end_step, periods=periods, nan=nan,
+          constants=constants)
+      checkpointer.wait()
+    except Exception:  # Not KeyboardInterrupt: a second signal means "now", even if a save hangs.
+      checkpointer.wait_quietly()  # A save in flight completes: the newest good checkpoint survives the error.
+      raise
+    if stopped_by or step < periods.total_steps:
+      checkpointer.close()
+      reason = f'received {stopped_by}' if stopped_by else f'stopped after {step - start_step} steps as asked'
+      logging.info('%s: checkpoint at step %d saved; rerun the same command to resume', reason, step)
+      return {'step': step, 'stopped': reason}
+    return final_test(run, device_state, step, throughput, workdir)
+  finally:
+    if ahead is not None:
+      ahead.close()
+
+
+def _distinct_shapes(batches: Sequence[Batch]) -> list[Batch]:
+  """The first batch of each token-id shape, in order."""
+  seen = {}
+  for batch in batches:
+    seen.setdefault(np.shape(batch.token_ids), batch)
+  return list(seen.values())
 
 
 def _bytes_under(folder: str) -> int:

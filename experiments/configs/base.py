@@ -149,6 +149,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # Also evaluate test at each checkpoint (a test-accuracy curve over time, for
       # experiments.time_to_accuracy). The checkpoint tested at the end is still chosen on dev.
       test_at_checkpoints=False,
+      # Compile the other batch shapes' steps on a background thread while the first train
+      # (one driver: parallel='none'); the steps find them compiled (docs/sparse_embeddings.md).
+      compile_ahead=True,
   )
 
   # Start-up work done once, kept in cache.dir ('': $BIGJAX_CACHE_DIR, else ~/.cache/bigjax):
