@@ -177,12 +177,17 @@ def _start(config: ml_collections.ConfigDict, teacher: Optional[runs.Run]):
   """(tokenizer or None, start(params) -> params or None, record, the source run's params or None)
   from init.checkpoint or init.embeddings.
 
-  A distillation student reads the teacher's token ids, so the teacher's tokenizer is its own.
+  A distillation student reads the teacher's token ids, so the teacher's tokenizer is its own;
+  it may start from a run with that same tokenizer (a pruning run distilled from its source).
   """
-  if teacher is not None:
+  if teacher is not None and not config.init.checkpoint:
     return teacher.tokenizer, None, {}, None
   if config.init.checkpoint:
     source = runs.load_run(config.init.checkpoint)
+    if teacher is not None and source.tokenizer.fingerprint() != teacher.tokenizer.fingerprint():
+      raise ConfigError(f'init.checkpoint={config.init.checkpoint} and distill.teacher={config.distill.teacher} '
+                        'have different tokenizers: a student reads the teacher\'s token ids, so it can start '
+                        'only from a run with the teacher\'s tokenizer')
     drop = drop_patterns(config.init)
     name = f'the run in {source.workdir} (step {source.step})'
     start = lambda fresh: transfer.merge_params(fresh, source.params, drop=drop, source_name=name)[0]
@@ -580,9 +585,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     runs.read_run_info(config.init.checkpoint)
   if config.distill.teacher:
     runs.read_run_info(config.distill.teacher)
-    if config.init.checkpoint or config.init.embeddings:
-      raise ConfigError('distill.teacher and init.* are both set: a student reads the teacher\'s tokens, so it '
-                        'starts from scratch with the teacher\'s tokenizer')
+    if config.init.embeddings:
+      raise ConfigError('distill.teacher and init.embeddings are both set: a student reads the teacher\'s '
+                        'tokens, so it cannot take another vocabulary\'s vectors')
   try:
     re.compile(config.prune.include)
   except re.error as e:

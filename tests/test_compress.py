@@ -222,12 +222,23 @@ def test_a_student_learns_from_a_teacher_that_never_reaches_the_optimizer(tmp_pa
   assert info['derived']['distill']['teacher'] == str(tmp_path / 'teacher')
 
 
-def test_distillation_with_init_is_one_clear_error(tmp_path):
+def test_a_student_may_start_only_from_a_run_with_the_teachers_tokenizer(tmp_path):
   data = write_corpus(tmp_path / 'data')
   common.run_training(tiny_config(data, **{'train.steps': 5}), str(tmp_path / 'teacher'))
+  common.run_training(tiny_config(data, **{'train.steps': 5, 'data.vocab_size': 90}), str(tmp_path / 'other'))
+  teacher = runs.load_run(str(tmp_path / 'teacher'))
+  # A pruning run distilled from its own source: it starts from the source's parameters.
   config = tiny_config(data, **{'distill.teacher': str(tmp_path / 'teacher'), 'init.checkpoint': str(tmp_path / 'teacher')})
-  with pytest.raises(ConfigError, match='distill.teacher and init'):
-    common.check_config(config)
+  common.check_config(config)
+  exp = common.build_experiment(config, None)
+  assert isinstance(exp.task, distill.Distillation)
+  assert loop.params_fingerprint(exp.init_state().params) == loop.params_fingerprint(teacher.params)
+  with pytest.raises(ConfigError, match='different tokenizers'):
+    common.build_experiment(tiny_config(data, **{'distill.teacher': str(tmp_path / 'teacher'),
+                                                 'init.checkpoint': str(tmp_path / 'other')}), None)
+  vectors = tiny_config(data, **{'distill.teacher': str(tmp_path / 'teacher'), 'init.embeddings': str(tmp_path / 'x')})
+  with pytest.raises(ConfigError, match='distill.teacher and init.embeddings'):
+    common.check_config(vectors)
 
 
 # --- The entry point: a compressed run is a run -------------------------------------------

@@ -186,3 +186,12 @@ def test_forget_bias_starts_the_forget_gate_open():
   x = jnp.zeros(ids.shape + (4,))
   bias = LSTMLayer(3, forget_bias=1.0).init(jax.random.PRNGKey(0), x, lengths)['params']['bias']
   np.testing.assert_array_equal(bias, [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+
+
+def test_mlp_tables_start_at_the_configured_scale():
+  for std in (1.0, 0.1):
+    model = registry.build_model('mlp', vocab_size=500, num_classes=2, embed_dim=64, bigram_buckets=300,
+                                 embed_init_std=std)
+    params = model.init(jax.random.PRNGKey(0), jnp.ones((2, 5), jnp.int32), jnp.array([5, 3]))['params']
+    for table in ('embedding', 'bigram_embedding'):
+      assert np.std(np.asarray(params[table]['embedding'])) == pytest.approx(std, rel=0.05)

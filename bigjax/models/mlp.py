@@ -33,16 +33,17 @@ class MLPClassifier(nn.Module):
   dropout: float = 0.5
   word_dropout: float = 0.0  # Training drops whole tokens from the mean (Iyyer et al. 2015).
   bigram_buckets: int = 0  # Hash buckets (embedding rows) for token pairs; 0: unigrams only.
+  embed_init_std: float = 1.0  # The tables start N(0, embed_init_std^2).
   dtype: Any = None  # Compute dtype (e.g. jnp.bfloat16); None: that of the params.
   param_dtype: Any = jnp.float32
 
   def setup(self):
     self.embedding = nn.Embed(self.vocab_size, self.embed_dim,
-                              embedding_init=nn.initializers.normal(stddev=1.0),
+                              embedding_init=nn.initializers.normal(stddev=self.embed_init_std),
                               dtype=self.dtype, param_dtype=self.param_dtype)
     if self.bigram_buckets:
       self.bigram_embedding = nn.Embed(self.bigram_buckets, self.embed_dim,
-                                       embedding_init=nn.initializers.normal(stddev=1.0),
+                                       embedding_init=nn.initializers.normal(stddev=self.embed_init_std),
                                        dtype=self.dtype, param_dtype=self.param_dtype)
     self.hidden = [nn.Dense(h, dtype=self.dtype, param_dtype=self.param_dtype) for h in self.hidden_dims]
     self.drop = nn.Dropout(self.dropout)

@@ -20,7 +20,7 @@ def build_model(name: str, **kwargs):
 
 def _mlp(own: dict, **common):
   return MLPClassifier(hidden_dims=(own['hidden_dim'],) * own['num_layers'], word_dropout=own['word_dropout'],
-                       bigram_buckets=own['bigram_buckets'], **common)
+                       bigram_buckets=own['bigram_buckets'], embed_init_std=own.get('embed_init_std', 1.0), **common)
 
 
 def _lstm(own: dict, **common):
