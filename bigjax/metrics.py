@@ -1,6 +1,7 @@
 """Metrics from sums, and a writer to metrics.jsonl plus TensorBoard event files."""
 import json
 import os
+import sys
 import time
 from typing import Optional
 
@@ -67,9 +68,9 @@ class MetricWriter:
       os.replace(path + '.tmp', path)
     self._jsonl = open(path, 'a', encoding='utf-8')
     try:
-      from tensorboardX import SummaryWriter  # Optional: runs without TensorBoard.
+      summary_writer = _tensorboardx_writer()  # Optional: runs without TensorBoard.
       # purge_step: TensorBoard hides the events a previous attempt wrote past `step`.
-      self._tb = SummaryWriter(os.path.join(self._workdir, 'tensorboard'), purge_step=step + 1 if step else None)
+      self._tb = summary_writer(os.path.join(self._workdir, 'tensorboard'), purge_step=step + 1 if step else None)
     except ImportError:
       self._tb = None
 
@@ -92,3 +93,21 @@ class MetricWriter:
       self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
+
+
+def _tensorboardx_writer():
+  """tensorboardX's SummaryWriter, imported without torch.
+
+  Where torch is installed, tensorboardX imports it at import time, only so that its writers
+  accept torch tensors (2.4 s before a run's first step on the 2-core machine); these writes
+  are Python floats. Its functions that need torch (graphs, ONNX) import it themselves later.
+  """
+  if 'torch' in sys.modules or 'tensorboardX.writer' in sys.modules:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    return SummaryWriter
+  sys.modules['torch'] = None  # `import torch` raises ImportError while this is set.
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  finally:
+    del sys.modules['torch']
+  return SummaryWriter

@@ -333,3 +333,25 @@ def test_a_teachers_parameters_reach_the_loss_and_stay_as_they_were(mode):
   assert losses[-1] < 0.1 * losses[0]  # The student moves towards the teacher...
   assert jax.tree.map(lambda x: np.asarray(x).tobytes(), teacher) == teacher_bytes  # ...which stays put.
   jax.block_until_ready(constants)  # Not donated: still alive after 30 steps.
+
+
+def test_the_tensorboard_writer_does_not_import_torch(tmp_path):
+  # tensorboardX imports torch where it is installed (2.4 s before a first step); the writer
+  # skips that import, and torch stays importable afterwards.
+  code = (
+      'import importlib.util, sys\n'
+      'from bigjax.metrics import MetricWriter\n'
+      f'w = MetricWriter({str(tmp_path)!r}, enabled=True)\n'
+      'w.start(0)\n'
+      'w.write(3, "train", {"loss": 0.5})\n'
+      'w.close()\n'
+      'print("torch loaded:", "torch" in sys.modules)\n'
+      'if importlib.util.find_spec("torch") is not None:\n'
+      '  import torch\n'
+      '  print("torch importable:", torch.zeros(1).shape == (1,))\n')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'torch loaded: False' in out.stdout
+  assert 'torch importable: False' not in out.stdout
+  assert glob.glob(str(tmp_path / 'tensorboard' / 'events.out.tfevents.*'))
