@@ -570,7 +570,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                        ('data.tokenizer', KINDS), ('data.keep', TRUNCATIONS),
                        ('data.on_bad_lines', sources.ON_BAD_LINES),
                        ('model.lstm.dtype', tuple(registry.COMPUTE_DTYPES)),
-                       ('model.lstm.pooling', registry.POOLINGS), ('optim.schedule', optim.SCHEDULES),
+                       ('model.lstm.pooling', registry.POOLINGS), ('model.mlp.activation', registry.MLP_ACTIVATIONS),
+                       ('optim.schedule', optim.SCHEDULES),
                        ('optim.sparse_rule', sparse.RULES), ('train.nan_policy', loop.NAN_POLICIES), ('prune.scope', pruning_lib.SCOPES),
                        ('quantize.mode', quantize_lib.MODES), ('quantize.activations', quantize_lib.ACTIVATIONS)):
     value = config_value(config, key)

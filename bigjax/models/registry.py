@@ -4,11 +4,12 @@ that training, evaluation, attributions and export get of them."""
 import jax.numpy as jnp
 
 from bigjax.models.lstm import LSTMClassifier, LSTMLanguageModel
-from bigjax.models.mlp import MLPClassifier
+from bigjax.models.mlp import ACTIVATIONS as _MLP_ACTIVATIONS, MLPClassifier
 from bigjax.types import ModelFns
 
 MODELS = {'mlp': MLPClassifier, 'lstm': LSTMClassifier, 'lstm_lm': LSTMLanguageModel}
 POOLINGS = ('last', 'concat')
+MLP_ACTIVATIONS = tuple(_MLP_ACTIVATIONS)
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}  # None: the params' dtype.
 
 
@@ -20,7 +21,8 @@ def build_model(name: str, **kwargs):
 
 def _mlp(own: dict, **common):
   return MLPClassifier(hidden_dims=(own['hidden_dim'],) * own['num_layers'], word_dropout=own['word_dropout'],
-                       bigram_buckets=own['bigram_buckets'], embed_init_std=own.get('embed_init_std', 1.0), **common)
+                       bigram_buckets=own['bigram_buckets'], embed_init_std=own.get('embed_init_std', 1.0),
+                       activation=own.get('activation', 'relu'), **common)
 
 
 def _lstm(own: dict, **common):

@@ -90,6 +90,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # The tables start N(0, std^2). 0.1 made the SST-2 source that prunes to 80 % within a
       # point when distilled from itself (docs/compression.md).
       embed_init_std=(1.0, (0.0, None, 'high')),
+      activation='relu',  # relu | gelu | tanh: the hidden layers' f.
   )
   # The LSTM classifier and language model (bigjax/models/lstm.py).
   c.model.lstm = _section(
