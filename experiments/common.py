@@ -255,7 +255,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
              'data_fingerprint': data.fingerprint, 'train_batches': stats,
              'bucket_boundaries': list(boundaries), 'devices': jax.device_count(),
              'processes': jax.process_count(), 'global_batch_rows': sharding.rows(config.train.batch_size)[0],
-             'init': init_record, 'data_from_cache': data.from_cache}
+             'init': init_record, 'data_from_cache': data.from_cache, 'train_examples': len(train)}
   # What a checkpoint must agree on to be resumed into this run.
   compatibility = {'model': registry.section_of(config.model.to_dict()), 'vocab_size': tokenizer.vocab_size,
                    'num_classes': num_classes, 'data': derived['data_fingerprint'],

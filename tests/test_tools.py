@@ -107,3 +107,46 @@ def test_time_to_accuracy_follows_bigjax_through_its_metrics(tmp_path):
   assert [(p['step'], p['test_acc']) for p in side['curve']] == curve
   # Stopped before its 45 steps: no final test, no results.json.
   assert not any(r['kind'] == 'test' for r in records) and not (workdir / 'bigjax' / 'results.json').exists()
+
+
+def test_learning_curve_runs_each_point_once_and_tabulates_them(tmp_path):
+  from experiments import curves  # pylint: disable=g-import-not-at-top
+  data = write_corpus(tmp_path / 'data', sizes=(120, 40, 40))
+  tiny = ' '.join(f'--config.{o}' for o in TINY if not o.startswith('train.steps')) + ' --config.train.steps=8'
+  args = [sys.executable, '-m', 'experiments.learning_curve', f'--workdir={tmp_path / "curve"}', '--budgets=30,0',
+          '--seeds=2', '--full_seeds=1', f'--extra=--config.data.path={data} {tiny}',
+          '--start=narrow=experiments/configs/mlp_sst2.py',
+          '--start=wide=experiments/configs/mlp_sst2.py --config.model.embed_dim=32']
+  first = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert first.returncode == 0, first.stderr[-3000:]
+  out = json.loads((tmp_path / 'curve' / 'learning_curve.json').read_text())
+  runs = out['runs']
+  assert sorted((r['start'], r['budget'], r['seed']) for r in runs) == sorted(
+      [(s, 30, 0) for s in ('narrow', 'wide')] + [(s, 30, 1) for s in ('narrow', 'wide')] +
+      [(s, 0, 0) for s in ('narrow', 'wide')])
+  assert {r['train_examples'] for r in runs if r['budget'] == 30} == {30}
+  assert {r['train_examples'] for r in runs if r['budget'] == 0} == {120}
+  for r in runs:  # Each record is its run's own results.json and config.
+    results = json.loads((tmp_path / 'curve' / r['start'] / f"n{r['budget'] or 'all'}_s{r['seed']}" /
+                          'results.json').read_text())
+    assert r['test_accuracy'] == results['test']['accuracy']
+    cfg = json.loads((tmp_path / 'curve' / r['start'] / f"n{r['budget'] or 'all'}_s{r['seed']}" /
+                      'config.json').read_text())['config']
+    assert cfg['data']['train_limit'] == r['budget'] and cfg['seed'] == r['seed']
+    assert cfg['model']['embed_dim'] == (32 if r['start'] == 'wide' else 16)
+  row = next(s for s in out['summary'] if s['start'] == 'wide' and s['budget'] == 30)
+  pair = [r['test_accuracy'] for r in runs if r['start'] == 'wide' and r['budget'] == 30]
+  assert row['runs'] == 2 and row['test_mean'] == pytest.approx(sum(pair) / 2)
+  assert row['test_sd'] == pytest.approx(abs(pair[0] - pair[1]) / 2 ** 0.5)
+  table = (tmp_path / 'curve' / 'learning_curve.md').read_text()
+  assert '| labels | narrow | wide |' in table and '| 120 (all) |' in table
+  assert (tmp_path / 'curve' / 'learning_curve.png').read_bytes()[:4] == b'\x89PNG'
+  # Again: every point is read, none retrained, and the curve is the same.
+  again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0 and again.stdout == first.stdout
+  assert 'training' not in again.stderr and again.stderr.count('done before, read') == 6
+  # Bad starts get one clear line.
+  for start, message in (('nameonly', 'expected NAME=CONFIG_FILE'), ('x=no/such.py', 'no config file'),
+                         ('x=experiments/configs/mlp_sst2.py --workdir=y', 'is not a --config.KEY=VALUE')):
+    with pytest.raises(Exception, match=message):
+      curves.Start.parse(start)

@@ -1,0 +1,193 @@
+"""Learning curves: test accuracy against the number of labels, for several starts.
+
+The library half of experiments.learning_curve (no flags here, so tests import it). Each
+point is an ordinary `experiments.train` run in its own folder, OUT/START/nBUDGET_sSEED,
+launched as a subprocess with `--config.data.train_limit=BUDGET --config.seed=SEED` on top
+of the start's own config and overrides. A folder that already holds results.json is read,
+not rerun, and an interrupted one resumes from its checkpoints: a killed curve loses at
+most the run in progress's steps since its last checkpoint.
+"""
+import dataclasses
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use('Agg')  # Files only: no display here.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from bigjax.errors import ConfigError
+
+ALL = 0  # The budget that keeps every training label (data.train_limit=0).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+  """How one curve's runs begin: a config file and its overrides ('--config.KEY=VALUE ...')."""
+  name: str
+  config: str
+  overrides: tuple[str, ...] = ()
+
+  @classmethod
+  def parse(cls, text: str) -> 'Start':
+    """'NAME=CONFIG_FILE[:variant] [--config.KEY=VALUE ...]' -> Start."""
+    words = shlex.split(text)
+    head = words[0] if words else ''
+    name, sep, config = head.partition('=')
+    if not sep or not name or not config:
+      raise ConfigError(f'--start={text!r}: expected NAME=CONFIG_FILE followed by --config.KEY=VALUE overrides')
+    if not name.replace('_', '').replace('-', '').isalnum():
+      raise ConfigError(f'--start={text!r}: the name {name!r} names a folder: letters, digits, - and _ only')
+    if not os.path.exists(config.partition(':')[0]):
+      raise ConfigError(f'--start={text!r}: no config file {config.partition(":")[0]!r}')
+    return cls(name, config, overrides(shlex.join(words[1:]), f'--start={text!r}'))
+
+
+def overrides(text: str, where: str) -> tuple[str, ...]:
+  """'--config.KEY=VALUE ...' -> its words, each checked to be such an override."""
+  words = tuple(shlex.split(text))
+  bad = [w for w in words if not w.startswith('--config.')]
+  if bad:
+    raise ConfigError(f'{where}: {bad[0]!r} is not a --config.KEY=VALUE override')
+  return words
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  start: str
+  budget: int  # Training labels; ALL for every one.
+  seed: int
+
+  def folder(self, out: str) -> str:
+    return os.path.join(out, self.start, f'n{self.budget or "all"}_s{self.seed}')
+
+
+def plan(starts: Sequence[Start], budgets: Sequence[int], seeds: int, full_seeds: int) -> list[Point]:
+  """Every run of the curve: `seeds` seeds at each label budget, `full_seeds` with all labels."""
+  if len({s.name for s in starts}) != len(starts):
+    raise ConfigError('two --start flags have the same name')
+  if any(b < 0 for b in budgets) or len(set(budgets)) != len(budgets):
+    raise ConfigError(f'--budgets={",".join(map(str, budgets))}: distinct label counts >= 0 (0: all labels)')
+  return [Point(s.name, b, seed) for s in starts for b in budgets for seed in range(seeds if b != ALL else full_seeds)]
+
+
+def command(start: Start, point: Point, out: str, extra: Sequence[str] = ()) -> list[str]:
+  """The point's experiments.train command: the overrides for every run, then the start's own
+  (the more specific wins), then the point's label budget and seed."""
+  return [sys.executable, '-m', 'experiments.train', f'--config={start.config}', f'--workdir={point.folder(out)}',
+          *extra, *start.overrides, f'--config.data.train_limit={point.budget}', f'--config.seed={point.seed}']
+
+
+def _stderr(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+def run_all(starts: Sequence[Start], points: Sequence[Point], out: str, extra: Sequence[str] = (),
+            log=_stderr) -> list[dict]:
+  """Runs (or reads) every point, in order; one record per point. Progress (and, once a run
+  has finished here, an ETA from their mean time) goes to `log`."""
+  by_name = {s.name: s for s in starts}
+  records, trained_seconds, trained = [], 0.0, 0
+  for i, point in enumerate(points, 1):
+    folder = point.folder(out)
+    results_path = os.path.join(folder, 'results.json')
+    if os.path.exists(results_path):
+      log(f'[{i}/{len(points)}] {folder}: done before, read')
+    else:
+      to_train = sum(not os.path.exists(os.path.join(p.folder(out), 'results.json')) for p in points[i - 1:])
+      eta = f', ETA {_duration(trained_seconds / trained * to_train)}' if trained else ''
+      log(f'[{i}/{len(points)}] {folder}: training ({to_train} runs to go{eta})')
+      began = time.perf_counter()
+      os.makedirs(folder, exist_ok=True)
+      with open(os.path.join(folder, 'train.log'), 'a', encoding='utf-8') as log_file:
+        finished = subprocess.run(command(by_name[point.start], point, out, extra), cwd=ROOT, stdout=log_file,
+                                  stderr=subprocess.STDOUT, check=False)
+      if finished.returncode != 0 or not os.path.exists(results_path):
+        raise ConfigError(f'the run in {folder} failed (exit {finished.returncode}); its log: '
+                          f'{os.path.join(folder, "train.log")}. Rerun the same command to go on from there.')
+      trained_seconds, trained = trained_seconds + time.perf_counter() - began, trained + 1
+    records.append(read_record(point, folder))
+  return records
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+def read_record(point: Point, folder: str) -> dict:
+  with open(os.path.join(folder, 'results.json'), encoding='utf-8') as f:
+    results = json.load(f)
+  with open(os.path.join(folder, 'config.json'), encoding='utf-8') as f:
+    derived = json.load(f)['derived']
+  return {'start': point.start, 'budget': point.budget, 'seed': point.seed, 'workdir': folder,
+          'train_examples': derived['train_examples'], 'test_accuracy': results['test']['accuracy'],
+          'dev_accuracy': results['dev']['accuracy']}
+
+
+def summarize(records: Sequence[dict]) -> list[dict]:
+  """Per (start, budget): the mean and sample standard deviation of test accuracy over seeds."""
+  groups: dict = {}
+  for r in records:
+    groups.setdefault((r['start'], r['budget']), []).append(r)
+  rows = []
+  for (start, budget), group in groups.items():
+    accuracies = np.array([r['test_accuracy'] for r in group])
+    rows.append({'start': start, 'budget': budget, 'labels': group[0]['train_examples'], 'runs': len(group),
+                 'test_mean': float(accuracies.mean()),
+                 'test_sd': float(accuracies.std(ddof=1)) if len(group) > 1 else 0.0,
+                 'dev_mean': float(np.mean([r['dev_accuracy'] for r in group]))})
+  return rows
+
+
+def markdown(rows: Sequence[dict]) -> str:
+  """Budgets down, starts across: 'mean ± sd (runs)' of test accuracy."""
+  starts = list(dict.fromkeys(r['start'] for r in rows))
+  budgets = sorted({r['budget'] for r in rows}, key=lambda b: math.inf if b == ALL else b)
+  cell = {(r['start'], r['budget']): r for r in rows}
+  lines = ['| labels | ' + ' | '.join(starts) + ' |', '|---:|' + '---:|' * len(starts)]
+  for budget in budgets:
+    labels = next(r['labels'] for r in rows if r['budget'] == budget)
+    cells = []
+    for start in starts:
+      r = cell.get((start, budget))
+      cells.append('' if r is None else f"{100 * r['test_mean']:.2f} ± {100 * r['test_sd']:.2f} % ({r['runs']})")
+    lines.append(f'| {labels:,}{" (all)" if budget == ALL else ""} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def plot(rows: Sequence[dict], path: str, title: str) -> None:
+  """Test accuracy against labels (log axis), one line per start, error bars of one sd."""
+  figure, axis = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+  for start in dict.fromkeys(r['start'] for r in rows):
+    mine = sorted((r for r in rows if r['start'] == start), key=lambda r: r['labels'])
+    axis.errorbar([r['labels'] for r in mine], [100 * r['test_mean'] for r in mine],
+                  yerr=[100 * r['test_sd'] for r in mine], marker='o', capsize=3, label=start)
+  axis.set_xscale('log')
+  axis.set_xlabel('training labels')
+  axis.set_ylabel('test accuracy (%)')
+  axis.set_title(title or 'test accuracy against labels')
+  axis.grid(alpha=0.3, which='both')
+  axis.legend()
+  figure.tight_layout()
+  figure.savefig(path)
+  plt.close(figure)
+
+
+def write(out: str, records: Sequence[dict], title: str = '') -> list[dict]:
+  """OUT/learning_curve.{json,md,png}; returns the summary rows."""
+  rows = summarize(records)
+  with open(os.path.join(out, 'learning_curve.json'), 'w', encoding='utf-8') as f:
+    json.dump({'runs': list(records), 'summary': rows}, f, indent=1)
+  with open(os.path.join(out, 'learning_curve.md'), 'w', encoding='utf-8') as f:
+    f.write(markdown(rows))
+  plot(rows, os.path.join(out, 'learning_curve.png'), title)
+  return rows
