@@ -159,7 +159,12 @@ def markdown(rows: Sequence[dict]) -> str:
     cells = []
     for start in starts:
       r = cell.get((start, budget))
-      cells.append('' if r is None else f"{100 * r['test_mean']:.2f} ± {100 * r['test_sd']:.2f} % ({r['runs']})")
+      if r is None:
+        cells.append('')
+      elif r['runs'] == 1:  # One run has no spread to show.
+        cells.append(f"{100 * r['test_mean']:.2f} % (1)")
+      else:
+        cells.append(f"{100 * r['test_mean']:.2f} ± {100 * r['test_sd']:.2f} % ({r['runs']})")
     lines.append(f'| {labels:,}{" (all)" if budget == ALL else ""} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
