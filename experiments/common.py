@@ -180,8 +180,6 @@ def _start(config: ml_collections.ConfigDict, teacher: Optional[runs.Run]):
   A distillation student reads the teacher's token ids, so the teacher's tokenizer is its own;
   it may start from a run with that same tokenizer (a pruning run distilled from its source).
   """
-  if teacher is not None and not config.init.checkpoint:
-    return teacher.tokenizer, None, {}, None
   if config.init.checkpoint:
     source = runs.load_run(config.init.checkpoint)
     if teacher is not None and source.tokenizer.fingerprint() != teacher.tokenizer.fingerprint():
@@ -192,6 +190,8 @@ def _start(config: ml_collections.ConfigDict, teacher: Optional[runs.Run]):
     name = f'the run in {source.workdir} (step {source.step})'
     start = lambda fresh: transfer.merge_params(fresh, source.params, drop=drop, source_name=name)[0]
     return source.tokenizer, start, {'checkpoint': source.workdir, 'step': source.step, 'drop': drop}, source.params
+  if teacher is not None:
+    return teacher.tokenizer, None, {}, None
   if config.init.embeddings:
     # The vectors are rows of the pretraining run's vocabulary: its tokenizer is this run's.
     tokenizer, vectors, found = embeddings_lib.load(config.init.embeddings)
