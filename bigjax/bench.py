@@ -91,6 +91,10 @@ def model_flops(model: str, *, batch: int, width: int, real_tokens: int, embed_d
   for _ in range(num_layers):
     per_token += directions * 2 * (inputs + hidden_dim) * 4 * hidden_dim
     inputs = directions * hidden_dim
+  if model == 'lstm_lm':  # num_classes: the logits per token (1 + negatives, or the vocabulary).
+    # A head at every token: the tied projection to embed_dim, then the output rows.
+    per_token += 2 * hidden_dim * embed_dim + 2 * embed_dim * num_classes
+    return {'executed': 3 * batch * width * per_token, 'useful': 3 * real_tokens * per_token}
   head = 2 * batch * inputs * num_classes
   return {'executed': 3 * (batch * width * per_token + head), 'useful': 3 * (real_tokens * per_token + head)}
 

@@ -36,7 +36,8 @@ def measure(config) -> dict:
 
 
 def _measure(config, compiles: bench.CompileCounter) -> dict:
-  exp = common.build_experiment(config, workdir=None)
+  language_model = config.model.name in common.LANGUAGE_MODELS
+  exp = (common.build_lm_experiment if language_model else common.build_experiment)(config, workdir=None)
   driver, k, windows = exp.driver, _WINDOW_STEPS.value, _WINDOWS.value
   steps = k * windows
   start = time.perf_counter()
@@ -77,10 +78,14 @@ def _measure(config, compiles: bench.CompileCounter) -> dict:
   tokens_per_s = statistics.median(n / t for (_, n), t in zip(window_totals, device_times))
   pipeline_examples_per_s = statistics.median(e / t for (e, _), t in zip(window_totals, pipeline_times))
 
-  m, own = config.model, config.model[config.model.name]
+  m = config.model
+  own = m.lstm if language_model else m[m.name]
+  # A language model's training logits per token: the target and the sampled negatives, or the vocabulary.
+  outputs = ((1 + config.lm.negatives) if config.lm.negatives else exp.derived['vocab_size']) if language_model \
+      else exp.derived['num_classes']
   flops = [bench.model_flops(m.name, batch=b.token_ids.shape[0], width=b.token_ids.shape[1],
                              real_tokens=int((b.lengths * (b.weights > 0)).sum()), embed_dim=m.embed_dim,
-                             hidden_dim=own.hidden_dim, num_classes=exp.derived['num_classes'],
+                             hidden_dim=own.hidden_dim, num_classes=outputs,
                              num_layers=own.num_layers, bidirectional=own.get('bidirectional', False))
            for b in batches]
   executed_per_s = statistics.median(sum(f['executed'] for f in flops[i * k:(i + 1) * k]) / t
@@ -88,17 +93,23 @@ def _measure(config, compiles: bench.CompileCounter) -> dict:
   useful_per_s = statistics.median(sum(f['useful'] for f in flops[i * k:(i + 1) * k]) / t
                                    for i, t in enumerate(device_times))
 
-  loop.evaluate(driver, exp.task, state, exp.dev)  # Compile.
-  eval_times = bench.time_windows(lambda _: loop.evaluate(driver, exp.task, state, exp.dev), 3)
-  dev_examples, _ = bench.batch_totals(exp.dev)
-  logits_fn = jax.jit(exp.fns.logits)
-  params = driver.get_state(state).params
-  run_inference = lambda _: [logits_fn(params, b.token_ids, b.lengths) for b in exp.dev]
-  run_inference(0)
-  inference_times = bench.time_windows(run_inference, 3)
+  # A language model's evaluation is a full softmax over the vocabulary (~1 min per 40k dev
+  # tokens on 2 CPU cores): a few of its windows give the speed.
+  dev = exp.dev[:4] if language_model else exp.dev
+  loop.evaluate(driver, exp.task, state, dev)  # Compile.
+  eval_times = bench.time_windows(lambda _: loop.evaluate(driver, exp.task, state, dev), 3)
+  dev_examples, _ = bench.batch_totals(dev)
+  inference = None
+  if not language_model:  # A language model has no class logits to serve.
+    logits_fn = jax.jit(exp.fns.logits)
+    params = driver.get_state(state).params
+    run_inference = lambda _: [logits_fn(params, b.token_ids, b.lengths) for b in exp.dev]
+    run_inference(0)
+    inference = {'examples_per_s': dev_examples / statistics.median(bench.time_windows(run_inference, 3)),
+                 'batch_size': config.train.eval_batch_size}
   # The f32 ceiling is the common yardstick; bf16 operands also get their own, which says how
   # far a bf16 step is from what the hardware's bf16 units do.
-  matmul_dtype = m.lstm.dtype if m.name == 'lstm' else 'float32'
+  matmul_dtype = m.lstm.dtype if m.name in ('lstm', 'lstm_lm') else 'float32'
   ceilings = {'float32': bench.matmul_ceiling(dtype=jnp.float32)}
   if matmul_dtype != 'float32':
     ceilings[matmul_dtype] = bench.matmul_ceiling(dtype=jnp.dtype(matmul_dtype))
@@ -127,8 +138,7 @@ def _measure(config, compiles: bench.CompileCounter) -> dict:
                 'ceilings': {dtype: {'matmul_ceiling_per_s': c, 'executed_fraction': executed_per_s / c,
                                      'useful_fraction': useful_per_s / c} for dtype, c in ceilings.items()}},
       'eval': {'examples_per_s': dev_examples / statistics.median(eval_times)},
-      'inference': {'examples_per_s': dev_examples / statistics.median(inference_times),
-                    'batch_size': config.train.eval_batch_size},
+      'inference': inference,
       'memory': {'peak_host_mib': bench.peak_host_memory_mib(), 'peak_device_mib': bench.peak_device_memory_mib()},
   }
 
@@ -150,7 +160,7 @@ def print_table(r: dict) -> None:
           (f'{dtype} matmul ceiling GFLOP/s', f"{c['matmul_ceiling_per_s'] / 1e9:.1f}"),
           (f'fraction of {dtype} ceiling executed / useful', f"{c['executed_fraction']:.1%} / {c['useful_fraction']:.1%}"))],
       ('eval examples/s', f"{r['eval']['examples_per_s']:.0f}"),
-      ('inference examples/s', f"{r['inference']['examples_per_s']:.0f}"),
+      ('inference examples/s', f"{r['inference']['examples_per_s']:.0f}" if r['inference'] else '(a language model)'),
       ('peak host memory MiB', f"{r['memory']['peak_host_mib']:.0f}"),
       ('page faults per train step', f"{r['host']['minor_page_faults_per_step']:.0f} (keep_freed_memory={r['host']['keep_freed_memory']})"),
   ]

@@ -19,6 +19,11 @@ computes; bfloat16 gives its matmuls bf16 operands with f32 sums (model.lstm.dty
 bigjax's figure is its steady state (every shape compiled); torch's is its own
 train_tokens_per_s after 20 warm-up steps, over --peer_steps steps. The peers' README finds
 torch's first epochs slower than later ones, so a short --peer_steps favours bigjax.
+
+`--models=lm` races the language model of lm_imdb.py (IMDB text, 30k vocabulary, 64 × 70
+token windows, sampled softmax over 1,024 negatives) against experiments/torch_peer_lm.py,
+the same model and step in PyTorch, trained on the very windows bigjax reads (written once
+per comparison by peers.write_lm_peer_data). All of a language model's tokens are real.
 """
 import functools
 import json
@@ -33,14 +38,14 @@ from absl import flags
 
 from bigjax import hostmem
 
-PEER_STEPS = {'lstm': 200, 'mlp': 400}  # Defaults: the peers' README short-run rows.
+PEER_STEPS = {'lstm': 200, 'mlp': 400, 'lm': 60}  # Defaults: the peers' README short-run rows; lm: ~2 min.
 _PEER_PYTHON = flags.DEFINE_string('peer_python', sys.executable, 'Python that has torch installed.')
 _PEERS = flags.DEFINE_string('peers_dir', os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'peers'),
                              'Folder of torch_lstm.py and torch_bow_mlp.py.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds per model.')
 _PEER_STEPS = flags.DEFINE_integer('peer_steps', 0, "torch's --max_steps; 0: the peers' README short runs "
                                    f'({PEER_STEPS}). 1090 is 10 SST-2 epochs, past its warm-up.')
-_MODELS = flags.DEFINE_list('models', ['lstm', 'mlp'], 'Which models to compare.')
+_MODELS = flags.DEFINE_list('models', ['lstm', 'mlp'], 'Which models to compare: lstm, mlp, lm.')
 _JSON_OUT = flags.DEFINE_string('json_out', '', 'Also write the figures here.')
 _LSTM_DTYPES = flags.DEFINE_list('lstm_dtypes', ['float32', 'bfloat16'],
                                  "bigjax's LSTM runs once per round in each of these model.lstm.dtype values "
@@ -48,9 +53,37 @@ _LSTM_DTYPES = flags.DEFINE_list('lstm_dtypes', ['float32', 'bfloat16'],
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER_SCRIPT = {'lstm': 'torch_lstm.py', 'mlp': 'torch_bow_mlp.py'}
+LM_PEER = os.path.join(ROOT, 'experiments', 'torch_peer_lm.py')
+LM_CONFIG = 'experiments/configs/lm_imdb.py'
 SAME_SETUP = ['--config.data.tokenizer=word', '--config.data.min_frequency=1', '--config.data.vocab_size=20000',
               '--config.data.max_len=64', '--config.model.embed_dim=300',
               '--config.train.batch_size=64']
+
+
+def run_bigjax_lm(out: str, dtype: str) -> dict:
+  subprocess.run([sys.executable, '-m', 'experiments.benchmark', f'--config={LM_CONFIG}',
+                  f'--config.model.lstm.dtype={dtype}', '--windows=5', '--window_steps=10', f'--json_out={out}'],
+                 cwd=ROOT, check=True, capture_output=True)
+  with open(out, encoding='utf-8') as f:
+    r = json.load(f)
+  return {'tokens_per_s': r['train']['tokens_per_s']}
+
+
+def run_peer_lm(out: str, extra_env: dict, stream: str) -> dict:
+  subprocess.run([_PEER_PYTHON.value, LM_PEER, f'--stream={stream}', '--threads=2',
+                  f'--steps={_PEER_STEPS.value or PEER_STEPS["lm"]}', f'--json_out={out}'],
+                 check=True, capture_output=True, env=dict(os.environ, **extra_env))
+  with open(out, encoding='utf-8') as f:
+    r = json.load(f)
+  return {'tokens_per_s': r['train_tokens_per_s'], 'first_loss': r['first_loss'], 'last_loss': r['last_loss']}
+
+
+def write_lm_stream(folder: str) -> str:
+  from experiments import peers  # pylint: disable=import-outside-toplevel  (jax and the data code: lm only)
+  from experiments.configs import lm_imdb  # pylint: disable=import-outside-toplevel
+  path = os.path.join(folder, 'lm_stream.npz')
+  peers.write_lm_peer_data(lm_imdb.get_config(), path, _PEER_STEPS.value or PEER_STEPS['lm'])
+  return path
 
 
 def run_bigjax(model: str, out: str, dtype: str) -> dict:
@@ -83,9 +116,15 @@ def main(argv):
   results = {}
   with tempfile.TemporaryDirectory() as tmp:
     for model in _MODELS.value:
-      dtypes = _LSTM_DTYPES.value if model == 'lstm' else ['float32']
-      sides = {f'bigjax_{dtype}': functools.partial(run_bigjax, model, dtype=dtype) for dtype in dtypes}
-      sides.update({peer: functools.partial(run_peer, model, extra_env=env) for peer, env in PEER_SETTINGS.items()})
+      dtypes = _LSTM_DTYPES.value if model in ('lstm', 'lm') else ['float32']
+      if model == 'lm':
+        stream = write_lm_stream(tmp)
+        sides = {f'bigjax_{dtype}': functools.partial(run_bigjax_lm, dtype=dtype) for dtype in dtypes}
+        sides.update({peer: functools.partial(run_peer_lm, extra_env=env, stream=stream)
+                      for peer, env in PEER_SETTINGS.items()})
+      else:
+        sides = {f'bigjax_{dtype}': functools.partial(run_bigjax, model, dtype=dtype) for dtype in dtypes}
+        sides.update({peer: functools.partial(run_peer, model, extra_env=env) for peer, env in PEER_SETTINGS.items()})
       runs = {side: [] for side in sides}
       for i in range(_ROUNDS.value):
         for side, run in sides.items():
@@ -97,7 +136,7 @@ def main(argv):
         for peer in PEER_SETTINGS:
           if side.startswith('bigjax'):
             results[model]['ratios'][f'{side}_vs_{peer}'] = {
-                k: median[side][k] / median[peer][k] for k in ('tokens_per_s', 'examples_per_s')}
+                k: median[side][k] / median[peer][k] for k in ('tokens_per_s', 'examples_per_s') if k in median[peer]}
   print(f'{"model":<6} {"bigjax matmuls":<15} {"bigjax tokens/s":>16} {"torch tokens/s":>15} {"ratio":>6} '
         f'{"torch same-allocator tokens/s":>30} {"ratio":>6}')
   for model, r in results.items():

@@ -54,6 +54,19 @@ def write_peer_data(config, folder: str) -> dict:
   return info
 
 
+def write_lm_peer_data(config, path: str, steps: int) -> dict:
+  """experiments/torch_peer_lm.py's input: the first `steps` windows of a language model's
+  first epoch, exactly as bigjax's run reads them, and its sampling distribution (npz)."""
+  exp = common.build_lm_experiment(config, workdir=None)
+  batches = exp.train_batches
+  if steps > batches.steps_per_epoch:
+    raise ConfigError(f'{steps} peer steps are more than the {batches.steps_per_epoch} windows of an epoch')
+  rows = batches.epoch_rows(0)[:, :steps * batches.window + 1]
+  np.savez(path, rows=rows, log_q=np.asarray(exp.task.log_q, np.float32))
+  return {'rows': rows.shape[0], 'window': batches.window, 'vocab_size': len(exp.task.log_q),
+          'negatives': exp.task.negatives}
+
+
 class MetricsFollower:
   """The records a run appends to its metrics.jsonl, read by polling while it runs.
 

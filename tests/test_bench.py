@@ -62,3 +62,29 @@ def test_benchmark_entry_point(tmp_path):
   assert set(r['flops']['ceilings']) == {'float32', 'bfloat16'}
   assert 'fraction of bfloat16 ceiling executed / useful' in done.stdout
   assert np.isfinite(r['eval']['examples_per_s']) and r['memory']['peak_host_mib'] > 0
+
+
+def test_language_model_flops_count_the_head_at_every_token():
+  kwargs = dict(batch=4, width=10, embed_dim=8, hidden_dim=6)
+  lm = bench.model_flops('lstm_lm', real_tokens=40, num_classes=1 + 16, **kwargs)
+  classifier = bench.model_flops('lstm', real_tokens=40, num_classes=17, **kwargs)
+  lstm_per_token = 3 * 2 * (8 + 6) * 4 * 6
+  assert lm['useful'] == lm['executed'] == 40 * (lstm_per_token + 3 * (2 * 6 * 8 + 2 * 8 * 17))
+  assert classifier['useful'] == 40 * lstm_per_token + 3 * 2 * 4 * 6 * 17  # One head per row, not per token.
+
+
+def test_benchmark_entry_point_on_a_language_model(tmp_path):
+  from test_language_model import write_reviews  # pylint: disable=import-outside-toplevel
+  data = write_reviews(str(tmp_path / 'data'))
+  out = tmp_path / 'bench.json'
+  done = subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark', '--config=experiments/configs/lm_imdb.py:tiny',
+       f'--config.data.path={data}', '--config.lm.window=8', '--config.train.batch_size=4', '--windows=2',
+       '--window_steps=3', f'--json_out={out}'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert '(a language model)' in done.stdout
+  r = json.loads(out.read_text())
+  assert r['train']['tokens_per_s'] == pytest.approx(8 * r['train']['examples_per_s'], rel=1e-6)  # All real.
+  assert r['compilation']['train_shapes'] == 1 and r['inference'] is None
+  assert 0 < r['flops']['useful_per_s'] == r['flops']['executed_per_s']
+  assert np.isfinite(r['eval']['examples_per_s'])

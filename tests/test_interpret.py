@@ -18,6 +18,7 @@ from bigjax.errors import ConfigError
 from bigjax.interpret import attributions as attr_lib
 from bigjax.interpret import explanations, faithfulness, render
 from bigjax.models import mlp, registry
+from bigjax.types import ModelFns
 from experiments import common
 from test_train import ROOT, tiny_config, write_corpus
 
@@ -346,3 +347,88 @@ def test_a_smooth_mlp_meets_completeness_far_inside_one_percent_with_gauss_legen
     # The midpoint rule on the same path is far less exact: the test can tell the rules apart.
     midpoint = attr_lib.Attributor(fns, params, steps=64, baseline=baseline, rule='midpoint')
     assert np.max(midpoint.integrated_gradients(ids, lengths, targets).error / delta) > 1e-4
+
+
+# A classifier with a near-step on its path, in closed form: the log-odds of class 1 are
+# g(x) = 5 tanh(K (Σx - 1)) + 0.1 Σ_t x_t0, over the sum of every embedding value. From the
+# zero baseline, Σ(αx) crosses 1 at α* = 1 / Σx (between 0.08 and 0.67 here) within ~1 / (K Σx):
+# a step ~1e-4 wide, the shape of a bistable LSTM near the zero input (docs/attributions.md).
+STEP_SHARPNESS = 2000.0
+
+
+def _step_embed(params, token_ids):
+  return params['table'][token_ids] * (token_ids > 0)[..., None]
+
+
+def _step_logits_from_embeddings(params, embeddings, lengths, dropout_key=None):
+  del params, lengths, dropout_key
+  total = jnp.sum(embeddings, axis=(1, 2))
+  g = 5.0 * jnp.tanh(STEP_SHARPNESS * (total - 1.0)) + 0.1 * jnp.sum(embeddings[..., 0], axis=1)
+  return jnp.stack([jnp.zeros_like(g), g], axis=1)
+
+
+STEP_FNS = ModelFns(
+    init=lambda *args: {'table': jnp.linspace(0.3, 0.8, VOCAB)[:, None] * jnp.array([1.0, 0.5])},
+    logits=lambda params, ids, lengths, dropout_key=None: _step_logits_from_embeddings(
+        params, _step_embed(params, ids), lengths),
+    embed=_step_embed, logits_from_embeddings=_step_logits_from_embeddings,
+    slot_tokens=lambda width: jnp.eye(width, dtype=jnp.float32))
+
+
+def step_rows():
+  rng = np.random.default_rng(2)
+  return [rng.integers(1, VOCAB, n).astype(np.int32) for n in (6, 4, 9, 5)]
+
+
+def test_the_adaptive_rule_finds_a_near_step_that_fixed_rules_miss():
+  params = STEP_FNS.init()
+  rows = step_rows()
+  ids, lengths = padded(rows, WIDTH)
+  targets = np.ones(len(rows), np.int32)
+  x = np.asarray(_step_embed(params, ids), np.float64)
+  total = x.sum((1, 2))
+  assert np.all((total > 1.5) & (total < 12))  # Each row's step lies inside the path, away from its ends.
+  # Exact integrated gradients: the tanh term's change shared by each slot's part of Σx, plus the linear term.
+  change = 5.0 * (np.tanh(STEP_SHARPNESS * (total - 1.0)) - np.tanh(-STEP_SHARPNESS))
+  exact = change[:, None] * x.sum(-1) / total[:, None] + 0.1 * x[..., 0]
+  for rule in ('gauss_legendre', 'midpoint'):
+    fixed = attr_lib.Attributor(STEP_FNS, params, steps=64, rule=rule).integrated_gradients(ids, lengths, targets)
+    assert np.max(fixed.error / np.abs(fixed.f_x - fixed.f_baseline)) > 0.05, rule  # They miss the step.
+  adaptive = attr_lib.Attributor(STEP_FNS, params, steps=64, rule='adaptive').integrated_gradients(
+      ids, lengths, targets)
+  delta = np.abs(adaptive.f_x - adaptive.f_baseline)
+  assert np.all(delta > 4), delta
+  assert np.all(adaptive.error <= 1e-3 * delta), adaptive.error / delta
+  np.testing.assert_allclose(adaptive.attributions, exact, atol=2e-3 * delta.max())
+
+
+def test_the_adaptive_rule_places_its_points_on_the_step():
+  params = STEP_FNS.init()
+  ids, lengths = padded(step_rows(), WIDTH)
+  targets = np.ones(len(ids), np.int32)
+  x = _step_embed(params, ids)
+  alphas, weights = jax.jit(functools.partial(attr_lib.adaptive_path, STEP_FNS, params, steps=64, output='log_odds'))(
+      jnp.zeros_like(x), x, lengths, targets)
+  alphas, weights = np.asarray(alphas), np.asarray(weights)
+  np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-6)  # The panels tile [0, 1].
+  assert np.all((alphas > 0) & (alphas < 1)) and np.all(weights > 0)
+  step_at = 1.0 / np.asarray(x).sum((1, 2))
+  near = np.abs(alphas - step_at[:, None]) < 1e-2  # 1 % of the path...
+  assert np.all(near.sum(1) >= 20), near.sum(1)  # ...holds at least a third of each row's points.
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_the_adaptive_rule_is_complete_and_invariant_to_batch_composition_on_tiny_models(kind):
+  fns, params = tiny_model(kind)
+  attributor = attr_lib.Attributor(fns, params, steps=64, rule='adaptive')
+  rows = tiny_rows()
+  ids, lengths = padded(rows, WIDTH)
+  targets = np.array([0, 1, 2, 1], np.int32)
+  result = attributor.integrated_gradients(ids, lengths, targets)
+  delta = np.abs(result.f_x - result.f_baseline)
+  assert np.all(delta > 1e-3) and np.all(result.error <= 1e-3 * delta), result.error / delta
+  # Each row's points are its own: alone, padded wider, it gets the same attributions.
+  for i, row in enumerate(rows):
+    one_ids, one_lengths = padded([row] + rows[:3], 16)
+    alone = attributor.integrated_gradients(one_ids, one_lengths, targets[[i, 0, 1, 2]])
+    np.testing.assert_allclose(alone.attributions[0, :WIDTH], result.attributions[i], rtol=1e-4, atol=1e-6)

@@ -59,7 +59,7 @@ def test_bptt_windows_with_carried_state_give_the_loss_of_one_long_sequence(tie)
     loss, (_, carry) = loss_fn(params, batch, carry)
     windowed += float(loss)
   width = stream.steps_per_epoch * 5
-  whole, _ = task.loss(fns, params, whole_rows_batch(stream._epoch_rows(0), width), None)
+  whole, _ = task.loss(fns, params, whole_rows_batch(stream.epoch_rows(0), width), None)
   np.testing.assert_allclose(windowed, float(whole), rtol=1e-5)
   # Without the carry each window starts from zeros, and the loss is another one.
   zeros = fns.initial_carry(2)
@@ -71,7 +71,7 @@ def test_bptt_windows_with_carried_state_give_the_loss_of_one_long_sequence(tie)
 def test_a_stream_epoch_is_every_document_once_each_followed_by_eos_and_targets_are_the_next_tokens():
   split = documents()
   stream = streams.StreamBatches(split, eos_id=3, batch_size=2, window=4, seed=5)
-  rows = stream._epoch_rows(1)
+  rows = stream.epoch_rows(1)
   assert rows.shape == (2, stream.row_length)
   full = streams.concatenate(split, 3, np.random.default_rng([5, 1]).permutation(len(split)))
   np.testing.assert_array_equal(rows.reshape(-1), full[:2 * stream.row_length])

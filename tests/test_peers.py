@@ -1,4 +1,5 @@
 """Racing the PyTorch peers: the peer's data is bigjax's tokens, the test curve, the recipe check."""
+import json
 import os
 import subprocess
 import sys
@@ -122,3 +123,71 @@ def test_fasttext_imdb_peer_splits_and_tokenizes_as_bigjax(tmp_path):
     assert [label for _, label, _ in rows] == ours.splits[name].labels.tolist()
   text = "It's a must-see... 10/10 (really)!"
   assert fasttext_imdb.TOKEN.findall(text) == [w for w, _ in pre_tokenizers.Whitespace().pre_tokenize_str(text)]
+
+
+def test_the_torch_language_model_peer_computes_bigjax_s_sampled_logits_and_state():
+  """experiments/torch_peer_lm.py is the same model as bigjax's lstm_lm: given bigjax's weights,
+  its sampled logits and carried state over two windows are bigjax's (dropout off)."""
+  torch = pytest.importorskip('torch', reason='torch is not installed here (pip install -e ".[peers]")')
+  import jax  # pylint: disable=import-outside-toplevel
+  from bigjax.models import registry  # pylint: disable=import-outside-toplevel
+  from experiments import torch_peer_lm  # pylint: disable=import-outside-toplevel
+  vocab, embed, hidden = 40, 8, 6
+  section = {'name': 'lstm_lm', 'embed_dim': embed, 'dropout': 0.0,
+             'lstm': {'hidden_dim': hidden, 'num_layers': 1, 'forget_bias': 1.0, 'tie_embeddings': True,
+                      'token_dropout': 0.0, 'dtype': 'float32'}}
+  fns = registry.model_fns(registry.from_section(section, vocab_size=vocab, num_classes=0))
+  rng = np.random.default_rng(0)
+  rows = rng.integers(0, vocab, (3, 11)).astype(np.int32)
+  params = fns.init(jax.random.PRNGKey(0), rows[:, :5], np.full(3, 5, np.int32))
+  params = jax.tree.map(lambda p: p + 0.1 * rng.standard_normal(p.shape).astype(np.float32), params)  # Biases too.
+  p = jax.device_get(params)
+  layer = p['layers_0_0']
+  model = torch_peer_lm.LanguageModel(vocab, embed, hidden, dropout=0.0, token_dropout=0.0)
+  with torch.no_grad():  # torch's gate order is bigjax's (i, f, g, o); its two biases sum.
+    model.embedding.weight.copy_(torch.from_numpy(np.array(p['embedding']['embedding'])))
+    model.lstm.weight_ih_l0.copy_(torch.from_numpy(np.asarray(layer['kernel_i']).T.copy()))
+    model.lstm.weight_hh_l0.copy_(torch.from_numpy(np.asarray(layer['kernel_h']).T.copy()))
+    model.lstm.bias_ih_l0.copy_(torch.from_numpy(np.array(layer['bias'])))
+    model.lstm.bias_hh_l0.zero_()
+    model.projection.weight.copy_(torch.from_numpy(np.array(p['lm_projection']['kernel']).T.copy()))
+    model.projection.bias.copy_(torch.from_numpy(np.array(p['lm_projection']['bias'])))
+    model.bias.copy_(torch.from_numpy(np.array(p['lm_bias'])))
+  model.eval()
+  negatives = np.array([3, 17, 0, 39, 17], np.int32)
+  carry, state = fns.initial_carry(3), None
+  for start in (0, 5):  # Two windows, the state carried from the first into the second.
+    inputs, targets = rows[:, start:start + 5], rows[:, start + 1:start + 6]
+    ours, carry = fns.token_logits_carried(params, inputs, np.full(3, 5, np.int32), carry, None, targets, negatives)
+    with torch.no_grad():
+      theirs, state = model(torch.from_numpy(inputs.astype(np.int64)), state,
+                            torch.from_numpy(targets.astype(np.int64)), torch.from_numpy(negatives.astype(np.int64)))
+    np.testing.assert_allclose(theirs.numpy().reshape(3, 5, -1), np.asarray(ours), rtol=1e-4, atol=1e-5)
+    (c, h), = carry
+    np.testing.assert_allclose(state[0][0].numpy(), np.asarray(h), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(state[1][0].numpy(), np.asarray(c), rtol=1e-4, atol=1e-5)
+
+
+def test_the_torch_language_model_peer_trains_on_bigjax_s_windows(tmp_path):
+  pytest.importorskip('torch', reason='torch is not installed here (pip install -e ".[peers]")')
+  from tests.test_language_model import lm_config, write_reviews  # pylint: disable=import-outside-toplevel
+  config = lm_config(write_reviews(str(tmp_path / 'data')), **{'lm.window': 8, 'train.batch_size': 4,
+                                                                'lm.negatives': 16})
+  stream = str(tmp_path / 'stream.npz')
+  info = peers.write_lm_peer_data(config, stream, steps=30)
+  exp = common.build_lm_experiment(config, workdir=None)
+  with np.load(stream) as saved:
+    rows, log_q = saved['rows'], saved['log_q']
+  for step in (0, 29):  # The peer's windows are bigjax's, step for step.
+    batch = exp.train_batches.batch(step)
+    np.testing.assert_array_equal(rows[:, step * 8:(step + 1) * 8], batch.token_ids)
+    np.testing.assert_array_equal(rows[:, step * 8 + 1:(step + 1) * 8 + 1], batch.targets)
+  np.testing.assert_allclose(np.exp(log_q).sum(), 1.0, rtol=1e-5)
+  assert info == {'rows': 4, 'window': 8, 'vocab_size': len(log_q), 'negatives': 16}
+  out = subprocess.run([sys.executable, os.path.join(peers.ROOT, 'experiments', 'torch_peer_lm.py'), f'--stream={stream}',
+                        '--embed_dim=16', '--hidden_dim=16', '--window=8', '--negatives=16', '--steps=30',
+                        '--warmup_steps=2', '--lr=1e-2', '--threads=1', f'--json_out={tmp_path / "peer.json"}'],
+                       capture_output=True, text=True, check=True)
+  report = json.loads(out.stdout.strip().splitlines()[-1])
+  assert report['timed_steps'] == 28 and report['train_tokens_per_s'] > 0
+  assert report['last_loss'] < report['first_loss'] - 0.3, report  # It learns.

@@ -73,7 +73,9 @@ class StreamBatches:
                        f'{batch_size} rows; lower train.batch_size or lm.window')
     self._cached_epoch, self._cached_rows = -1, None
 
-  def _epoch_rows(self, epoch: int) -> np.ndarray:
+  def epoch_rows(self, epoch: int) -> np.ndarray:
+    """int32[local rows, row_length]: this process's rows of an epoch's stream; step i reads
+    columns [i·window, (i + 1)·window] of them."""
     if epoch != self._cached_epoch:
       order = np.random.default_rng([self.seed, epoch]).permutation(len(self.split))
       stream = concatenate(self.split, self.eos_id, order)[:self.rows * self.row_length]
@@ -83,7 +85,7 @@ class StreamBatches:
 
   def batch(self, step: int) -> Batch:
     epoch, index = divmod(step, self.steps_per_epoch)
-    rows = self._epoch_rows(epoch)
+    rows = self.epoch_rows(epoch)
     start = index * self.window
     inputs = rows[:, start:start + self.window]
     targets = rows[:, start + 1:start + self.window + 1]

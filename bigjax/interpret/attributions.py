@@ -26,7 +26,10 @@ BASELINES = ('zeros', 'padding')  # The embedding every slot moves away from: ze
 # What is attributed, for the target class y: its log-odds, logit_y - logsumexp(the other logits)
 # (log p_y / (1 - p_y); for two classes the logit difference), its logit, or its probability.
 OUTPUTS = ('log_odds', 'logit', 'probability')
-RULES = ('gauss_legendre', 'midpoint')  # Quadrature of the path integral (docs/attributions.md).
+RULES = ('gauss_legendre', 'midpoint', 'adaptive')  # Quadrature of the path integral (docs/attributions.md).
+# The adaptive rule: panels of this many Gauss-Legendre points, starting from this many equal panels.
+ADAPTIVE_NODES = 2
+ADAPTIVE_START = 8
 
 
 class IGResult(NamedTuple):
@@ -48,6 +51,9 @@ def check_settings(*, steps: int = 64, baseline: str = 'zeros', output: str = 'l
     raise ConfigError(f'integration rule {rule!r} is unknown; use one of {", ".join(RULES)}')
   if not 1 <= steps <= 4096:
     raise ConfigError(f'integrated-gradients steps={steps} must be between 1 and 4096 (64 is the usual)')
+  if rule == 'adaptive' and steps % ADAPTIVE_NODES:
+    raise ConfigError(f'the adaptive rule places its points in panels of {ADAPTIVE_NODES}: steps={steps} must be '
+                      'a multiple of that')
   if chunk < 1:
     raise ConfigError(f'chunk={chunk} (interpolation points computed at once per text) must be at least 1')
 
@@ -95,37 +101,118 @@ def _fold(fns: ModelFns, slot_scores, width: int):
   return slot_scores @ fns.slot_tokens(width)
 
 
-def chunked_path(steps: int, rule: str, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-  """path_points as float32[steps / chunk, chunk] arrays, padded to whole chunks with weight 0.
-
-  Inputs, not constants, of the compiled program: any rule, and any step count with the
-  same number of chunks, reuse one compilation.
-  """
-  alphas, weights = path_points(steps, rule)
+def _chunks(values, chunk: int):
+  """[..., steps] -> [steps / chunk, chunk, ...], padded with zeros (weight 0) to whole chunks."""
+  steps = values.shape[-1]
   chunk = min(chunk, steps)
   padded = -(-steps // chunk) * chunk
-  return (np.pad(alphas, (0, padded - steps)).reshape(-1, chunk).astype(np.float32),
-          np.pad(weights, (0, padded - steps)).reshape(-1, chunk).astype(np.float32))
+  values = jnp.pad(values, [(0, 0)] * (values.ndim - 1) + [(0, padded - steps)])
+  return jnp.moveaxis(values.reshape(values.shape[:-1] + (-1, chunk)), (-2, -1), (0, 1))
+
+
+def chunked_path(steps: int, rule: str, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+  """path_points as float32[steps / chunk, chunk, 1] arrays (the same points for every row),
+  padded to whole chunks with weight 0.
+
+  Inputs, not constants, of the compiled program: any fixed rule, and any step count with
+  the same number of chunks, reuse one compilation.
+  """
+  alphas, weights = path_points(steps, rule)
+  return tuple(np.asarray(_chunks(np.asarray(v, np.float32)[None], chunk)) for v in (alphas, weights))
+
+
+def _path_values(fns: ModelFns, params, x0, diff, lengths, targets, alphas, *, output: str):
+  """(f, df/dα), float32[B, M] each, at alphas float32[B, M] on each row's path x0 + α·diff.
+
+  One forward-mode pass over M·B rows: the derivative along the path costs about a
+  forward pass, not a gradient.
+  """
+  batch, m = alphas.shape
+  rows = (x0[None] + alphas.T[:, :, None, None] * diff[None]).reshape((m * batch,) + x0.shape[1:])
+  tangent = jnp.broadcast_to(diff[None], (m,) + diff.shape).reshape(rows.shape)
+  f = lambda e: attributed(fns.logits_from_embeddings(params, e, jnp.tile(lengths, m)), jnp.tile(targets, m),
+                           output)
+  value, slope = jax.jvp(f, (rows,), (tangent,))
+  return value.reshape(m, batch).T, slope.reshape(m, batch).T
+
+
+def adaptive_path(fns: ModelFns, params, x0, diff, lengths, targets, *, steps: int, output: str):
+  """(alphas, weights), float32[B, steps] each: quadrature points placed per row where its path needs them.
+
+  The path [0, 1] is cut into panels of ADAPTIVE_NODES Gauss-Legendre points. Each panel's
+  error is known exactly, without gradients: its quadrature of df/dα (forward mode)
+  against f(end) - f(start) (forward passes). Starting from ADAPTIVE_START equal panels,
+  the panel with the largest error is halved until there are steps / ADAPTIVE_NODES. A
+  near-step of f 1e-5 wide (a bistable LSTM near the zero input, docs/attributions.md)
+  is found by ~17 halvings where no fixed rule with 64 points can see it. The search
+  costs (2·ADAPTIVE_NODES + 1) forward-mode evaluations per halving; integrated
+  gradients then takes its `steps` gradients at the points found.
+  """
+  batch = x0.shape[0]
+  nodes, node_weights = (jnp.asarray(v, jnp.float32) for v in path_points(ADAPTIVE_NODES))
+  panels = steps // ADAPTIVE_NODES
+  start = min(ADAPTIVE_START, panels)
+  values = functools.partial(_path_values, fns, params, x0, diff, lengths, targets, output=output)
+  rows = jnp.arange(batch)
+
+  def quadrature(left, right):  # [B, n] panels -> [B, n], their quadrature of df/dα
+    n = left.shape[1]
+    _, slope = values((left[..., None] + (right - left)[..., None] * nodes).reshape(batch, -1))
+    return (right - left) * (slope.reshape(batch, n, ADAPTIVE_NODES) @ node_weights)
+
+  edges = jnp.broadcast_to(jnp.linspace(0.0, 1.0, start + 1, dtype=jnp.float32), (batch, start + 1))
+  f_edges, _ = values(edges)
+  empty = jnp.zeros((batch, panels - start), jnp.float32)
+  widen = lambda v: jnp.concatenate([v, empty], axis=1)
+  state = (widen(edges[:, :-1]), widen(edges[:, 1:]), widen(f_edges[:, :-1]), widen(f_edges[:, 1:]),
+           widen(quadrature(edges[:, :-1], edges[:, 1:])))
+
+  def halve(n, state):
+    left, right, f_left, f_right, quad = state
+    error = jnp.where(jnp.arange(panels) < n, jnp.abs(quad - (f_right - f_left)), -1.0)
+    j = jnp.argmax(error, axis=1)
+    a, b, fa, fb = (v[rows, j] for v in (left, right, f_left, f_right))
+    mid = (a + b) / 2
+    # f at the cut, and df/dα at both halves' nodes, in one call.
+    f, slope = values(jnp.concatenate([mid[:, None], a[:, None] + (mid - a)[:, None] * nodes,
+                                       mid[:, None] + (b - mid)[:, None] * nodes], axis=1))
+    q_low = (mid - a) * (slope[:, 1:1 + ADAPTIVE_NODES] @ node_weights)
+    q_high = (b - mid) * (slope[:, 1 + ADAPTIVE_NODES:] @ node_weights)
+    f_mid = f[:, 0]
+    # The lower half stays in panel j, the upper half becomes panel n.
+    return (left.at[rows, n].set(mid), right.at[rows, j].set(mid).at[rows, n].set(b),
+            f_left.at[rows, n].set(f_mid), f_right.at[rows, j].set(f_mid).at[rows, n].set(fb),
+            quad.at[rows, j].set(q_low).at[rows, n].set(q_high))
+
+  left, right, *_ = jax.lax.fori_loop(start, panels, halve, state)
+  alphas = left[..., None] + (right - left)[..., None] * nodes
+  weights = (right - left)[..., None] * node_weights
+  return alphas.reshape(batch, steps), weights.reshape(batch, steps)
 
 
 def _integrated_gradients(fns: ModelFns, params, token_ids, lengths, targets, alphas, weights, padding, *,
-                          output: str) -> IGResult:
+                          output: str, adaptive_steps: int = 0, chunk: int = 16) -> IGResult:
+  """alphas, weights: float32[steps / chunk, chunk, 1 or B] (chunked_path), or, with
+  adaptive_steps, ignored and found per row by adaptive_path."""
   batch, width = token_ids.shape
-  chunk = alphas.shape[1]
   x = fns.embed(params, token_ids)
   x0 = baseline_embeddings(fns, params, token_ids, padding)
   diff = x - x0
+  if adaptive_steps:
+    alphas, weights = (_chunks(v, chunk) for v in adaptive_path(fns, params, x0, diff, lengths, targets,
+                                                                steps=adaptive_steps, output=output))
+  chunk = alphas.shape[1]
   lengths_c, targets_c = jnp.tile(lengths, chunk), jnp.tile(targets, chunk)
 
   def weighted_output(points, w):
     # Rows never interact (no batch statistics), so the gradient of this sum is, for each
     # point, its own weighted gradient.
     f = attributed(fns.logits_from_embeddings(params, points, lengths_c), targets_c, output)
-    return jnp.sum(f * jnp.repeat(w, batch))
+    return jnp.sum(f * jnp.broadcast_to(w, (chunk, batch)).reshape(-1))
 
   def body(total, chunk_points):
     a, w = chunk_points
-    points = x0[None] + a[:, None, None, None] * diff[None]  # [chunk, B, S, E]
+    points = x0[None] + a[:, :, None, None] * diff[None]  # [chunk, B, S, E]
     grads = jax.grad(weighted_output)(points.reshape((chunk * batch,) + x.shape[1:]), w)
     return total + grads.reshape((chunk,) + x.shape).sum(0), None
 
@@ -150,9 +237,16 @@ def integrated_gradients(fns: ModelFns, params, token_ids, lengths, targets, *, 
   Args:
     token_ids: int32[B, T]; lengths: int32[B]; targets: int32[B], the class explained per row.
   """
-  alphas, weights = chunked_path(steps, rule, chunk)
+  alphas, weights = _path_arguments(steps, rule, chunk)
   return _integrated_gradients(fns, params, token_ids, lengths, targets, alphas, weights, baseline == 'padding',
-                               output=output)
+                               output=output, adaptive_steps=steps if rule == 'adaptive' else 0, chunk=chunk)
+
+
+def _path_arguments(steps: int, rule: str, chunk: int):
+  """The (alphas, weights) inputs of _integrated_gradients: a fixed rule's, or placeholders for the adaptive one."""
+  if rule == 'adaptive':
+    return np.zeros((1, 1, 1), np.float32), np.zeros((1, 1, 1), np.float32)
+  return chunked_path(steps, rule, chunk)
 
 
 def _gradient_x_input(fns: ModelFns, params, token_ids, lengths, targets, padding, *, output: str):
@@ -224,7 +318,8 @@ def _compiled(fns: ModelFns, output: str, chunk: int) -> dict:
   """The jitted methods of one model: Attributors of the same model (other parameters, baseline,
   rule or step count) share them and their compilations."""
   return {
-      'integrated_gradients': jax.jit(functools.partial(_integrated_gradients, fns, output=output)),
+      'integrated_gradients': jax.jit(functools.partial(_integrated_gradients, fns, output=output, chunk=chunk),
+                                      static_argnames='adaptive_steps'),
       'gradient_x_input': jax.jit(functools.partial(_gradient_x_input, fns, output=output)),
       'occlusion': jax.jit(functools.partial(_occlusion, fns, output=output, chunk=chunk)),
       'probabilities': jax.jit(functools.partial(probabilities, fns)),
@@ -246,7 +341,8 @@ class Attributor:
                         'attributions need a classifier')
     self.fns, self.params = fns, params
     self.settings = dict(steps=steps, baseline=baseline, output=output, rule=rule, chunk=chunk)
-    self._path = chunked_path(steps, rule, chunk)
+    self._path = _path_arguments(steps, rule, chunk)
+    self._adaptive_steps = steps if rule == 'adaptive' else 0
     self._padding = np.asarray(baseline == 'padding')
     self._fns = _compiled(fns, output, chunk)
 
@@ -254,7 +350,8 @@ class Attributor:
     return np.asarray(self._fns['probabilities'](self.params, token_ids, lengths))
 
   def integrated_gradients(self, token_ids, lengths, targets) -> IGResult:
-    result = self._fns['integrated_gradients'](self.params, token_ids, lengths, targets, *self._path, self._padding)
+    result = self._fns['integrated_gradients'](self.params, token_ids, lengths, targets, *self._path, self._padding,
+                                               adaptive_steps=self._adaptive_steps)
     return IGResult(*map(np.asarray, result))
 
   def attribute(self, method: str, token_ids, lengths, targets) -> np.ndarray:

@@ -203,6 +203,9 @@ def summary_lines(summary: dict) -> str:
     lines.append(f'integrated gradients, {c["texts"]} texts: completeness error median '
                  f'{_percent(c["median_relative_error"])}, worst {_percent(c["max_relative_error"])} of '
                  f'|f(x) − f(x′)| ({_percent(c["share_within_1_percent"])} of texts within 1 %)')
+    if c['max_relative_error'] > 0.01 and summary.get('settings', {}).get('rule') != 'adaptive':
+      lines.append("  some paths have steps these points miss: --rule=adaptive places the points where f changes "
+                   "(an LSTM: with --baseline=padding; docs/attributions.md)")
   table = summary.get('faithfulness')
   if table and table.get('methods'):
     lines.append(f'faithfulness over {table["examples"]} texts (AOPC over the top '
