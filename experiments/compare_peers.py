@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from typing import Optional
 
 from absl import app
 from absl import flags
@@ -60,21 +61,27 @@ SAME_SETUP = ['--config.data.tokenizer=word', '--config.data.min_frequency=1', '
               '--config.train.batch_size=64']
 
 
-def run_bigjax_lm(out: str, dtype: str) -> dict:
-  subprocess.run([sys.executable, '-m', 'experiments.benchmark', f'--config={LM_CONFIG}',
-                  f'--config.model.lstm.dtype={dtype}', '--windows=5', '--window_steps=10', f'--json_out={out}'],
-                 cwd=ROOT, check=True, capture_output=True)
+def _json_of(command: list, out: str, extra_env: Optional[dict] = None, cwd: Optional[str] = None) -> dict:
+  """Runs one side (its output hidden) and reads the figures it wrote to `out`."""
+  subprocess.run([*command, f'--json_out={out}'], cwd=cwd, check=True, capture_output=True,
+                 env=dict(os.environ, **(extra_env or {})))
   with open(out, encoding='utf-8') as f:
-    r = json.load(f)
+    return json.load(f)
+
+
+def peer_steps(model: str) -> int:
+  return _PEER_STEPS.value or PEER_STEPS[model]
+
+
+def run_bigjax_lm(out: str, dtype: str) -> dict:
+  r = _json_of([sys.executable, '-m', 'experiments.benchmark', f'--config={LM_CONFIG}',
+                f'--config.model.lstm.dtype={dtype}', '--windows=5', '--window_steps=10'], out, cwd=ROOT)
   return {'tokens_per_s': r['train']['tokens_per_s']}
 
 
 def run_peer_lm(out: str, extra_env: dict, stream: str) -> dict:
-  subprocess.run([_PEER_PYTHON.value, LM_PEER, f'--stream={stream}', '--threads=2',
-                  f'--steps={_PEER_STEPS.value or PEER_STEPS["lm"]}', f'--json_out={out}'],
-                 check=True, capture_output=True, env=dict(os.environ, **extra_env))
-  with open(out, encoding='utf-8') as f:
-    r = json.load(f)
+  r = _json_of([_PEER_PYTHON.value, LM_PEER, f'--stream={stream}', '--threads=2', f'--steps={peer_steps("lm")}'],
+               out, extra_env)
   return {'tokens_per_s': r['train_tokens_per_s'], 'first_loss': r['first_loss'], 'last_loss': r['last_loss']}
 
 
@@ -82,7 +89,7 @@ def write_lm_stream(folder: str) -> str:
   from experiments import peers  # pylint: disable=import-outside-toplevel  (jax and the data code: lm only)
   from experiments.configs import lm_imdb  # pylint: disable=import-outside-toplevel
   path = os.path.join(folder, 'lm_stream.npz')
-  peers.write_lm_peer_data(lm_imdb.get_config(), path, _PEER_STEPS.value or PEER_STEPS['lm'])
+  peers.write_lm_peer_data(lm_imdb.get_config(), path, peer_steps('lm'))
   return path
 
 
@@ -90,10 +97,8 @@ def run_bigjax(model: str, out: str, dtype: str) -> dict:
   overrides = [f'--config.model.{model}.hidden_dim=256']
   if model == 'lstm':
     overrides.append(f'--config.model.lstm.dtype={dtype}')
-  subprocess.run([sys.executable, '-m', 'experiments.benchmark', f'--config=experiments/configs/{model}_sst2.py',
-                  *SAME_SETUP, *overrides, f'--json_out={out}'], cwd=ROOT, check=True, capture_output=True)
-  with open(out, encoding='utf-8') as f:
-    r = json.load(f)
+  r = _json_of([sys.executable, '-m', 'experiments.benchmark', f'--config=experiments/configs/{model}_sst2.py',
+                *SAME_SETUP, *overrides], out, cwd=ROOT)
   return {'examples_per_s': r['train']['examples_per_s'], 'tokens_per_s': r['train']['tokens_per_s'],
           'with_input_pipeline_examples_per_s': r['train']['pipeline_examples_per_s']}
 
@@ -103,11 +108,9 @@ PEER_SETTINGS = {'torch': {}, 'torch_same_allocator': hostmem.KEEP_FREED_MEMORY_
 
 def run_peer(model: str, out: str, extra_env: dict) -> dict:
   data = os.path.join(_PEERS.value, '..', 'data', 'sst2')
-  subprocess.run([_PEER_PYTHON.value, os.path.join(_PEERS.value, PEER_SCRIPT[model]), f'--data_dir={data}',
-                  '--threads=2', f'--max_steps={_PEER_STEPS.value or PEER_STEPS[model]}', '--embed_dim=300', '--hidden_dim=256',
-                  '--batch_size=64', f'--json_out={out}'], check=True, capture_output=True, env=dict(os.environ, **extra_env))
-  with open(out, encoding='utf-8') as f:
-    r = json.load(f)
+  r = _json_of([_PEER_PYTHON.value, os.path.join(_PEERS.value, PEER_SCRIPT[model]), f'--data_dir={data}',
+                '--threads=2', f'--max_steps={peer_steps(model)}', '--embed_dim=300', '--hidden_dim=256',
+                '--batch_size=64'], out, extra_env)
   return {'examples_per_s': r['train_examples_per_s'], 'tokens_per_s': r['train_tokens_per_s']}
 
 
