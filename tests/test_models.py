@@ -195,3 +195,45 @@ def test_mlp_tables_start_at_the_configured_scale():
     params = model.init(jax.random.PRNGKey(0), jnp.ones((2, 5), jnp.int32), jnp.array([5, 3]))['params']
     for table in ('embedding', 'bigram_embedding'):
       assert np.std(np.asarray(params[table]['embedding'])) == pytest.approx(std, rel=0.05)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_weight_drop_runs_the_recurrence_on_one_masked_recurrent_kernel(dtype):
+  """Training output = the eval-mode layer whose kernel_h is masked once (shared by every row and
+  time step) and rescaled; the mask is read back from where kernel_h's gradient is exactly zero."""
+  from bigjax.models.lstm import LSTMLayer
+  ids, lengths = tokens()
+  x = jax.random.normal(jax.random.PRNGKey(0), ids.shape + (6,))
+  rate = 0.3
+  layer = LSTMLayer(8, weight_drop=rate, dtype=dtype)
+  params = layer.init(jax.random.PRNGKey(1), x, lengths)['params']
+  train = lambda p, key: layer.apply({'params': p}, x, lengths, deterministic=False, rngs={'dropout': key})[1]
+  key = jax.random.PRNGKey(7)
+  grad_h = jax.grad(lambda p: jnp.sum(train(p, key) ** 2))(params)['kernel_h']
+  kept = np.asarray(grad_h) != 0
+  assert 0.55 < kept.mean() < 0.85  # ~1 - rate of 8 x 32 entries.
+  masked = dict(params, kernel_h=jnp.where(kept, params['kernel_h'] / (1 - rate), 0.0))
+  real = (np.arange(ids.shape[1])[None] < np.asarray(lengths)[:, None])[..., None]
+  expected = layer.apply({'params': masked}, x, lengths)[1]
+  np.testing.assert_allclose(np.asarray(train(params, key)) * real, np.asarray(expected) * real, atol=1e-6)
+  # Another key, another mask; evaluation ignores the rate.
+  assert not np.allclose(train(params, jax.random.PRNGKey(8)), train(params, key))
+  np.testing.assert_array_equal(layer.apply({'params': params}, x, lengths)[1],
+                                LSTMLayer(8, dtype=dtype).apply({'params': params}, x, lengths)[1])
+
+
+def test_weight_drop_reaches_every_layer_of_both_models_from_the_config():
+  model_section = {'name': 'lstm_lm', 'embed_dim': 6, 'dropout': 0.0,
+                   'lstm': {'hidden_dim': 5, 'num_layers': 2, 'bidirectional': False, 'forget_bias': 0.0,
+                            'dtype': 'float32', 'tie_embeddings': False, 'weight_drop': 0.5}}
+  ids, lengths = tokens()
+  for name in ('lstm_lm', 'lstm'):
+    model = registry.from_section(dict(model_section, name=name), vocab_size=VOCAB, num_classes=CLASSES)
+    fns = registry.model_fns(model)
+    params = fns.init(jax.random.PRNGKey(0), ids, lengths)
+    outputs = lambda p: fns.sequence_states(p, ids, lengths, dropout_key=jax.random.PRNGKey(3))
+    grads = jax.grad(lambda p: jnp.sum(outputs(p) ** 2))(params)
+    for layer in ('layers_0_0', 'layers_1_0'):
+      zero = np.asarray(grads[layer]['kernel_h']) == 0
+      assert 0.3 < zero.mean() < 0.7, (name, layer, zero.mean())
+      assert not np.any(np.asarray(grads[layer]['kernel_i']) == 0)

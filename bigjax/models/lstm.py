@@ -49,6 +49,17 @@ def _bf16_matmul_bwd(residuals, cotangent):
 _bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
 
 
+def drop_connect(kernel, rate: float, key):
+  """kernel with each entry zeroed with probability `rate`, the rest scaled by 1/(1 - rate).
+
+  Wan et al. 2013's DropConnect, as AWD-LSTM's weight drop applies it to the recurrent kernel:
+  one mask per call, shared by every row and every time step, so the recurrence still runs
+  one dense matmul per step and the mask costs one multiply of the [H, 4H] kernel per call.
+  """
+  keep = jax.random.bernoulli(key, 1.0 - rate, kernel.shape)
+  return jnp.where(keep, kernel / (1.0 - rate), 0.0).astype(kernel.dtype)
+
+
 def _bf16_copies(kernel):
   """The bf16 kernel and its materialized transpose, constants to autodiff."""
   kernel_bf16 = jax.lax.stop_gradient(kernel).astype(jnp.bfloat16)
@@ -65,16 +76,18 @@ class LSTMLayer(nn.Module):
   token its state stays frozen, so padding never changes the final state; `reverse` runs
   each row from its last real token back to its first. With `dtype=bfloat16` the matmuls
   take bf16 operands and sum in f32, forwards and backwards (`_bf16_matmul`); gates, the
-  cell state, the parameters and their gradients stay in f32.
+  cell state, the parameters and their gradients stay in f32. With `weight_drop` > 0, training
+  (deterministic=False, a 'dropout' rng) runs the recurrence on `drop_connect(kernel_h)`.
   """
   hidden_dim: int
   reverse: bool = False
   forget_bias: float = 0.0  # Initial bias of the forget gate; 1.0 remembers longer from the start.
+  weight_drop: float = 0.0  # DropConnect rate of the hidden-to-hidden kernel while training.
   dtype: Any = None
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, lengths, initial=None):
+  def __call__(self, x, lengths, initial=None, *, deterministic: bool = True):
     """x: [B, T, E], lengths: int32[B] -> (final (c, h), per-step h [B, T, H]).
 
     initial: the (c, h) to start from, each [B, H] (a language model carries it from one
@@ -93,6 +106,8 @@ class LSTMLayer(nn.Module):
     kernel_h = self.param('kernel_h', nn.initializers.orthogonal(column_axis=-1), (hidden, 4 * hidden),
                           self.param_dtype)
     bias = self.param('bias', bias_init, (4 * hidden,), self.param_dtype)
+    if self.weight_drop and not deterministic:
+      kernel_h = drop_connect(kernel_h, self.weight_drop, self.make_rng('dropout'))
     compute = self.dtype or jnp.result_type(x.dtype, self.param_dtype)
     state_dtype = jnp.promote_types(compute, jnp.float32)  # Gates and cell state: f32 even under bf16.
     real = jnp.swapaxes(length_mask(lengths, width), 0, 1)[..., None]  # [T, B, 1]
@@ -138,8 +153,8 @@ def _encoder_setup(module, directions, locked_dropout: bool = False):
   # and the LSTM casts what it reads itself.
   module.embedding = nn.Embed(module.vocab_size, module.embed_dim,
                               embedding_init=nn.initializers.normal(stddev=1.0), param_dtype=module.param_dtype)
-  module.layers = [[LSTMLayer(module.hidden_dim, reverse=reverse, forget_bias=module.forget_bias, dtype=module.dtype,
-                              param_dtype=module.param_dtype)
+  module.layers = [[LSTMLayer(module.hidden_dim, reverse=reverse, forget_bias=module.forget_bias,
+                              weight_drop=module.weight_drop, dtype=module.dtype, param_dtype=module.param_dtype)
                     for reverse in directions] for _ in range(module.num_layers)]
   module.drop = nn.Dropout(module.dropout, broadcast_dims=(1,) if locked_dropout else ())
 
@@ -154,7 +169,8 @@ def _encode(module, embeddings, lengths, deterministic: bool, initial=None):
   for i, directions in enumerate(module.layers):
     if i:  # Dropout between stacked layers, as in cuDNN/PyTorch multi-layer LSTMs.
       x = module.drop(x, deterministic=deterministic)
-    outputs = [direction(x, lengths, None if initial is None else initial[i]) for direction in directions]
+    outputs = [direction(x, lengths, None if initial is None else initial[i], deterministic=deterministic)
+               for direction in directions]
     carries.append(outputs[0][0])
     final = jnp.concatenate([carry[1] for carry, _ in outputs], axis=-1)
     x = jnp.concatenate([s for _, s in outputs], axis=-1)
@@ -174,6 +190,7 @@ class LSTMClassifier(nn.Module):
   bidirectional: bool = False
   forget_bias: float = 0.0
   dropout: float = 0.5
+  weight_drop: float = 0.0  # DropConnect on the recurrent kernels while training (LSTMLayer).
   pooling: str = 'last'  # last | concat
   dtype: Any = None  # Compute dtype (e.g. jnp.bfloat16); None: that of the params.
   param_dtype: Any = jnp.float32
@@ -225,7 +242,8 @@ class LSTMLanguageModel(nn.Module):
   is the embedding table itself (Press & Wolf 2017), after a projection to its width: the
   softmax then costs embed_dim (not hidden_dim) multiply-adds per vocabulary entry.
   Regularisation as in AWD-LSTM (Merity et al. 2018): token dropout drops whole input
-  vectors (`token_dropout`), and the other dropouts are locked (one mask per sequence,
+  vectors (`token_dropout`), weight drop masks the recurrent kernels (`weight_drop`), and the
+  other dropouts are locked (one mask per sequence,
   shared over time). `carried` starts from a given state and returns the final one, for
   truncated BPTT over a contiguous stream.
   """
@@ -236,6 +254,7 @@ class LSTMLanguageModel(nn.Module):
   forget_bias: float = 0.0
   dropout: float = 0.5
   token_dropout: float = 0.0
+  weight_drop: float = 0.0  # DropConnect on the recurrent kernels while training (LSTMLayer).
   tie_embeddings: bool = False
   dtype: Any = None
   param_dtype: Any = jnp.float32

@@ -28,14 +28,14 @@ def _mlp(own: dict, **common):
 def _lstm(own: dict, **common):
   return LSTMClassifier(hidden_dim=own['hidden_dim'], num_layers=own['num_layers'],
                         bidirectional=own['bidirectional'], forget_bias=own['forget_bias'],
-                        pooling=own.get('pooling', 'last'), dtype=COMPUTE_DTYPES[own['dtype']], **common)
+                        weight_drop=own.get('weight_drop', 0.0), pooling=own.get('pooling', 'last'), dtype=COMPUTE_DTYPES[own['dtype']], **common)
 
 
 def _lstm_lm(own: dict, num_classes, **common):
   del num_classes  # A language model predicts tokens.
   return LSTMLanguageModel(hidden_dim=own['hidden_dim'], num_layers=own['num_layers'],
                            forget_bias=own['forget_bias'], tie_embeddings=own['tie_embeddings'],
-                           token_dropout=own.get('token_dropout', 0.0),
+                           token_dropout=own.get('token_dropout', 0.0), weight_drop=own.get('weight_drop', 0.0),
                            dtype=COMPUTE_DTYPES[own['dtype']], **common)
 
 

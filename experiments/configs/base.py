@@ -110,6 +110,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       tie_embeddings=False,  # Language model only: the output layer is the embedding table.
       # Language model only: drop whole input vectors (AWD-LSTM's embedding dropout, per position).
       token_dropout=(0.0, (0.0, 1.0, 'low')),
+      # DropConnect on the hidden-to-hidden kernels while training (AWD-LSTM's weight drop): one
+      # mask per forward pass, shared by the batch and every time step: one [H, 4H] multiply.
+      weight_drop=(0.0, (0.0, 1.0, 'low')),
   )
 
   c.optim = _section(
