@@ -11,8 +11,9 @@
 The encoder (embedding and LSTM) and the tokenizer come from the language model; the
 head is new (init.drop=^head/). The head reads concat pooling (last state, max and mean
 over the review). Gradual unfreezing with discriminative rates: epoch 0 trains the head
-only, epoch 1 adds the LSTM at 1/2.6 of the rate, epoch 2 the embeddings at 1/2.6^2, under
-a slanted triangular schedule. Reviews are read whole up to 512 tokens (their last 512
+only, epoch 1 adds the LSTM at 1/2.6 of the rate, epoch 2 the embeddings at 1/2.6^2, and
+epochs 3-4 train everything (fastai's ULMFiT recipe: 1 + 1 + 1 + 2 epochs), under a slanted
+triangular schedule over all 5; the best dev epoch is kept. Reviews are read whole up to 512 tokens (their last 512
 beyond that: ~3 % of them), and gradients flow through every token: one scan over the
 review, rather than ULMFiT's BPT3C chunks, which exist to bound GPU memory; on this CPU the
 whole review fits (docs/pretraining.md).
@@ -34,6 +35,6 @@ def get_config(arg: str = ''):
   c.optim.schedule = 'slanted_triangular'
   c.optim.clip_norm = 1.0
   c.optim.param_groups = '^layers_=0.385@1,^embedding=0.148@2'
-  c.train.epochs = 3
+  c.train.epochs = 5
   c.checkpoint.every_steps = 0
   return base.variant(c, arg)
