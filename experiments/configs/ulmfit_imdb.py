@@ -13,10 +13,10 @@ head is new (init.drop=^head/). The head reads concat pooling (last state, max a
 over the review). Gradual unfreezing with discriminative rates: epoch 0 trains the head
 only, epoch 1 adds the LSTM at 1/2.6 of the rate, epoch 2 the embeddings at 1/2.6^2, and
 epochs 3-4 train everything (fastai's ULMFiT recipe: 1 + 1 + 1 + 2 epochs), under a slanted
-triangular schedule over all 5; the best dev epoch is kept. Reviews are read whole up to 512 tokens (their last 512
-beyond that: ~3 % of them), and gradients flow through every token: one scan over the
-review, rather than ULMFiT's BPT3C chunks, which exist to bound GPU memory; on this CPU the
-whole review fits (docs/pretraining.md).
+triangular schedule over all 5; the best dev epoch is kept. Reviews are read whole up to 512
+tokens (their last 512 beyond that: ~3 % of them), and gradients flow through every token:
+one scan over the review, rather than ULMFiT's BPT3C chunks, which exist to bound GPU
+memory; on this CPU the whole review fits (docs/pretraining.md).
 """
 from experiments.configs import base
 from experiments.configs import lstm_imdb
