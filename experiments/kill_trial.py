@@ -131,10 +131,12 @@ def main(argv):
     run.training.wait()
     # A random step of what is left (the final evaluation included), then a random bit
     # more, so that some kills land in the middle of an asynchronous save.
-    # A run that resumed from the last step has only its final evaluation left.
-    target = rng.randint(run.resumed_from + 1, total_steps) if run.resumed_from < total_steps else total_steps
+    # A run that resumed from the last step has only its final evaluation left: it is
+    # killed at once, since that evaluation could end within a random delay.
+    only_evaluation_left = run.resumed_from >= total_steps
+    target = total_steps if only_evaluation_left else rng.randint(run.resumed_from + 1, total_steps)
     run.wait_for_step(target)
-    delay = rng.uniform(0, 0.3)
+    delay = 0.0 if only_evaluation_left else rng.uniform(0, 0.3)
     time.sleep(delay)
     if run.proc.poll() is not None:
       sys.exit(f'run {len(kills) + 1} ended before its kill (target step {target}):\n' + ''.join(run.log[-10:]))

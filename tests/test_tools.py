@@ -79,7 +79,11 @@ def test_kill_trial_kills_where_it_means_to_and_resumes_exactly(tmp_path):
   report = json.loads(report_path.read_text())
   assert len(report['kills']) == 2, report
   for kill in report['kills']:
-    assert kill['resumed_from'] < kill['target_step'] <= kill['last_logged_step'] <= 40, report
+    assert kill['target_step'] <= kill['last_logged_step'] <= 40, report
+    # A kill lands after its target, so on a fast machine the tiny run can reach its last
+    # checkpoint first; the next attempt then resumes from step 40 with only its final
+    # evaluation left, and the tool aims at that.
+    assert kill['resumed_from'] < kill['target_step'] or kill['resumed_from'] == kill['target_step'] == 40, report
   assert report['same'] is True, report
   assert all(got == expected for got, expected in report['checks'].values()), report
 
