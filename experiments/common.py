@@ -98,7 +98,7 @@ def prepare_workdir(workdir: str) -> str:
 
 # What a data section's splits depend on, beside its source (tokenizer keys are separate).
 _SPLIT_KEYS = ('encoding', 'text_column', 'label_column', 'num_classes', 'dev_fraction', 'test_fraction',
-               'on_bad_lines')
+               'on_bad_lines', 'text_form')
 
 
 def load_data(c: ml_collections.ConfigDict, seed: int) -> sources.TextDataset:
@@ -108,7 +108,7 @@ def load_data(c: ml_collections.ConfigDict, seed: int) -> sources.TextDataset:
       path=c.path, name=c.name, encoding=c.encoding, data_dir=c.data_dir, dev_fraction=c.dev_fraction,
       test_fraction=c.test_fraction, seed=c.get('split_seed', seed), text_column=c.text_column,
       label_column=c.label_column, num_classes=c.num_classes, max_line_mb=c.max_line_mb,
-      on_bad_lines=c.on_bad_lines)
+      on_bad_lines=c.on_bad_lines, text_form=c.get('text_form', 'plain'))
 
 
 def data_cache(config: ml_collections.ConfigDict) -> Optional[cache_lib.Cache]:
@@ -568,7 +568,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   # Choices checked here too, so that a typo fails before minutes of data loading.
   for key, choices in (('model.name', ('mlp', 'lstm') + LANGUAGE_MODELS), ('parallel', parallel.MODES),
                        ('data.tokenizer', KINDS), ('data.keep', TRUNCATIONS),
-                       ('data.on_bad_lines', sources.ON_BAD_LINES),
+                       ('data.on_bad_lines', sources.ON_BAD_LINES), ('data.text_form', sources.TEXT_FORMS),
                        ('model.lstm.dtype', tuple(registry.COMPUTE_DTYPES)),
                        ('model.lstm.pooling', registry.POOLINGS), ('model.mlp.activation', registry.MLP_ACTIVATIONS),
                        ('optim.schedule', optim.SCHEDULES),

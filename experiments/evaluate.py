@@ -34,7 +34,7 @@ def main(argv):
     split = sources.load_labelled_examples(
         _DATA.value, label_names=trained.label_names, encoding=_ENCODING.value or data['encoding'],
         text_column=_TEXT_COLUMN.value or data['text_column'], label_column=_LABEL_COLUMN.value or data['label_column'],
-        max_line_mb=data['max_line_mb'], on_bad_lines=data['on_bad_lines'])
+        max_line_mb=data['max_line_mb'], on_bad_lines=data['on_bad_lines'], text_form=data.get('text_form', 'plain'))
     report = trained.evaluate(split.texts, split.labels, _BATCH_SIZE.value)
     report.update(workdir=trained.workdir, step=trained.step, data=_DATA.value)
     common.print_report(report, _JSON_OUT.value)

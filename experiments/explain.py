@@ -60,7 +60,8 @@ def _texts(trained):
     data = trained.config['data']
     split = sources.load_labelled_examples(
         _DATA.value, label_names=trained.label_names, encoding=data['encoding'], text_column=data['text_column'],
-        label_column=data['label_column'], max_line_mb=data['max_line_mb'], on_bad_lines=data['on_bad_lines'])
+        label_column=data['label_column'], max_line_mb=data['max_line_mb'], on_bad_lines=data['on_bad_lines'],
+        text_form=data.get('text_form', 'plain'))
     texts, gold = texts + list(split.texts), gold + [int(label) for label in split.labels]
   if not texts:
     raise common.ConfigError('nothing to explain: give --text="...", --file=TEXTS.txt or --data=LABELLED_FILE')

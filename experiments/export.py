@@ -39,7 +39,8 @@ def _data(trained):
   data = trained.config['data']
   if _DATA.value:
     split = sources.load_labelled_examples(_DATA.value, label_names=trained.label_names, encoding=data['encoding'],
-                                           text_column=data['text_column'], label_column=data['label_column'])
+                                           text_column=data['text_column'], label_column=data['label_column'],
+                                           text_form=data.get('text_form', 'plain'))
     return (_DATA.value, split.texts, split.labels), model_card.training_summary('', {}, trained.derived)
   try:
     dataset = common.load_data(ml_collections.ConfigDict(data), trained.config['seed'])

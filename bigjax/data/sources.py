@@ -77,6 +77,9 @@ _INT_RE = re.compile(r'[+-]?\d+')
 # raises ValueError).
 _MAX_LABEL_DIGITS = 18
 ON_BAD_LINES = ('error', 'skip')  # data.on_bad_lines; experiments checks it early
+# data.text_form: how the files write their text. 'ptb': Penn Treebank tokens (SST-2's files,
+# and GLUE's: `do n't`, `-lrb-`, `` quotes ''), joined back into plain text on reading.
+TEXT_FORMS = ('plain', 'ptb')
 _SKIP_HINT = 'to drop such examples, set --config.data.on_bad_lines=skip'
 _MIB = 1 << 20
 # Where a review lives inside the IMDB archive or folder.
@@ -96,7 +99,8 @@ def load_text_dataset(*, path: str = '', name: str = '',
                       seed: int = 0, text_column: str = 'text',
                       label_column: str = 'label', num_classes: int = 0,
                       max_line_mb: int = 64,
-                      on_bad_lines: str = 'error') -> TextDataset:
+                      on_bad_lines: str = 'error',
+                      text_form: str = 'plain') -> TextDataset:
   """Loads a text-classification dataset from `path` or, if empty, tfds `name`.
 
   Args:
@@ -118,6 +122,8 @@ def load_text_dataset(*, path: str = '', name: str = '',
       cut to max_len tokens later anyway.
     on_bad_lines: 'error' stops at an example whose text is empty (a label
       alone); 'skip' drops such examples and counts them in the description.
+    text_form: 'plain', or 'ptb' for Penn Treebank tokens, joined back into
+      plain text (`ptb_to_plain`).
 
   Returns:
     The dataset; labels are int32 in [0, num_classes), -1 for unlabelled text.
@@ -139,6 +145,7 @@ def load_text_dataset(*, path: str = '', name: str = '',
                     f'of {", ".join(map(repr, ON_BAD_LINES))}.')
   if max_line_mb < 1:
     raise DataError(f'data.max_line_mb={max_line_mb} must be >= 1 (MiB).')
+  _check_text_form(text_form)
   carve = _Carver(dev_fraction, test_fraction, seed)
   if path:
     try:
@@ -158,6 +165,7 @@ def load_text_dataset(*, path: str = '', name: str = '',
     raise DataError(
         'No data given: set data.path to local files (' + _PATH_HINT +
         ') or data.name to a tensorflow-datasets name (e.g. imdb_reviews).')
+  _to_plain(parts, text_form)
   return _finish(parts, origin=origin, label_names=names, carve=carve,
                  num_classes=num_classes)
 
@@ -165,18 +173,21 @@ def load_text_dataset(*, path: str = '', name: str = '',
 def load_labelled_examples(path: str, *, label_names, encoding: str = 'utf-8',
                            text_column: str = 'text',
                            label_column: str = 'label', max_line_mb: int = 64,
-                           on_bad_lines: str = 'error') -> Split:
+                           on_bad_lines: str = 'error', text_form: str = 'plain') -> Split:
   """Every example of a file (or a folder's or the IMDB archive's test split), with labels
   numbered as a trained run numbers its classes (`label_names`, class id order).
 
   Label strings are matched to the names; integer labels must be class ids of the run.
+  `text_form` is the run's data.text_form, for files written as its training data was.
   """
+  _check_text_form(text_form)
   path = os.path.expanduser(path)
   parts, _, names = _load_local(path, encoding=encoding,
                                 text_column=text_column,
                                 label_column=label_column,
                                 max_line_bytes=max_line_mb * _MIB,
                                 on_bad_lines=on_bad_lines)
+  _to_plain(parts, text_form)
   single_file = os.path.isfile(path) and not path.lower().endswith(
       ('.tar.gz', '.tgz'))
   which = 'train' if single_file else 'test'
@@ -193,6 +204,41 @@ def load_labelled_examples(path: str, *, label_names, encoding: str = 'utf-8',
                       f'run, whose classes are {label_names}.')
     labels.append(index[name])
   return Split(texts=part.texts, labels=np.asarray(labels, np.int32))
+
+
+# Penn Treebank tokens -> plain text, in order. Only what changes tokens is undone (the
+# tokenizers split punctuation again). NLTK's TreebankWordDetokenizer knows neither
+# lower-case brackets (-lrb-) nor escaped slashes, so it would not do here.
+_PTB_TO_PLAIN = [
+    (re.compile(r" (n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE), r'\1'),  # Contractions rejoined.
+    *((re.compile(f'-{code}-', re.IGNORECASE), bracket)
+      for code, bracket in (('lrb', '('), ('rrb', ')'), ('lsb', '['), ('rsb', ']'), ('lcb', '{'), ('rcb', '}'))),
+    (re.compile(r"``|''"), '"'),
+    (re.compile(r'\\([/*])'), r'\1'),  # Escaped slashes and stars.
+]
+
+
+def ptb_to_plain(text: str) -> str:
+  """Penn Treebank tokens back to plain English: `wo n't` -> `won't`, `-lrb-` -> `(`.
+
+  Served text is plain, and so is the text a pretrained tokenizer learnt from: there a
+  treebank's `do n't` becomes `do n ' t` where plain text gives `don ' t`, so a model read
+  only the treebank form would never meet its negations as they are written elsewhere.
+  """
+  for pattern, plain in _PTB_TO_PLAIN:
+    text = pattern.sub(plain, text)
+  return text
+
+
+def _check_text_form(text_form: str) -> None:
+  if text_form not in TEXT_FORMS:
+    raise DataError(f'data.text_form={text_form!r} is unknown; use one of {", ".join(map(repr, TEXT_FORMS))}.')
+
+
+def _to_plain(parts: dict[str, '_Part'], text_form: str) -> None:
+  if text_form == 'ptb':
+    for part in parts.values():
+      part.texts = [ptb_to_plain(text) for text in part.texts]
 
 
 # ----------------------------------------------------------------------------

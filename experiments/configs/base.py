@@ -61,6 +61,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # error | skip (as pandas' on_bad_lines): an example whose text is empty (a label alone)
       # stops the run, or is dropped and counted in the data description logged at start-up.
       on_bad_lines='error',
+      # plain | ptb: Penn Treebank tokens (SST-2's files: `do n't`, `-lrb-`), joined back into
+      # plain text as it is read, so that training sees text as served text and other corpora
+      # write it (a pretrained tokenizer splits `don't` as `don ' t`, the treebank's `do n ' t`).
+      text_form='plain',
       # > 0: train on a seeded, class-balanced subset of this many training examples (a label
       # budget; dev and test are untouched).
       train_limit=(0, (0, None)),
