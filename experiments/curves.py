@@ -104,7 +104,7 @@ def run_all(starts: Sequence[Start], points: Sequence[Point], out: str, extra: S
     else:
       to_train = sum(not os.path.exists(os.path.join(p.folder(out), 'results.json')) for p in points[i - 1:])
       eta = f', ETA {_duration(trained_seconds / trained * to_train)}' if trained else ''
-      log(f'[{i}/{len(points)}] {folder}: training ({to_train} runs to go{eta})')
+      log(f'[{i}/{len(points)}] {folder}: training ({to_train} {"run" if to_train == 1 else "runs"} to go{eta})')
       began = time.perf_counter()
       os.makedirs(folder, exist_ok=True)
       with open(os.path.join(folder, 'train.log'), 'a', encoding='utf-8') as log_file:

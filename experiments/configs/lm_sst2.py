@@ -17,7 +17,6 @@ from experiments.configs import lm_imdb
 def get_config(arg: str = ''):
   c = lm_imdb.get_config()
   c.data.path = os.path.join(base.SHARED_DATA, 'sst2')
-  c.data.text_form = 'ptb'  # `do n't` read as `don't`, as the IMDB tokenizer and model saw it.
   c.lm.heldout_fraction = 0.02
   c.lm.window = 40
   c.optim.learning_rate = 1e-3

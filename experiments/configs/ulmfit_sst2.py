@@ -16,7 +16,6 @@ from experiments.configs import lstm_sst2
 def get_config(arg: str = ''):
   c = lstm_sst2.get_config()
   c.init.drop = '^head/'
-  c.data.text_form = 'ptb'  # As lm_sst2.py reads it: plain text, as the IMDB tokenizer learnt it.
   c.model.embed_dim = 300
   c.model.dropout = 0.4
   c.model.lstm.hidden_dim = 256
