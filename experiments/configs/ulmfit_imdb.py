@@ -17,6 +17,9 @@ triangular schedule over all 5; the best dev epoch is kept. Reviews are read who
 tokens (their last 512 beyond that: ~3 % of them), and gradients flow through every token:
 one scan over the review, rather than ULMFiT's BPT3C chunks, which exist to bound GPU
 memory; on this CPU the whole review fits (docs/pretraining.md).
+
+With few labels (data.train_limit) the schedule wants steps more than epochs: at 1,000 labels
+--config.train.epochs=30 gave 81.2 % test against 78.9 % with 10 (3 seeds, docs/pretraining.md).
 """
 from experiments.configs import base
 from experiments.configs import lstm_imdb
