@@ -222,8 +222,8 @@ def ptb_to_plain(text: str) -> str:
   """Penn Treebank tokens back to plain English: `wo n't` -> `won't`, `-lrb-` -> `(`.
 
   Served text is plain, and so is the text a pretrained tokenizer learnt from: there a
-  treebank's `do n't` becomes `do n ' t` where plain text gives `don ' t`, so a model read
-  only the treebank form would never meet its negations as they are written elsewhere.
+  treebank's `do n't` becomes `do n ' t` where plain text gives `don ' t`, so a model that
+  has read only the treebank form meets negations elsewhere in a form it has never seen.
   """
   for pattern, plain in _PTB_TO_PLAIN:
     text = pattern.sub(plain, text)
