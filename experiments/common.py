@@ -111,6 +111,17 @@ def load_data(c: ml_collections.ConfigDict, seed: int) -> sources.TextDataset:
       on_bad_lines=c.on_bad_lines, text_form=c.get('text_form', 'plain'))
 
 
+def labelled_examples(trained, path: str, **overrides) -> sources.Split:
+  """A labelled file's examples, read as a trained run read its data (its data section's
+  encoding, columns, line limits and text form, unless `overrides` say otherwise)."""
+  data = trained.config['data']
+  settings = dict(encoding=data['encoding'], text_column=data['text_column'], label_column=data['label_column'],
+                  max_line_mb=data['max_line_mb'], on_bad_lines=data['on_bad_lines'],
+                  text_form=data.get('text_form', 'plain'))
+  settings.update(overrides)
+  return sources.load_labelled_examples(path, label_names=trained.label_names, **settings)
+
+
 def data_cache(config: ml_collections.ConfigDict) -> Optional[cache_lib.Cache]:
   if not config.cache.data:
     return None

@@ -14,7 +14,6 @@ from absl import app
 from absl import flags
 
 from bigjax import runs
-from bigjax.data import sources
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run.')
@@ -30,11 +29,8 @@ _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.
 def main(argv):
   def run():
     trained = runs.load_run(_WORKDIR.value)
-    data = trained.config['data']
-    split = sources.load_labelled_examples(
-        _DATA.value, label_names=trained.label_names, encoding=_ENCODING.value or data['encoding'],
-        text_column=_TEXT_COLUMN.value or data['text_column'], label_column=_LABEL_COLUMN.value or data['label_column'],
-        max_line_mb=data['max_line_mb'], on_bad_lines=data['on_bad_lines'], text_form=data.get('text_form', 'plain'))
+    flagged = {'encoding': _ENCODING.value, 'text_column': _TEXT_COLUMN.value, 'label_column': _LABEL_COLUMN.value}
+    split = common.labelled_examples(trained, _DATA.value, **{key: value for key, value in flagged.items() if value})
     report = trained.evaluate(split.texts, split.labels, _BATCH_SIZE.value)
     report.update(workdir=trained.workdir, step=trained.step, data=_DATA.value)
     common.print_report(report, _JSON_OUT.value)

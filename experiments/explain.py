@@ -20,7 +20,6 @@ from absl import app
 from absl import flags
 
 from bigjax import runs
-from bigjax.data import sources
 from bigjax.interpret import attributions, explanations, render
 from experiments import common
 
@@ -57,11 +56,7 @@ def _texts(trained):
       raise common.ConfigError(f'--file={_FILE.value}: cannot read it ({e}); give a text file, one text per line')
     texts, gold = texts + lines, gold + [None] * len(lines)
   if _DATA.value:
-    data = trained.config['data']
-    split = sources.load_labelled_examples(
-        _DATA.value, label_names=trained.label_names, encoding=data['encoding'], text_column=data['text_column'],
-        label_column=data['label_column'], max_line_mb=data['max_line_mb'], on_bad_lines=data['on_bad_lines'],
-        text_form=data.get('text_form', 'plain'))
+    split = common.labelled_examples(trained, _DATA.value)
     texts, gold = texts + list(split.texts), gold + [int(label) for label in split.labels]
   if not texts:
     raise common.ConfigError('nothing to explain: give --text="...", --file=TEXTS.txt or --data=LABELLED_FILE')
