@@ -38,9 +38,9 @@ class Run:
     return self.derived.get('label_names') or [str(i) for i in range(self.derived['num_classes'])]
 
   def encode(self, texts):
-    """Token id rows, as the run encoded its data (max_len, truncation side)."""
+    """Token id rows, as the run encoded its data (max_len, truncation side, direction)."""
     data = self.config['data']
-    return self.tokenizer.encode(texts, data['max_len'], data['keep'])
+    return self.tokenizer.encode(texts, data['max_len'], data['keep'], data.get('direction', 'forward'))
 
   def batches(self, texts, labels, batch_size: int = 256) -> list:
     """Evaluation batches of texts, padded to the run's own length buckets (its compiled shapes)."""

@@ -33,7 +33,7 @@ from bigjax.compress import pruning as pruning_lib
 from bigjax.compress import quantize as quantize_lib
 from bigjax.data import batching, prepare, sources, streams
 from bigjax.data import cache as cache_lib
-from bigjax.data.tokenizer import EOS, KINDS, TRUNCATIONS, Tokenizer, train_tokenizer
+from bigjax.data.tokenizer import DIRECTIONS, EOS, KINDS, TRUNCATIONS, Tokenizer, train_tokenizer
 from bigjax.errors import BigjaxError, ConfigError
 from bigjax.models import registry
 from bigjax.pretrain import embeddings as embeddings_lib
@@ -145,8 +145,8 @@ def prepare_classification_data(config: ml_collections.ConfigDict, workdir: Opti
     source.update(train_limit=c.train_limit, seed=config.seed)
   return prepare.prepare_data(
       load, source=source, tokenizer_settings={k: c[k] for k in ('tokenizer', 'vocab_size', 'min_frequency')},
-      train_tokenizer=tokenizer_trainer(c), max_len=c.max_len, keep=c.keep, fixed_tokenizer=fixed_tokenizer,
-      workdir=workdir, save=jax.process_index() == 0, cache=data_cache(config))
+      train_tokenizer=tokenizer_trainer(c), max_len=c.max_len, keep=c.keep, direction=c.direction,
+      fixed_tokenizer=fixed_tokenizer, workdir=workdir, save=jax.process_index() == 0, cache=data_cache(config))
 
 
 def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int):
@@ -191,8 +191,10 @@ def _start(config: ml_collections.ConfigDict, teacher: Optional[runs.Run]):
   A distillation student reads the teacher's token ids, so the teacher's tokenizer is its own;
   it may start from a run with that same tokenizer (a pruning run distilled from its source).
   """
+  _check_direction(config, 'distill.teacher', teacher)
   if config.init.checkpoint:
     source = runs.load_run(config.init.checkpoint)
+    _check_direction(config, 'init.checkpoint', source)
     if teacher is not None and source.tokenizer.fingerprint() != teacher.tokenizer.fingerprint():
       raise ConfigError(f'init.checkpoint={config.init.checkpoint} and distill.teacher={config.distill.teacher} '
                         'have different tokenizers: a student reads the teacher\'s token ids, so it can start '
@@ -209,6 +211,17 @@ def _start(config: ml_collections.ConfigDict, teacher: Optional[runs.Run]):
     start = lambda fresh: transfer.with_word_vectors(fresh, vectors, found, embeddings_lib.init_embedding_table)
     return tokenizer, start, {'embeddings': os.path.abspath(config.init.embeddings)}, None
   return None, None, {}, None
+
+
+def _check_direction(config: ml_collections.ConfigDict, flag: str, source: Optional[runs.Run]) -> None:
+  """A run reads its tokens in the order of the run it starts from or learns from: an encoder
+  trained backward reads a forward text as noise, and nothing else would say so."""
+  if source is None:
+    return
+  theirs = source.config['data'].get('direction', 'forward')
+  if theirs != config.data.direction:
+    raise ConfigError(f'{flag}={source.workdir} reads its texts {theirs}, and this run reads them '
+                      f'{config.data.direction}: set --config.data.direction={theirs}')
 
 
 def _record_transfer(init_record: dict, fns, example, source_params) -> None:
@@ -316,7 +329,8 @@ def build_lm_experiment(config: ml_collections.ConfigDict, workdir: Optional[str
   pretrained_tokenizer, start, init_record, source_params = _start(config, None)
   train_fn = tokenizer_trainer(config.data) if pretrained_tokenizer is None else lambda texts: pretrained_tokenizer
   tokenizer = prepare.run_tokenizer(workdir, texts, train_fn, save=jax.process_index() == 0)
-  documents = batching.EncodedSplit.from_rows(tokenizer.encode(texts, max_len=1 << 30), np.full(len(texts), -1))
+  documents = batching.EncodedSplit.from_rows(tokenizer.encode(texts, 1 << 30, direction=config.data.direction),
+                                              np.full(len(texts), -1))
   del texts
   try:
     train, dev, test = streams.carve(documents, config.lm.heldout_fraction, config.seed)
@@ -578,7 +592,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'train.accum_steps={config.train.accum_steps} must be between 1 and train.batch_size')
   # Choices checked here too, so that a typo fails before minutes of data loading.
   for key, choices in (('model.name', ('mlp', 'lstm') + LANGUAGE_MODELS), ('parallel', parallel.MODES),
-                       ('data.tokenizer', KINDS), ('data.keep', TRUNCATIONS),
+                       ('data.tokenizer', KINDS), ('data.keep', TRUNCATIONS), ('data.direction', DIRECTIONS),
                        ('data.on_bad_lines', sources.ON_BAD_LINES), ('data.text_form', sources.TEXT_FORMS),
                        ('model.lstm.dtype', tuple(registry.COMPUTE_DTYPES)),
                        ('model.lstm.pooling', registry.POOLINGS), ('model.mlp.activation', registry.MLP_ACTIVATIONS),

@@ -51,8 +51,9 @@ def run_tokenizer(workdir: str | None, train_texts: Sequence[str] | None,
   return tokenizer
 
 
-def encode_split(tokenizer: Tokenizer, split: sources.Split, max_len: int, keep: str) -> batching.EncodedSplit:
-  return batching.EncodedSplit.from_rows(tokenizer.encode(split.texts, max_len, keep), split.labels)
+def encode_split(tokenizer: Tokenizer, split: sources.Split, max_len: int, keep: str,
+                 direction: str = 'forward') -> batching.EncodedSplit:
+  return batching.EncodedSplit.from_rows(tokenizer.encode(split.texts, max_len, keep, direction), split.labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +70,8 @@ class PreparedData:
 
 def prepare_data(load: Callable[[], sources.TextDataset], *, source: dict, tokenizer_settings: dict,
                  train_tokenizer: Callable[[Sequence[str]], Tokenizer], max_len: int, keep: str,
-                 fixed_tokenizer: Optional[Tokenizer] = None, workdir: Optional[str] = None, save: bool = True,
-                 cache: Optional[Cache] = None) -> PreparedData:
+                 direction: str = 'forward', fixed_tokenizer: Optional[Tokenizer] = None,
+                 workdir: Optional[str] = None, save: bool = True, cache: Optional[Cache] = None) -> PreparedData:
   """The tokenizer and encoded splits of a source.
 
   load() reads the data; it is called only if something is not cached.
@@ -78,7 +79,8 @@ def prepare_data(load: Callable[[], sources.TextDataset], *, source: dict, token
     tokenizer_settings (how a tokenizer is trained), the cache keys.
   The tokenizer is, in order: the workdir's (a resumed run), fixed_tokenizer (a
   pretrained run's), the cache's, or trained on the train split (and cached). The
-  workdir keeps the run's tokenizer (if save). cache=None: nothing is cached.
+  workdir keeps the run's tokenizer (if save). direction: the order a text's tokens are
+  kept in (Tokenizer.encode). cache=None: nothing is cached.
   """
   dataset = None
 
@@ -108,6 +110,8 @@ def prepare_data(load: Callable[[], sources.TextDataset], *, source: dict, token
   tokenizer = run_tokenizer(workdir, None, made_or_cached, save=save)
 
   parts = {'source': source, 'tokenizer': tokenizer.fingerprint(), 'max_len': max_len, 'keep': keep}
+  if direction != 'forward':  # Forward runs keep the keys their caches were written under.
+    parts['direction'] = direction
   key = digest(parts)
   found = cache.get('encoded', key) if cache else None
   if found:
@@ -115,7 +119,7 @@ def prepare_data(load: Callable[[], sources.TextDataset], *, source: dict, token
     from_cache['splits'] = True
     description = f'{meta["description"]} [tokenized splits read from {found}]'
   else:
-    splits = {name: encode_split(tokenizer, data().splits[name], max_len, keep) for name in SPLITS}
+    splits = {name: encode_split(tokenizer, data().splits[name], max_len, keep, direction) for name in SPLITS}
     meta = {'num_classes': data().num_classes, 'label_names': list(data().label_names),
             'description': data().description}
     description = meta['description']

@@ -24,6 +24,9 @@ FILENAME = 'tokenizer.json'
 # Which end of a long text survives truncation. 'last' keeps a review's conclusion, which
 # is where an LSTM's final state is read.
 TRUNCATIONS = ('first', 'last')
+# The order a model reads a text's tokens in. 'backward' (last token first) is ULMFiT's
+# backward language model and classifier, which ensemble with the forward ones.
+DIRECTIONS = ('forward', 'backward')
 
 
 class Tokenizer:
@@ -38,13 +41,18 @@ class Tokenizer:
   def vocab_size(self) -> int:
     return self._tok.get_vocab_size()
 
-  def encode(self, texts: Sequence[str], max_len: int, keep: str = 'first') -> list[np.ndarray]:
-    """Token ids per text, truncated to its first (keep='first') or last `max_len` tokens."""
+  def encode(self, texts: Sequence[str], max_len: int, keep: str = 'first',
+             direction: str = 'forward') -> list[np.ndarray]:
+    """Token ids per text, truncated to its first (keep='first') or last `max_len` tokens in
+    reading order, then in `direction`'s order ('backward': last token first)."""
     if keep not in TRUNCATIONS:
       raise ValueError(f'keep={keep!r}; use one of {TRUNCATIONS}')
+    if direction not in DIRECTIONS:
+      raise ValueError(f'direction={direction!r}; use one of {DIRECTIONS}')
     encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
     cut = (lambda ids: ids[:max_len]) if keep == 'first' else (lambda ids: ids[max(len(ids) - max_len, 0):])
-    return [np.asarray(cut(e.ids), np.int32) for e in encodings]
+    step = 1 if direction == 'forward' else -1
+    return [np.asarray(cut(e.ids)[::step], np.int32) for e in encodings]
 
   def token_id(self, token: str) -> int | None:
     return self._tok.token_to_id(token)

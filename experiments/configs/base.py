@@ -73,6 +73,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       min_frequency=(2, (1, None)),  # Rarer pieces are not given an id.
       max_len=(64, (1, None)),  # Tokens kept per text.
       keep='first',  # first | last: which max_len tokens of a longer text are kept.
+      # forward | backward: the order a model reads each text's tokens in (after truncation).
+      # backward is ULMFiT's backward language model and classifier; experiments.evaluate
+      # averages a forward and a backward run's probabilities (an ensemble of both directions).
+      direction='forward',
       # Batch widths: smallest_bucket * bucket_growth^k (rounded), up to max_len.
       smallest_bucket=(16, (1, None)),
       bucket_growth=(2.0, (1.0, None, 'high')),  # Smaller (> 1): less padding, more compiled shapes.
