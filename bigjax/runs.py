@@ -7,18 +7,19 @@ where the training data is gone.
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import numpy as np
 
 from bigjax import checkpoint as checkpoint_lib
+from bigjax import metrics
 from bigjax.compress import quantize as quantize_lib
 from bigjax.data import batching
 from bigjax.data.tokenizer import Tokenizer
 from bigjax.errors import ConfigError
 from bigjax.models import registry
-from bigjax.tasks.classification import Classification
+from bigjax.tasks.classification import Classification, at_least_f32
 from bigjax.types import ModelFns
 
 
@@ -48,12 +49,54 @@ class Run:
     boundaries = self.derived.get('bucket_boundaries') or [self.config['data']['max_len']]
     return batching.eval_batches(split, batch_size, boundaries)
 
+  def probabilities(self, texts, batch_size: int = 256) -> np.ndarray:
+    """float32[N, K]: the model's class probabilities for each text, in the order of texts."""
+    split = batching.EncodedSplit.from_rows(self.encode(texts), np.zeros(len(texts), np.int32))
+    order = np.argsort(split.lengths, kind='stable')  # The rows of the batches, as eval_batches cuts them.
+    softmax = jax.jit(lambda params, batch: jax.nn.softmax(
+        at_least_f32(self.fns.logits(params, batch.token_ids, batch.lengths, None)), -1))
+    out = np.zeros((len(texts), self.derived['num_classes']), np.float32)
+    for start, batch in zip(range(0, len(order), batch_size), self.batches(texts, split.labels, batch_size)):
+      rows = order[start:start + batch_size]
+      out[rows] = np.asarray(softmax(self.params, batch))[:len(rows)]
+    return out
+
   def evaluate(self, texts, labels, batch_size: int = 256) -> dict:
     """The report results.json gives for test (accuracy, macro-F1, per-class F1, confusion, loss)."""
     task = Classification(self.derived['num_classes'])
     sums = jax.jit(lambda params, batch: task.eval_sums(self.fns, params, batch))
     totals = [jax.device_get(sums(self.params, batch)) for batch in self.batches(texts, labels, batch_size)]
     return task.report(jax.tree.map(lambda *xs: np.sum(np.asarray(xs, np.float64), axis=0), *totals))
+
+
+def probabilities_report(probabilities: np.ndarray, labels) -> dict:
+  """Run.evaluate's report (accuracy, macro-F1, per-class F1, confusion, loss) of given
+  probabilities, such as the mean of several runs' (an ensemble)."""
+  probabilities = np.asarray(probabilities, np.float64)
+  labels = np.asarray(labels, np.int64)
+  num_classes = probabilities.shape[1]
+  confusion = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(confusion, (labels, probabilities.argmax(1)), 1)
+  report = metrics.classification_report(confusion)
+  chosen = probabilities[np.arange(len(labels)), labels]
+  report['loss'] = float(-np.mean(np.log(np.maximum(chosen, np.finfo(np.float32).tiny)))) if len(labels) else 0.0
+  return report
+
+
+def ensemble_report(members: Sequence[Run], texts, labels, batch_size: int = 256) -> dict:
+  """The report of the members' mean probabilities, with each member's own accuracy.
+
+  The members are classifiers of the same labels; each reads the texts as its own run did
+  (tokenizer, truncation, direction), so a forward and a backward run ensemble as ULMFiT's do.
+  """
+  names = [m.label_names for m in members]
+  if any(n != names[0] for n in names):
+    raise ConfigError(f'the runs to ensemble have different labels: {dict(zip((m.workdir for m in members), names))}')
+  each = [m.probabilities(texts, batch_size) for m in members]
+  report = probabilities_report(np.mean(each, 0), labels)
+  report['members'] = [{'workdir': m.workdir, 'step': m.step, 'accuracy': probabilities_report(p, labels)['accuracy']}
+                       for m, p in zip(members, each)]
+  return report
 
 
 def read_run_info(workdir: str) -> dict:

@@ -1,22 +1,28 @@
-"""Evaluates a trained run on every example of a data file, from the run's folder alone.
+"""Evaluates a trained run, or an ensemble of runs, on every example of a data file, from the
+runs' folders alone.
 
   python -m experiments.evaluate --workdir=runs/mlp_sst2 --data=../shared/data/sst2/test.txt
+  # An ensemble: the runs' probabilities averaged (ULMFiT's forward and backward classifiers).
+  python -m experiments.evaluate --workdir=runs/ulmfit_imdb,runs/ulmfit_imdb_bwd \
+      --data=../shared/data/imdb/aclImdb_v1.tar.gz
 
 --data takes any format training reads (LABEL-text .txt, .tsv/.csv with a header, .jsonl;
 a folder or the IMDB archive: its test split). Labels must be the run's classes (by name,
 or by id for integer labels). Prints the report that results.json gives for test
 (accuracy, macro-F1, per-class F1, confusion matrix, loss); --json_out also writes it.
 The training data need not exist any more: the run's tokenizer, config and best
-checkpoint are all it needs.
+checkpoint are all it needs. With several runs the report is the ensemble's, and
+`members` gives each run's own accuracy.
 """
 
 from absl import app
 from absl import flags
 
 from bigjax import runs
+from bigjax.errors import ConfigError
 from experiments import common
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run.')
+_WORKDIR = flags.DEFINE_list('workdir', None, 'The trained run; several (comma-separated): their ensemble.')
 _DATA = flags.DEFINE_string('data', None, 'A data file or folder to evaluate on.')
 _ENCODING = flags.DEFINE_string('encoding', '', "The data's encoding (default: the run's data.encoding).")
 _TEXT_COLUMN = flags.DEFINE_string('text_column', '', 'For .tsv/.csv/.jsonl (default: the run\'s).')
@@ -28,11 +34,21 @@ _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.
 
 def main(argv):
   def run():
-    trained = runs.load_run(_WORKDIR.value)
+    members = [runs.load_run(workdir) for workdir in _WORKDIR.value]
     flagged = {'encoding': _ENCODING.value, 'text_column': _TEXT_COLUMN.value, 'label_column': _LABEL_COLUMN.value}
-    split = common.labelled_examples(trained, _DATA.value, **{key: value for key, value in flagged.items() if value})
-    report = trained.evaluate(split.texts, split.labels, _BATCH_SIZE.value)
-    report.update(workdir=trained.workdir, step=trained.step, data=_DATA.value)
+    flagged = {key: value for key, value in flagged.items() if value}
+    split = common.labelled_examples(members[0], _DATA.value, **flagged)
+    if len(members) == 1:
+      report = members[0].evaluate(split.texts, split.labels, _BATCH_SIZE.value)
+      report.update(workdir=members[0].workdir, step=members[0].step, data=_DATA.value)
+    else:
+      for other in members[1:]:
+        theirs = common.labelled_examples(other, _DATA.value, **flagged)
+        if theirs.texts != split.texts or list(theirs.labels) != list(split.labels):
+          raise ConfigError(f'{other.workdir} reads {_DATA.value} otherwise than {members[0].workdir} '
+                            '(data.text_form, encoding or columns differ): an ensemble needs the same examples')
+      report = runs.ensemble_report(members, split.texts, split.labels, _BATCH_SIZE.value)
+      report.update(data=_DATA.value)
     common.print_report(report, _JSON_OUT.value)
 
   common.run_tool(argv, run, _VERBOSE.value)

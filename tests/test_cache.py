@@ -107,3 +107,17 @@ def test_compiled_steps_go_to_the_persistent_cache(tmp_path):
 def test_compilation_cache_is_off_with_one_key(tmp_path, key):
   config = config_with_cache('', tmp_path, **{key: False})
   assert common.use_compilation_cache(config) is None
+
+
+def test_a_backward_run_does_not_read_a_forward_runs_cached_rows(tmp_path):
+  data = write_corpus(tmp_path / 'data')
+  cache_dir = tmp_path / 'cache'
+  forward = common.build_experiment(config_with_cache(data, cache_dir), None)
+  backward = common.build_experiment(config_with_cache(data, cache_dir, **{'data.direction': 'backward'}), None)
+  assert backward.dataset is not None  # Its own key: tokenized again, in its order.
+  assert common.build_experiment(config_with_cache(data, cache_dir, **{'data.direction': 'backward'}),
+                                 None).dataset is None  # Then read back from the cache.
+  f, b = forward.train_batches.split, backward.train_batches.split
+  assert len(f.lengths) == len(b.lengths) and (f.lengths > 1).any()
+  for i in range(len(f.lengths)):
+    np.testing.assert_array_equal(b.tokens[b.offsets[i]:b.offsets[i + 1]], f.tokens[f.offsets[i]:f.offsets[i + 1]][::-1])

@@ -29,6 +29,9 @@ KINDS = {
     'mlp': dict(model='mlp', **{'data.keep': 'last', 'data.max_len': 12, 'data.smallest_bucket': 4}),
     # Two buckets only: each LSTM shape costs a compilation of its own (seconds on 2 cores).
     'lstm_f32': dict(model='lstm', **{'model.lstm.dtype': 'float32', 'data.max_len': 16, 'data.smallest_bucket': 8}),
+    # Reads its texts last token first: the loader must reverse each row as the run does.
+    'lstm_backward': dict(model='lstm', **{'model.lstm.dtype': 'float32', 'data.max_len': 16,
+                                           'data.smallest_bucket': 8, 'data.direction': 'backward'}),
 }
 
 
@@ -75,7 +78,7 @@ def corpus_texts(data: str, split: str = 'test') -> list:
     return [line.rstrip('\n').split(' ', 1)[1] for line in f]
 
 
-@pytest.mark.parametrize('kind', ['mlp', 'lstm_f32', 'lstm_bf16'])
+@pytest.mark.parametrize('kind', ['mlp', 'lstm_f32', 'lstm_bf16', 'lstm_backward'])
 def test_artifact_probabilities_equal_the_checkpoints(tmp_path_factory, kind):
   run, out, data = tiny_artifact(tmp_path_factory, kind)
   artifact = loader.load(out)
@@ -94,6 +97,10 @@ def test_artifact_probabilities_equal_the_checkpoints(tmp_path_factory, kind):
   assert 'cpu' in meta['platforms']
   # One module for every batch size and width: both dimensions are symbolic.
   assert [str(a.shape) for a in artifact.exported.in_avals[-2:]] == ['(b, t)', '(b,)']
+  if kind == 'lstm_backward':
+    assert meta['input']['direction'] == 'backward'
+    forward = run.tokenizer.encode(texts, run.config['data']['max_len'], run.config['data']['keep'])
+    assert all(np.array_equal(a, b[::-1]) for a, b in zip(artifact.encode(texts), forward))
   if kind == 'lstm_bf16':  # The bf16 matmuls are in the exported program: it differs from the f32 one.
     f32 = loader.load(tiny_artifact(tmp_path_factory, 'lstm_f32')[1]).probabilities(texts)
     assert np.abs(f32 - reference).max() > 1e-6
@@ -247,3 +254,39 @@ def test_predict_streams_in_order(tmp_path_factory, tmp_path):
     list(loader.read_texts([b'{"text": "a"}\n', b'{oops\n']))
   with pytest.raises(loader.InputError, match='line 1: byte ff'):
     list(loader.read_texts([b'\xff\n']))
+
+
+def test_run_probabilities_are_in_text_order_and_an_ensemble_averages_its_members(tmp_path_factory, tmp_path):
+  forward, _, data = tiny_artifact(tmp_path_factory, 'lstm_f32')
+  backward, _, _ = tiny_artifact(tmp_path_factory, 'lstm_backward')
+  texts = corpus_texts(data) + EDGE_TEXTS
+  labels = [int(line.split(' ', 1)[0]) for line in open(os.path.join(data, 'test.txt'), encoding='utf-8')]
+  labels += [0] * len(EDGE_TEXTS)
+  each = [run.probabilities(texts, batch_size=8) for run in (forward, backward)]
+  for run, got in zip((forward, backward), each):  # Length-sorted batches, put back in text order.
+    np.testing.assert_allclose(got, export.checkpoint_probabilities(run, texts, batch_size=16), atol=1e-6, rtol=0)
+    own = run.evaluate(texts, labels)
+    single = runs.probabilities_report(got, labels)
+    assert single['confusion'] == own['confusion']
+    np.testing.assert_allclose(single['loss'], own['loss'], rtol=1e-5)
+  assert np.abs(each[0] - each[1]).max() > 1e-3  # Two different models: the average is not either one.
+  report = runs.ensemble_report([forward, backward], texts, labels, batch_size=8)
+  mean = (each[0] + each[1]) / 2
+  assert report['accuracy'] == np.mean(mean.argmax(1) == np.asarray(labels))
+  np.testing.assert_allclose(report['loss'], -np.mean(np.log(mean[np.arange(len(labels)), labels])), rtol=1e-5)
+  assert [m['accuracy'] for m in report['members']] == [np.mean(p.argmax(1) == np.asarray(labels)) for p in each]
+  # The entry point: several --workdir values are their ensemble.
+  out = subprocess.run([sys.executable, '-m', 'experiments.evaluate', f'--workdir={forward.workdir},{backward.workdir}',
+                        f'--data={os.path.join(data, "test.txt")}', f'--json_out={tmp_path / "r.json"}'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  cli = json.load(open(tmp_path / 'r.json', encoding='utf-8'))
+  test_only = runs.ensemble_report([forward, backward], texts[:-len(EDGE_TEXTS)], labels[:-len(EDGE_TEXTS)])
+  assert cli['confusion'] == test_only['confusion'] and len(cli['members']) == 2
+
+
+def test_an_ensemble_of_runs_with_other_labels_is_refused(tmp_path_factory):
+  forward, _, data = tiny_artifact(tmp_path_factory, 'lstm_f32')
+  relabelled = dataclasses.replace(forward, derived={**forward.derived, 'label_names': ['neg', 'pos']})
+  with pytest.raises(ConfigError, match='different labels'):
+    runs.ensemble_report([forward, relabelled], corpus_texts(data), [0] * 40)

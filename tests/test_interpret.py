@@ -432,3 +432,26 @@ def test_the_adaptive_rule_is_complete_and_invariant_to_batch_composition_on_tin
     one_ids, one_lengths = padded([row] + rows[:3], 16)
     alone = attributor.integrated_gradients(one_ids, one_lengths, targets[[i, 0, 1, 2]])
     np.testing.assert_allclose(alone.attributions[0, :WIDTH], result.attributions[i], rtol=1e-4, atol=1e-6)
+
+
+def test_a_backward_runs_explanations_are_in_the_texts_order_and_its_deletions_in_the_models(tmp_path_factory):
+  from tests.test_export import corpus_texts, tiny_artifact  # pylint: disable=g-import-not-at-top
+  run, _, data = tiny_artifact(tmp_path_factory, 'lstm_backward')
+  texts = corpus_texts(data)[:12]
+  attributor = attr_lib.Attributor(run.fns, run.params)
+  methods = ['gradient_x_input', 'occlusion']
+  explained = explanations.explain_texts(run, texts, attributor=attributor, methods=methods)
+  rows = run.encode(texts)  # As the model reads them: last token first.
+  direct = explanations.explain_rows(attributor, rows, widths=explanations.widths_of(run), methods=methods)
+  data_config = run.config['data']
+  for i, e in enumerate(explained):
+    forward = run.tokenizer.encode([texts[i]], data_config['max_len'], data_config['keep'])[0]
+    assert len(forward) > 1 and e.tokens == run.tokenizer.tokens(forward)
+    np.testing.assert_array_equal(e.token_ids, forward)
+    for m in methods:
+      np.testing.assert_allclose(e.attributions[m], direct[m][i][::-1], atol=1e-6)
+  table = explanations.faithfulness_table(run, explained, attributor=attributor)
+  expected = faithfulness.evaluate(attributor.probabilities, rows, list(direct['targets']),
+                                   {m: [direct[m][i] for i in range(len(rows))] for m in methods},
+                                   widths=explanations.widths_of(run))
+  assert table == expected

@@ -15,6 +15,7 @@ import pytest
 from bigjax import runs
 from bigjax.metrics import MetricWriter
 from bigjax.data import batching, streams
+from bigjax.errors import ConfigError
 from bigjax.models import registry
 from bigjax.tasks.language_model import LanguageModeling, sampling_distribution
 from bigjax.train import loop, parallel
@@ -202,6 +203,21 @@ def lm_config(data: str, **overrides):
   return config
 
 
+def dev_nll_by_hand(run, config, direction: str = 'forward') -> float:
+  """The run's own carve of the same text, its dev documents read in `direction` as one
+  sequence, full softmax, numpy."""
+  texts = common.language_model_corpus(config)
+  docs = batching.EncodedSplit.from_rows(run.tokenizer.encode(texts, 1 << 30, direction=direction),
+                                         np.full(len(texts), -1))
+  _, dev_docs, _ = streams.carve(docs, config.lm.heldout_fraction, config.seed)
+  sequence = streams.concatenate(dev_docs, run.tokenizer.token_id('</s>'))
+  logits = np.asarray(run.fns.token_logits(run.params, sequence[None, :-1], np.array([len(sequence) - 1])),
+                      np.float64)[0]
+  log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - \
+      logits.max(-1, keepdims=True)
+  return float(-log_probs[np.arange(len(sequence) - 1), sequence[1:]].mean())
+
+
 @pytest.fixture(scope='module')
 def pretrained(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('pretrain')
@@ -221,17 +237,7 @@ def test_pretraining_lowers_the_loss_and_dev_perplexity_is_exp_of_the_mean_nll_b
   assert results['dev']['perplexity'] < 0.5 * len(WORDS)  # The word order is learnt.
   run = runs.load_run(workdir)
   assert run.step == results['best_step']
-  # By hand: the run's own carve of the same text, one sequence, full softmax, numpy.
-  config = lm_config(data, **{'lm.eval_context': 4000})
-  texts = common.language_model_corpus(config)
-  docs = batching.EncodedSplit.from_rows(run.tokenizer.encode(texts, 1 << 30), np.full(len(texts), -1))
-  _, dev_docs, _ = streams.carve(docs, config.lm.heldout_fraction, config.seed)
-  sequence = streams.concatenate(dev_docs, run.tokenizer.token_id('</s>'))
-  logits = np.asarray(run.fns.token_logits(run.params, sequence[None, :-1], np.array([len(sequence) - 1])),
-                      np.float64)[0]
-  log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - \
-      logits.max(-1, keepdims=True)
-  nll = -log_probs[np.arange(len(sequence) - 1), sequence[1:]].mean()
+  nll = dev_nll_by_hand(run, lm_config(data, **{'lm.eval_context': 4000}))
   np.testing.assert_allclose(results['dev']['loss'], nll, rtol=1e-4)
   np.testing.assert_allclose(results['dev']['perplexity'], math.exp(nll), rtol=1e-4)
 
@@ -354,3 +360,40 @@ def test_train_limit_takes_a_seeded_class_balanced_subset_and_leaves_dev_and_tes
   assert sources.with_train_limit(dataset, 31, seed=4).splits['train'].texts == limited.splits['train'].texts
   assert sources.with_train_limit(dataset, 31, seed=5).splits['train'].texts != limited.splits['train'].texts
   assert 'train limited to 31' in limited.description
+
+
+# --- A backward language model (ULMFiT's second direction). --------------------------------
+
+@pytest.fixture(scope='module')
+def pretrained_backward(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp('pretrain_backward')
+  data = write_reviews(str(tmp / 'data'))
+  workdir = str(tmp / 'lm')
+  config = lm_config(data, **{'lm.eval_context': 4000, 'data.direction': 'backward'})
+  return data, workdir, common.run_training(config, workdir, build=common.build_lm_experiment), config
+
+
+def test_a_backward_language_model_reads_every_document_last_token_first(pretrained_backward):
+  _, workdir, results, config = pretrained_backward
+  run = runs.load_run(workdir)
+  backward, forward = dev_nll_by_hand(run, config, 'backward'), dev_nll_by_hand(run, config, 'forward')
+  np.testing.assert_allclose(results['dev']['loss'], backward, rtol=1e-4)
+  assert results['dev']['perplexity'] < 0.5 * len(WORDS)  # Each word's predecessor is learnt...
+  assert forward > backward + 1.0  # ... and its successor is not what it predicts.
+
+
+def test_a_classifier_reads_its_texts_in_its_language_models_direction(pretrained_backward):
+  data, lm_dir, _, _ = pretrained_backward
+  from test_train import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config(data, 'lstm')
+  config.data.tokenizer = 'wordpunct'
+  config.model.embed_dim, config.model.lstm.hidden_dim = 16, 16
+  config.init.checkpoint, config.init.drop = lm_dir, '^head/'
+  with pytest.raises(ConfigError, match='reads its texts backward.*--config.data.direction=backward'):
+    common.build_experiment(config, None)
+  config.data.direction = 'backward'
+  exp = common.build_experiment(config, None)
+  texts = common.load_data(config.data, config.seed).splits['train'].texts
+  rows = exp.tokenizer.encode(texts, config.data.max_len, config.data.keep)
+  split = exp.train_batches.split
+  np.testing.assert_array_equal(split.tokens[split.offsets[0]:split.offsets[1]], rows[0][::-1])

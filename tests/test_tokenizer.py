@@ -1,5 +1,6 @@
 """Subword tokenizer: round trip, vocabulary size, save/load, truncation."""
 import numpy as np
+import pytest
 
 from bigjax.data import tokenizer as tok_lib
 
@@ -51,3 +52,13 @@ def test_word_level_tokenizer_matches_a_split_on_spaces():
     assert tok.decode(ids) == text
   unk = tok_lib.SPECIAL_TOKENS.index(tok_lib.UNK)
   assert list(tok.encode(['a zebra'], 10)[0])[1] == unk
+
+
+def test_backward_rows_are_the_forward_rows_truncated_in_reading_order_then_reversed():
+  tok = tok_lib.train_tokenizer(TEXTS, vocab_size=150)
+  full = tok.encode([TEXTS[2]], 1000)[0]
+  np.testing.assert_array_equal(tok.encode([TEXTS[2]], 1000, direction='backward')[0], full[::-1])
+  np.testing.assert_array_equal(tok.encode([TEXTS[2]], 4, direction='backward')[0], full[:4][::-1])
+  np.testing.assert_array_equal(tok.encode([TEXTS[2]], 4, keep='last', direction='backward')[0], full[-4:][::-1])
+  with pytest.raises(ValueError, match='direction'):
+    tok.encode([TEXTS[2]], 4, direction='sideways')

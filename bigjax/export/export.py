@@ -7,7 +7,7 @@ The folder holds (bigjax/export/loader.py reads it, and is copied in as predict.
   params.npz          the parameters as plain arrays (allow_pickle=False), keyed by path
   params_tree.json    their nesting, shapes and dtypes (the function's first argument)
   tokenizer.json      the run's Hugging Face tokenizer
-  metadata.json       format version, labels, how to encode (max_len, keep, buckets, pad id),
+  metadata.json       format version, labels, how to encode (max_len, keep, direction, buckets, pad id),
                       platforms, versions, the resolved config, the run's test report, sha256s
   predict.py          the loader: python DIR/predict.py < texts.txt
 
@@ -155,7 +155,8 @@ def write_artifact(run: Run, out: str, *, platforms: Sequence[str] = PLATFORMS, 
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'labels': run.label_names,
         'model': run.config['model']['name'],
-        'input': {'max_len': data['max_len'], 'keep': data['keep'], 'bucket_boundaries':
+        'input': {'max_len': data['max_len'], 'keep': data['keep'], 'direction': data.get('direction', 'forward'),
+                  'bucket_boundaries':
                   derived.get('bucket_boundaries') or [data['max_len']], 'pad_id': loader.PAD_ID,
                   'add_special_tokens': False, 'vocab_size': derived['vocab_size'], 'tokenizer': data['tokenizer']},
         'signature': 'probabilities(params, token_ids: int32[b, t], lengths: int32[b]) -> float32[b, K]; b, t '

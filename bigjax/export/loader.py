@@ -102,6 +102,7 @@ class Artifact:
     spec = metadata['input']
     self.max_len = int(spec['max_len'])
     self.keep = spec['keep']
+    self.direction = spec.get('direction', 'forward')  # Artifacts of format 1 before it: forward.
     self.buckets = sorted(int(b) for b in spec['bucket_boundaries'])
     self.exported = exported
     self._tokenizer = tokenizer
@@ -112,8 +113,11 @@ class Artifact:
     """int32 token ids per text, exactly as bigjax.runs.Run.encode gives them."""
     encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
     if self.keep == 'first':
-      return [np.asarray(e.ids[:self.max_len], np.int32) for e in encodings]
-    return [np.asarray(e.ids[max(len(e.ids) - self.max_len, 0):], np.int32) for e in encodings]
+      rows = [e.ids[:self.max_len] for e in encodings]
+    else:
+      rows = [e.ids[max(len(e.ids) - self.max_len, 0):] for e in encodings]
+    step = 1 if self.direction == 'forward' else -1  # A backward model reads a text last token first.
+    return [np.asarray(row[::step], np.int32) for row in rows]
 
   def bucket(self, longest: int) -> int:
     """The trained width that holds `longest` tokens (the widest when none does)."""

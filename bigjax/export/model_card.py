@@ -142,7 +142,8 @@ def write_card(directory: str, *, metadata: dict, evaluation: Optional[dict], tr
       'data (other languages, domains, registers), where its accuracy is unknown.',
       '', '## Limits', '',
       f'- Length: texts are cut to their {"first" if spec["keep"] == "first" else "last"} {spec["max_len"]} tokens; '
-      'the rest is not read.',
+      'the rest is not read' + ('; the model reads them last token first (a backward model).'
+                                if spec.get('direction') == 'backward' else '.'),
       f'- Vocabulary: {spec["vocab_size"]:,} entries ({spec["tokenizer"]} tokenizer trained on the training split'
       f'{", input lowercased" if _lowercases(directory) else ""}); '
       f'{"unknown words map to <unk>" if spec["tokenizer"] != "bpe" else "unknown words split into subwords"}.',

@@ -106,6 +106,12 @@ def explain_rows(attributor: attr_lib.Attributor, rows: Sequence[np.ndarray], *,
   return out
 
 
+def _text_order(run) -> slice:
+  """From a row as the run reads it to the text's own order, and back: a backward run reads its
+  rows last token first, and explanations show tokens in the order of the text."""
+  return slice(None, None, -1 if run.config['data'].get('direction') == 'backward' else 1)
+
+
 def explain_texts(run, texts: Sequence[str], *, attributor: attr_lib.Attributor,
                   methods: Sequence[str] = attr_lib.METHODS, batch_size: int = 32,
                   gold: Optional[Sequence[int]] = None) -> list[Explanation]:
@@ -115,8 +121,10 @@ def explain_texts(run, texts: Sequence[str], *, attributor: attr_lib.Attributor,
   full_lengths = [len(r) for r in run.tokenizer.encode(texts, 1 << 30, data['keep'])]
   result = explain_rows(attributor, rows, widths=widths_of(run), methods=methods, batch_size=batch_size)
   names = run.label_names
+  order = _text_order(run)
   explanations = []
   for i, (text, row) in enumerate(zip(texts, rows)):
+    row = row[order]
     label = int(result['targets'][i])
     completeness = None
     if 'integrated_gradients' in methods:
@@ -128,7 +136,7 @@ def explain_texts(run, texts: Sequence[str], *, attributor: attr_lib.Attributor,
     explanations.append(Explanation(
         text=text, tokens=run.tokenizer.tokens(row), token_ids=row, label=label, label_name=names[label],
         probabilities=[float(p) for p in result['probabilities'][i]],
-        attributions={m: result[m][i] for m in methods}, completeness=completeness,
+        attributions={m: result[m][i][order] for m in methods}, completeness=completeness,
         truncated=full_lengths[i] > len(row), gold=None if gold is None or gold[i] is None else int(gold[i])))
   return explanations
 
@@ -152,7 +160,8 @@ def faithfulness_table(run, explanations: Sequence[Explanation], *, attributor: 
                        batch_size: int = 256, seed: int = 0) -> dict:
   """faithfulness.evaluate over the explained texts, every method they carry, and random scores."""
   methods = list(explanations[0].attributions) if explanations else []
+  order = _text_order(run)  # The model deletes tokens from rows in its own reading order.
   return faithfulness.evaluate(
-      attributor.probabilities, [e.token_ids for e in explanations], [e.label for e in explanations],
-      {m: [e.attributions[m] for e in explanations] for m in methods}, batch_size=batch_size,
+      attributor.probabilities, [e.token_ids[order] for e in explanations], [e.label for e in explanations],
+      {m: [e.attributions[m][order] for e in explanations] for m in methods}, batch_size=batch_size,
       widths=widths_of(run), seed=seed)
