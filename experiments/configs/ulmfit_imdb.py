@@ -7,6 +7,14 @@
   # 3. The classifier:
   python -m experiments.train --config=experiments/configs/ulmfit_imdb.py --workdir=runs/ulmfit_imdb \
       --config.init.checkpoint=runs/lm_imdb
+  # 4. Both directions, ULMFiT's best figure: a backward LM (6,000 windows, so that the two
+  #    LMs share the 60-minute budget), its classifier, and the two classifiers' ensemble:
+  python -m experiments.pretrain --config=experiments/configs/lm_imdb.py --workdir=runs/lm_imdb_bwd \
+      --config.data.direction=backward --config.train.steps=6000
+  python -m experiments.train --config=experiments/configs/ulmfit_imdb.py --workdir=runs/ulmfit_imdb_bwd \
+      --config.init.checkpoint=runs/lm_imdb_bwd --config.data.direction=backward
+  python -m experiments.evaluate --workdir=runs/ulmfit_imdb,runs/ulmfit_imdb_bwd \
+      --data=../shared/data/imdb/aclImdb_v1.tar.gz
 
 The encoder (embedding and LSTM) and the tokenizer come from the language model; the
 head is new (init.drop=^head/). The head reads concat pooling (last state, max and mean
