@@ -111,15 +111,21 @@ def load_data(c: ml_collections.ConfigDict, seed: int) -> sources.TextDataset:
       on_bad_lines=c.on_bad_lines, text_form=c.get('text_form', 'plain'))
 
 
-def labelled_examples(trained, path: str, **overrides) -> sources.Split:
-  """A labelled file's examples, read as a trained run read its data (its data section's
-  encoding, columns, line limits and text form, unless `overrides` say otherwise)."""
+def reading_settings(trained, **overrides) -> dict:
+  """How a trained run read its data (its data section's encoding, columns, line limits and
+  text form, unless `overrides` say otherwise): the settings a labelled file is read with."""
   data = trained.config['data']
   settings = dict(encoding=data['encoding'], text_column=data['text_column'], label_column=data['label_column'],
                   max_line_mb=data['max_line_mb'], on_bad_lines=data['on_bad_lines'],
                   text_form=data.get('text_form', 'plain'))
   settings.update(overrides)
-  return sources.load_labelled_examples(path, label_names=trained.label_names, **settings)
+  return settings
+
+
+def labelled_examples(trained, path: str, **overrides) -> sources.Split:
+  """A labelled file's examples, read as a trained run read its data (reading_settings)."""
+  return sources.load_labelled_examples(path, label_names=trained.label_names,
+                                        **reading_settings(trained, **overrides))
 
 
 def data_cache(config: ml_collections.ConfigDict) -> Optional[cache_lib.Cache]:

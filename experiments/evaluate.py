@@ -42,7 +42,10 @@ def main(argv):
       report = members[0].evaluate(split.texts, split.labels, _BATCH_SIZE.value)
       report.update(workdir=members[0].workdir, step=members[0].step, data=_DATA.value)
     else:
+      settings = common.reading_settings(members[0], **flagged)
       for other in members[1:]:
+        if other.label_names == members[0].label_names and common.reading_settings(other, **flagged) == settings:
+          continue  # It would read the same examples: the file is not read again.
         theirs = common.labelled_examples(other, _DATA.value, **flagged)
         if theirs.texts != split.texts or list(theirs.labels) != list(split.labels):
           raise ConfigError(f'{other.workdir} reads {_DATA.value} otherwise than {members[0].workdir} '
