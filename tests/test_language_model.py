@@ -397,3 +397,38 @@ def test_a_classifier_reads_its_texts_in_its_language_models_direction(pretraine
   rows = exp.tokenizer.encode(texts, config.data.max_len, config.data.keep)
   split = exp.train_batches.split
   np.testing.assert_array_equal(split.tokens[split.offsets[0]:split.offsets[1]], rows[0][::-1])
+
+
+def test_the_hidden_head_is_a_relu_layer_on_the_pooled_features_and_starts_fresh(pretrained):
+  section = {'name': 'lstm', 'embed_dim': 8, 'dropout': 0.0,
+             'lstm': {'hidden_dim': 6, 'num_layers': 1, 'bidirectional': False, 'forget_bias': 0.0,
+                      'dtype': 'float32', 'pooling': 'concat', 'head_hidden_dim': 5}}
+  fns = registry.model_fns(registry.from_section(section, vocab_size=20, num_classes=3))
+  ids = np.array([[5, 6, 7, 0], [8, 9, 10, 11]], np.int32)
+  lengths = np.array([3, 4], np.int32)
+  params = fns.init(jax.random.PRNGKey(0), ids, lengths)
+  assert params['head_hidden']['kernel'].shape == (18, 5) and params['head']['kernel'].shape == (5, 3)
+  states = np.asarray(fns.sequence_states(params, ids, lengths))[0, :3]
+  features = np.concatenate([states[-1], states.max(0), states.mean(0)])
+  hidden = np.maximum(features @ params['head_hidden']['kernel'] + params['head_hidden']['bias'], 0)
+  np.testing.assert_allclose(fns.logits(params, ids, lengths)[0],
+                             hidden @ params['head']['kernel'] + params['head']['bias'], atol=1e-5)
+  # From the language model, init.drop=^head keeps both head layers fresh and copies the encoder.
+  data, lm_dir, _ = pretrained
+  from test_train import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config(data, 'lstm')
+  config.data.tokenizer = 'wordpunct'
+  config.model.embed_dim, config.model.lstm.hidden_dim = 16, 16
+  config.model.lstm.forget_bias, config.model.lstm.head_hidden_dim = 1.0, 7
+  config.init.checkpoint, config.init.drop = lm_dir, '^head'
+  exp = common.build_experiment(config, None)
+  start = exp.init_state().params
+  source = runs.load_run(lm_dir).params
+  assert set(start) == {'embedding', 'layers_0_0', 'head_hidden', 'head'}
+  for name in ('embedding', 'layers_0_0'):
+    for leaf, value in start[name].items():
+      np.testing.assert_array_equal(value, source[name][leaf])
+  assert start['head_hidden']['kernel'].shape == (16, 7)
+  config.init.drop = '^head/'  # The hidden layer is not in the language model: one clear error.
+  with pytest.raises(ConfigError, match='head_hidden/kernel is not in'):
+    common.build_experiment(config, None).init_state()

@@ -192,11 +192,15 @@ class LSTMClassifier(nn.Module):
   dropout: float = 0.5
   weight_drop: float = 0.0  # DropConnect on the recurrent kernels while training (LSTMLayer).
   pooling: str = 'last'  # last | concat
+  head_hidden_dim: int = 0  # >0: ULMFiT's pooling classifier, a ReLU layer of this width before the output.
   dtype: Any = None  # Compute dtype (e.g. jnp.bfloat16); None: that of the params.
   param_dtype: Any = jnp.float32
 
   def setup(self):
     _encoder_setup(self, (False, True) if self.bidirectional else (False,))
+    if self.head_hidden_dim:
+      # Named so that init.drop=^head (a new head) drops it with the output layer.
+      self.head_hidden = nn.Dense(self.head_hidden_dim, dtype=self.dtype, param_dtype=self.param_dtype)
     self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype)
 
   def __call__(self, token_ids, lengths, *, deterministic: bool = True):
@@ -226,7 +230,10 @@ class LSTMClassifier(nn.Module):
       most = jnp.where(lengths[:, None] > 0, most, 0.0)  # Filler rows (no tokens) read zeros.
       mean = jnp.sum(states * real, axis=1) / jnp.maximum(lengths, 1)[:, None].astype(states.dtype)
       features = jnp.concatenate([features, most, mean], axis=-1)
-    return self.head(self.drop(features, deterministic=deterministic))
+    features = self.drop(features, deterministic=deterministic)
+    if self.head_hidden_dim:
+      features = self.drop(nn.relu(self.head_hidden(features)), deterministic=deterministic)
+    return self.head(features)
 
   @staticmethod
   def slot_tokens(width: int):

@@ -28,7 +28,8 @@ def _mlp(own: dict, **common):
 def _lstm(own: dict, **common):
   return LSTMClassifier(hidden_dim=own['hidden_dim'], num_layers=own['num_layers'],
                         bidirectional=own['bidirectional'], forget_bias=own['forget_bias'],
-                        weight_drop=own.get('weight_drop', 0.0), pooling=own.get('pooling', 'last'), dtype=COMPUTE_DTYPES[own['dtype']], **common)
+                        weight_drop=own.get('weight_drop', 0.0), pooling=own.get('pooling', 'last'),
+                        head_hidden_dim=own.get('head_hidden_dim', 0), dtype=COMPUTE_DTYPES[own['dtype']], **common)
 
 
 def _lstm_lm(own: dict, num_classes, **common):

@@ -109,6 +109,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # Classifier only: what the head reads. last: the state after the last token; concat: that,
       # and the max and the mean of the states over the text (ULMFiT's concat pooling).
       pooling='last',
+      head_hidden_dim=(0, (0, None)),  # Classifier only: a ReLU layer between the pooled features and the output.
       forget_bias=0.0,  # Initial forget-gate bias (1.0 helps long texts).
       # bfloat16 runs the LSTM's matmuls on bf16 operands with f32 sums (parameters,
       # gradients, gates and cell state stay f32). Fast where the hardware has bf16 dot
