@@ -1,8 +1,9 @@
-"""Word-vector pretraining: what the vectors learn, how they start a classifier, bad input."""
+"""Word-vector pretraining: what the vectors learn, how they start a classifier or a language model, bad input."""
 import jax
 import numpy as np
 import pytest
 
+from bigjax import transfer
 from bigjax.errors import ConfigError
 from bigjax.pretrain import embeddings
 from bigjax.train import step as step_lib
@@ -73,3 +74,32 @@ def test_bad_pretrained_embeddings_get_one_clear_error(tmp_path):
   config.pretrain.window = 0
   with pytest.raises(ConfigError, match='pretrain.window=0 must be >= 1'):
     common.check_config(config)
+
+
+def test_a_language_model_starts_from_word_vectors_and_keeps_their_tokenizer(tmp_path):
+  from test_language_model import lm_config, write_reviews  # pylint: disable=g-import-not-at-top
+  config = lm_config(write_reviews(str(tmp_path / 'data')), **{'pretrain.min_count': 1, 'train.steps': 4,
+                                                               'checkpoint.every_steps': 2})
+  pretrain_embeddings.pretrain(config, str(tmp_path / 'w2v'))  # The language model's own config.
+  tokenizer, vectors, found = embeddings.load(str(tmp_path / 'w2v'))
+  assert found.sum() > 10 and not found[embeddings.special_ids(tokenizer)].any()
+
+  config.init.embeddings = str(tmp_path / 'w2v')
+  exp = common.build_lm_experiment(config, common.prepare_workdir(str(tmp_path / 'lm')))
+  assert (tmp_path / 'lm' / 'tokenizer.json').read_text() == (tmp_path / 'w2v' / 'tokenizer.json').read_text()
+  assert exp.tokenizer.vocab_size == tokenizer.vocab_size
+  start = jax.tree.map(np.asarray, exp.init_state().params)
+  scratch = jax.tree.map(np.asarray, step_lib.create_train_state(
+      exp.fns, exp.tx, jax.random.PRNGKey(config.seed), exp.train_batches.batch(0),
+      carry_rows=config.train.batch_size).params)
+  table = start['embedding']['embedding']  # Tied: the output layer's rows too.
+  ratio = table[found] / vectors[found]
+  np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)
+  np.testing.assert_array_equal(table[~found], scratch['embedding']['embedding'][~found])
+  fresh = transfer.leaf_paths(scratch)
+  for path, value in transfer.leaf_paths(start).items():  # Only the table differs from a fresh model.
+    if path != 'embedding/embedding':
+      np.testing.assert_array_equal(value, fresh[path])
+
+  results = common.run_training(config, str(tmp_path / 'lm'), build=common.build_lm_experiment)
+  assert results['step'] == 4 and np.isfinite(results['dev']['perplexity'])
