@@ -1,16 +1,20 @@
 """ULMFiT on IMDB (Howard & Ruder 2018): the classifier from an LSTM language model's encoder.
 
-  # 1. The language model on IMDB's train and unlabelled reviews (lm_imdb.py):
-  python -m experiments.pretrain --config=experiments/configs/lm_imdb.py --workdir=runs/lm_imdb
+  # 1. Word vectors, then the language model on IMDB's train and unlabelled reviews started
+  #    from them (lm_imdb.py):
+  python -m experiments.pretrain_embeddings --config=experiments/configs/lstm_imdb.py --workdir=runs/w2v_imdb
+  python -m experiments.pretrain --config=experiments/configs/lm_imdb.py --workdir=runs/lm_imdb \
+      --config.init.embeddings=runs/w2v_imdb
   # 2. (ULMFiT's stage 2, finetuning the LM on the task's own text, is stage 1 here: the
   #    LM already read IMDB's training reviews.)
   # 3. The classifier:
   python -m experiments.train --config=experiments/configs/ulmfit_imdb.py --workdir=runs/ulmfit_imdb \
       --config.init.checkpoint=runs/lm_imdb
-  # 4. Both directions, ULMFiT's best figure: a backward LM (6,000 windows, so that the two
-  #    LMs share the 60-minute budget), its classifier, and the two classifiers' ensemble:
+  # 4. Both directions, ULMFiT's best figure: a backward LM (3,000 windows, so that the
+  #    vectors and the two LMs share the 60-minute budget), its classifier, and the two
+  #    classifiers' ensemble:
   python -m experiments.pretrain --config=experiments/configs/lm_imdb.py --workdir=runs/lm_imdb_bwd \
-      --config.data.direction=backward --config.train.steps=6000
+      --config.init.embeddings=runs/w2v_imdb --config.data.direction=backward --config.train.steps=3000
   python -m experiments.train --config=experiments/configs/ulmfit_imdb.py --workdir=runs/ulmfit_imdb_bwd \
       --config.init.checkpoint=runs/lm_imdb_bwd --config.data.direction=backward
   python -m experiments.evaluate --workdir=runs/ulmfit_imdb,runs/ulmfit_imdb_bwd \
