@@ -21,8 +21,8 @@ carves it, with the same seed) and the 50,000 unlabelled ones; never dev or test
 The training budget is the 2-core CPU's: train.steps windows of 64 x 70 tokens (2.7 epochs),
 a sampled softmax over 1,024 negatives (the full 30k softmax would be 90 % of every step),
 full-softmax perplexity on 0.2 % of the reviews carved out for dev and as many for test
-(docs/pretraining.md). 12,000 windows took 40 to 47 minutes on the 2-core VM's fast days and
-would take ~80 on a slow one: lower --config.train.steps to keep within 60 minutes there.
+(docs/pretraining.md). 12,000 windows took 40 to 47 minutes on the 2-core VM on most days and
+would take ~80 on its slowest: lower --config.train.steps to keep within 60 minutes there.
 """
 import os
 

@@ -19,7 +19,8 @@ kept) on the finetuned encoder, with ULMFiT's concat pooling (last state, max an
 86.9 % test from the language model started from word vectors (3 seeds, docs/pretraining.md).
 From a scratch-started one, on SST-2's 6,920 sentences ULMFiT's classifier schedule (gradual
 unfreezing, discriminative rates, slanted triangular rates: ulmfit_imdb.py's recipe) did worse:
-80.9 % dev against this recipe's 82.2 % (3 seeds each, docs/pretraining.md). That schedule is a few overrides away:
+80.9 % dev against this recipe's 82.2 % (3 seeds each, docs/pretraining.md). That schedule is
+a few overrides away:
   --config.optim.schedule=slanted_triangular --config.optim.learning_rate=4e-3 --config.optim.clip_norm=1
   --config.optim.param_groups='^layers_=0.385@1,^embedding=0.148@2' --config.train.epochs=8
   --config.model.dropout=0.4
