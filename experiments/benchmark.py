@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from bigjax import bench
+from bigjax import hostcpu
 from bigjax.train import loop
 from experiments import common
 
@@ -118,7 +119,7 @@ def _measure(config, compiles: bench.CompileCounter) -> dict:
       'config': {'model': m.to_dict(), 'batch_size': config.train.batch_size, 'max_len': config.data.max_len,
                  'parallel': config.parallel, 'data': config.data.path or config.data.name},
       'devices': [str(d) for d in jax.devices()],
-      'host': {'minor_page_faults_per_step': faults_per_step},
+      'host': {'minor_page_faults_per_step': faults_per_step, 'cpu_bf16_instructions': hostcpu.native_bf16_matmuls()},
       'train': {'examples_per_s': examples_per_s, 'tokens_per_s': tokens_per_s,
                 'step_ms': 1000 * statistics.median(device_times) / k,
                 'pipeline_examples_per_s': pipeline_examples_per_s,
@@ -162,6 +163,8 @@ def print_table(r: dict) -> None:
       ('eval examples/s', f"{r['eval']['examples_per_s']:.0f}"),
       ('inference examples/s', f"{r['inference']['examples_per_s']:.0f}" if r['inference'] else '(a language model)'),
       ('peak host memory MiB', f"{r['memory']['peak_host_mib']:.0f}"),
+      ('CPU bf16 instructions', {True: 'yes', False: 'no (bf16 matmuls slower than f32)', None: 'unknown'}[
+          r['host']['cpu_bf16_instructions']]),
       ('page faults per train step', f"{r['host']['minor_page_faults_per_step']:.0f} (keep_freed_memory={r['host']['keep_freed_memory']})"),
   ]
   width = max(len(name) for name, _ in rows)

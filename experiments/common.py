@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from bigjax import hostcpu
 from bigjax import hostmem
 from bigjax import metrics as metrics_lib
 from bigjax import runs
@@ -156,7 +157,17 @@ def prepare_classification_data(config: ml_collections.ConfigDict, workdir: Opti
 
 
 def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int):
+  warn_if_no_bf16_instructions(c)
   return registry.from_section(c.to_dict(), vocab_size=vocab_size, num_classes=num_classes)
+
+
+def warn_if_no_bf16_instructions(c: ml_collections.ConfigDict) -> None:
+  """A bf16 LSTM on a CPU without bf16 instructions trains slower than float32 (bigjax/hostcpu.py)."""
+  if c.name in ('lstm',) + LANGUAGE_MODELS and c.lstm.dtype == 'bfloat16' and jax.default_backend() == 'cpu' \
+      and hostcpu.native_bf16_matmuls() is False:
+    logging.warning('model.lstm.dtype=bfloat16 on a CPU without bf16 instructions (no avx512_bf16, amx_bf16 or '
+                    'bf16 in /proc/cpuinfo): its bf16 matmuls are slower than float32 ones, and float32 trained 1.2-1.4x '
+                    'faster on such a CPU (docs/RESULTS.md); set --config.model.lstm.dtype=float32 for speed')
 
 
 def param_groups(c: ml_collections.ConfigDict) -> list:

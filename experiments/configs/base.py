@@ -113,8 +113,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       forget_bias=0.0,  # Initial forget-gate bias (1.0 helps long texts).
       # bfloat16 runs the LSTM's matmuls on bf16 operands with f32 sums (parameters,
       # gradients, gates and cell state stay f32). Fast where the hardware has bf16 dot
-      # instructions (AVX512-BF16/AMX CPUs, GPUs, TPUs); elsewhere XLA must emulate them,
-      # likely slower than float32 (not measured: this project's CPU has them).
+      # instructions (AVX512-BF16/AMX CPUs, GPUs, TPUs); on an AVX2-only CPU float32 trained
+      # 1.24-1.37x faster (docs/RESULTS.md), and a bf16 run there warns (bigjax/hostcpu.py).
       dtype='float32',  # float32 | bfloat16
       tie_embeddings=False,  # Language model only: the output layer is the embedding table.
       # Language model only: drop whole input vectors (AWD-LSTM's embedding dropout, per position).

@@ -23,6 +23,8 @@ a sampled softmax over 1,024 negatives (the full 30k softmax would be 90 % of ev
 full-softmax perplexity on 0.2 % of the reviews carved out for dev and as many for test
 (docs/pretraining.md). 12,000 windows took 40 to 47 minutes on the 2-core VM on most days and
 would take ~80 on its slowest: lower --config.train.steps to keep within 60 minutes there.
+The LSTM's matmuls take bf16 operands; on a CPU without bf16 instructions (the run warns)
+--config.model.lstm.dtype=float32 trains 1.24x faster (docs/RESULTS.md).
 """
 import os
 

@@ -30,8 +30,8 @@ def get_config(arg: str = ''):
   c.data.smallest_bucket = 8
   c.data.bucket_growth = 1.15
   # bf16 matmul operands, f32 sums: the same test accuracy over 3 seeds (84.04 % against
-  # 84.13 % in f32) and 1.2-1.6x the train tokens/s on the 2-core CPU (docs/RESULTS.md). Set
-  # float32 where the hardware has no bf16 dot instructions.
+  # 84.13 % in f32) and 1.2-1.6x the train tokens/s on a CPU with bf16 instructions
+  # (docs/RESULTS.md). Without them float32 is 1.37x faster (the run warns): set it there.
   c.model.lstm.dtype = 'bfloat16'
   # Word vectors for SST-2's vocabulary, learned from IMDB's train and unlabelled reviews
   # (72,500, never its test) and SST-2's own train split.
