@@ -17,15 +17,10 @@ def native_bf16_matmuls(cpuinfo_path: str = '/proc/cpuinfo') -> Optional[bool]:
   (not Linux, or no flags line in it)."""
   try:
     with open(cpuinfo_path, encoding='utf-8', errors='replace') as f:
-      lines = f.readlines()
+      for line in f:
+        key, sep, value = line.partition(':')
+        if sep and key.strip() in ('flags', 'Features'):  # x86 names the line 'flags', Arm 'Features'.
+          return not BF16_FLAGS.isdisjoint(value.split())
   except OSError:
-    return None
-  flags = None
-  for line in lines:
-    key, sep, value = line.partition(':')
-    if sep and key.strip() in ('flags', 'Features'):  # x86 names the line 'flags', Arm 'Features'.
-      flags = set(value.split())
-      break
-  if flags is None:
-    return None
-  return bool(flags & BF16_FLAGS)
+    pass
+  return None

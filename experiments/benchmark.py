@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 from bigjax import bench
 from bigjax import hostcpu
+from bigjax.models import registry
 from bigjax.train import loop
 from experiments import common
 
@@ -80,7 +81,7 @@ def _measure(config, compiles: bench.CompileCounter) -> dict:
   pipeline_examples_per_s = statistics.median(e / t for (e, _), t in zip(window_totals, pipeline_times))
 
   m = config.model
-  own = m.lstm if language_model else m[m.name]
+  own = m[registry.own_section_name(m.name)]
   # A language model's training logits per token: the target and the sampled negatives, or the vocabulary.
   outputs = ((1 + config.lm.negatives) if config.lm.negatives else exp.derived['vocab_size']) if language_model \
       else exp.derived['num_classes']
@@ -110,7 +111,7 @@ def _measure(config, compiles: bench.CompileCounter) -> dict:
                  'batch_size': config.train.eval_batch_size}
   # The f32 ceiling is the common yardstick; bf16 operands also get their own, which says how
   # far a bf16 step is from what the hardware's bf16 units do.
-  matmul_dtype = m.lstm.dtype if m.name in ('lstm', 'lstm_lm') else 'float32'
+  matmul_dtype = own.get('dtype', 'float32')
   ceilings = {'float32': bench.matmul_ceiling(dtype=jnp.float32)}
   if matmul_dtype != 'float32':
     ceilings[matmul_dtype] = bench.matmul_ceiling(dtype=jnp.dtype(matmul_dtype))

@@ -163,11 +163,12 @@ def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int)
 
 def warn_if_no_bf16_instructions(c: ml_collections.ConfigDict) -> None:
   """A bf16 LSTM on a CPU without bf16 instructions trains slower than float32 (bigjax/hostcpu.py)."""
-  if c.name in ('lstm',) + LANGUAGE_MODELS and c.lstm.dtype == 'bfloat16' and jax.default_backend() == 'cpu' \
-      and hostcpu.native_bf16_matmuls() is False:
-    logging.warning('model.lstm.dtype=bfloat16 on a CPU without bf16 instructions (no avx512_bf16, amx_bf16 or '
-                    'bf16 in /proc/cpuinfo): its bf16 matmuls are slower than float32 ones, and float32 trained 1.2-1.4x '
-                    'faster on such a CPU (docs/RESULTS.md); set --config.model.lstm.dtype=float32 for speed')
+  bf16 = c[registry.own_section_name(c.name)].get('dtype') == 'bfloat16'
+  if bf16 and jax.default_backend() == 'cpu' and hostcpu.native_bf16_matmuls() is False:
+    logging.warning('model.lstm.dtype=bfloat16 on a CPU without bf16 instructions (no avx512_bf16, amx_bf16 '
+                    'or bf16 in /proc/cpuinfo): its bf16 matmuls are slower than float32 ones, and float32 '
+                    'trained 1.2-1.4x faster on such a CPU (docs/RESULTS.md); set '
+                    '--config.model.lstm.dtype=float32 for speed')
 
 
 def param_groups(c: ml_collections.ConfigDict) -> list:

@@ -45,10 +45,15 @@ def _lstm_lm(own: dict, num_classes, **common):
 _FROM_SECTION = {'mlp': _mlp, 'lstm': _lstm, 'lstm_lm': _lstm_lm}
 
 
+def own_section_name(name: str) -> str:
+  """The model section's part with a model's own settings: the language model reads the LSTM's."""
+  return 'lstm' if name == 'lstm_lm' else name
+
+
 def section_of(model_section: dict) -> dict:
   """The part of a model section that the chosen model reads: what makes two runs' models the same."""
   name = model_section['name']
-  own = 'lstm' if name == 'lstm_lm' else name
+  own = own_section_name(name)
   return {'name': name, 'embed_dim': model_section['embed_dim'], 'dropout': model_section['dropout'],
           own: dict(model_section[own])}
 
@@ -58,7 +63,7 @@ def from_section(model_section: dict, *, vocab_size: int, num_classes: int):
   name = model_section['name']
   if name not in _FROM_SECTION:
     raise ValueError(f'unknown model {name!r}; known: {sorted(_FROM_SECTION)}')
-  own = model_section['lstm' if name == 'lstm_lm' else name]
+  own = model_section[own_section_name(name)]
   return _FROM_SECTION[name](own, vocab_size=vocab_size, num_classes=num_classes,
                              embed_dim=model_section['embed_dim'], dropout=model_section['dropout'])
 
