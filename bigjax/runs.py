@@ -38,6 +38,19 @@ class Run:
   def label_names(self) -> list:
     return self.derived.get('label_names') or [str(i) for i in range(self.derived['num_classes'])]
 
+  def with_max_len(self, max_len: int) -> 'Run':
+    """This run reading at most `max_len` tokens of each text (its data.keep saying which),
+    the batch widths recomputed up to it: how much of a long text the model's answer needs.
+
+    The models read any width, so a run trained on texts cut short can read them whole.
+    """
+    if max_len < 1:
+      raise ConfigError(f'max_len must be at least 1, got {max_len}')
+    data = dict(self.config['data'], max_len=max_len)
+    boundaries = batching.bucket_boundaries(max_len, min(data['smallest_bucket'], max_len), data['bucket_growth'])
+    return dataclasses.replace(self, config=dict(self.config, data=data),
+                               derived=dict(self.derived, bucket_boundaries=list(boundaries)))
+
   def encode(self, texts):
     """Token id rows, as the run encoded its data (max_len, truncation side, direction)."""
     data = self.config['data']

@@ -10,6 +10,8 @@ runs' folders alone.
 a folder or the IMDB archive: its test split). Labels must be the run's classes (by name,
 or by id for integer labels). Prints the report that results.json gives for test
 (accuracy, macro-F1, per-class F1, confusion matrix, loss); --json_out also writes it.
+--max_len=N reads at most N tokens of each text instead of the run's data.max_len: what
+reading long texts whole (or cut short) changes for the same model.
 The training data need not exist any more: the run's tokenizer, config and best
 checkpoint are all it needs. With several runs the report is the ensemble's, and
 `members` gives each run's own accuracy.
@@ -28,6 +30,7 @@ _ENCODING = flags.DEFINE_string('encoding', '', "The data's encoding (default: t
 _TEXT_COLUMN = flags.DEFINE_string('text_column', '', 'For .tsv/.csv/.jsonl (default: the run\'s).')
 _LABEL_COLUMN = flags.DEFINE_string('label_column', '', 'For .tsv/.csv/.jsonl (default: the run\'s).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 256, 'Examples per evaluation batch.')
+_MAX_LEN = flags.DEFINE_integer('max_len', 0, "Tokens read of each text (0: the run's data.max_len).")
 _JSON_OUT = flags.DEFINE_string('json_out', '', 'Also write the report here.')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.')
 
@@ -35,6 +38,8 @@ _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.
 def main(argv):
   def run():
     members = [runs.load_run(workdir) for workdir in _WORKDIR.value]
+    if _MAX_LEN.value:
+      members = [member.with_max_len(_MAX_LEN.value) for member in members]
     flagged = {'encoding': _ENCODING.value, 'text_column': _TEXT_COLUMN.value, 'label_column': _LABEL_COLUMN.value}
     flagged = {key: value for key, value in flagged.items() if value}
     split = common.labelled_examples(members[0], _DATA.value, **flagged)

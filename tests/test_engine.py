@@ -155,6 +155,28 @@ def test_load_run_needs_no_training_data(trained_run, tmp_path):
   assert run.label_names == ['0', '1'] and run.step == results['best_step']
 
 
+def test_a_run_told_another_max_len_reads_that_many_tokens_of_each_text(trained_run):
+  data, workdir, _ = trained_run
+  run = runs.load_run(workdir)
+  with open(os.path.join(data, 'test.txt'), encoding='utf-8') as f:
+    lines = [line.split(' ', 1)[1].strip() for line in f][:12]
+  texts = [' '.join(lines[i:i + 6]) for i in range(0, 12, 6)] + lines[:2]  # Two texts past max_len 24.
+  assert [len(row) for row in run.encode(texts)] == [24, 24] + [len(r) for r in run.tokenizer.encode(texts[2:], 24)]
+  whole = run.with_max_len(200)
+  rows = whole.encode(texts)
+  assert min(len(row) for row in rows[:2]) > 24 and [len(r) for r in rows[2:]] == [len(r) for r in run.encode(texts[2:])]
+  assert max(whole.derived['bucket_boundaries']) == 200 and run.derived['bucket_boundaries'][-1] == 24
+  # Each text's probabilities are the model's on all of its tokens, whatever the batch's padding.
+  alone = [np.asarray(jax.nn.softmax(run.fns.logits(run.params, jnp.asarray(row)[None], jnp.array([len(row)]), None)))[0]
+           for row in rows]
+  np.testing.assert_allclose(whole.probabilities(texts), alone, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(run.probabilities(texts)[:2], alone[:2], atol=1e-6)  # Cut at 24, the long ones differ.
+  np.testing.assert_array_equal(run.with_max_len(24).probabilities(texts), run.probabilities(texts))
+  assert max(len(row) for row in run.with_max_len(3).encode(texts)) == 3
+  with pytest.raises(ConfigError, match='max_len must be at least 1'):
+    run.with_max_len(0)
+
+
 def test_finetuning_from_a_run_copies_all_but_the_dropped_output_layer(trained_run, tmp_path):
   _, workdir, _ = trained_run
   three_classes = write_corpus(str(tmp_path / 'data3'), sizes=(300, 60, 60), num_classes=3)
