@@ -27,7 +27,8 @@ only, epoch 1 adds the LSTM at 1/2.6 of the rate, epoch 2 the embeddings at 1/2.
 epochs 3-4 train everything (fastai's ULMFiT recipe: 1 + 1 + 1 + 2 epochs), under a slanted
 triangular schedule over all 5; the best dev epoch is kept. Reviews are read whole up to 512
 tokens, and their last 512 beyond that: 11 % of the training reviews are longer (9 % of all
-tokens are cut; the longest has 2,796). --config.data.max_len=4096 reads every review whole.
+tokens are cut; the longest has 2,796). --config.data.max_len=4096 reads every review whole
+(seed 0: 92.38 % test; the same model cut to 512 tokens: 92.18 %).
 Either way gradients flow through every token read: one scan over the review, rather than
 ULMFiT's BPT3C chunks, which exist to bound GPU memory; on this CPU the whole review fits
 (docs/pretraining.md, "Whole reviews").
