@@ -47,7 +47,7 @@ class Run:
     if max_len < 1:
       raise ConfigError(f'max_len must be at least 1, got {max_len}')
     data = dict(self.config['data'], max_len=max_len)
-    boundaries = batching.bucket_boundaries(max_len, min(data['smallest_bucket'], max_len), data['bucket_growth'])
+    boundaries = batching.bucket_boundaries(max_len, data['smallest_bucket'], data['bucket_growth'])
     return dataclasses.replace(self, config=dict(self.config, data=data),
                                derived=dict(self.derived, bucket_boundaries=list(boundaries)))
 
