@@ -7,6 +7,9 @@ from typing import Optional
 
 import numpy as np
 
+from bigjax import files
+from bigjax.errors import DataError
+
 
 def classification_report(confusion: np.ndarray) -> dict:
   """Accuracy, macro-F1 and per-class F1 from a confusion matrix (rows: true, cols: predicted)."""
@@ -26,18 +29,42 @@ def classification_report(confusion: np.ndarray) -> dict:
   }
 
 
-def _kept_on_resume(line: str, step: int) -> bool:
-  """Whether a metrics.jsonl line survives a resume from `step`.
+def _kept_on_resume(record: dict, step: int) -> bool:
+  """Whether a metrics.jsonl record survives a resume from `step`.
 
   Records of steps after it are replayed (and written again) by the resumed run; the final
-  test is written again when the run ends; a partial last line (a SIGKILL mid-write) is dropped.
+  test is written again when the run ends.
   """
-  try:
-    record = json.loads(line)
-  except json.JSONDecodeError:
-    return False
-  return isinstance(record, dict) and (record.get('step', 0) < step or (record.get('step') == step
-                                                                          and record.get('kind') != 'test'))
+  return record.get('step', 0) < step or (record.get('step') == step and record.get('kind') != 'test')
+
+
+def _records(path: str, text: str) -> list:
+  """(line, record) of each record in metrics.jsonl's text; a DataError naming the line for a
+  damaged one.
+
+  Only the last line may be partial: a run killed mid-write (SIGKILL) leaves it without its
+  newline, and that is expected, so it is dropped. Every other line was complete when
+  written, and start() rewrites the file (atomically) before a resumed run appends to it, so
+  an unreadable line before the last is damage from elsewhere (a bad copy): an error, rather
+  than records silently lost from the history.
+  """
+  lines = text.split('\n')
+  records = []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      record, problem = json.loads(line), ''
+    except json.JSONDecodeError as e:
+      record, problem = None, f'not valid JSON (column {e.colno}: {e.msg})'
+    if not problem and not isinstance(record, dict):
+      problem = f'{files.json_type(record)} where the run writes an object'
+    if problem and number == len(lines):  # No newline after it: the partial last line of a killed run.
+      continue
+    if problem:
+      raise DataError(f'{path}:{number}: {problem}; {files.COPY_AGAIN}, or delete that line to resume without it')
+    records.append((line, record))
+  return records
 
 
 class MetricWriter:
@@ -61,8 +88,8 @@ class MetricWriter:
     path = os.path.join(self._workdir, 'metrics.jsonl')
     if os.path.exists(path):
       with open(path, encoding='utf-8', errors='replace') as f:
-        lines = f.read().split('\n')
-      kept = [line for line in lines if line.strip() and _kept_on_resume(line, step)]
+        records = _records(path, f.read())  # Checked before anything is rewritten.
+      kept = [line for line, record in records if _kept_on_resume(record, step)]
       with open(path + '.tmp', 'w', encoding='utf-8') as f:
         f.write(''.join(line + '\n' for line in kept))
       os.replace(path + '.tmp', path)

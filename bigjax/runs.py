@@ -5,7 +5,6 @@ never the dataset, so evaluation, finetuning, compression, attributions and expo
 where the training data is gone.
 """
 import dataclasses
-import json
 import os
 from typing import Any, Sequence
 
@@ -13,11 +12,12 @@ import jax
 import numpy as np
 
 from bigjax import checkpoint as checkpoint_lib
+from bigjax import files
 from bigjax import metrics
 from bigjax.compress import quantize as quantize_lib
 from bigjax.data import batching
 from bigjax.data.tokenizer import Tokenizer
-from bigjax.errors import ConfigError
+from bigjax.errors import ConfigError, DataError
 from bigjax.models import registry
 from bigjax.tasks.classification import Classification, at_least_f32
 from bigjax.types import ModelFns
@@ -113,12 +113,27 @@ def ensemble_report(members: Sequence[Run], texts, labels, batch_size: int = 256
 
 
 def read_run_info(workdir: str) -> dict:
+  """The run's config.json, checked for what the post-training stages read of it (a DataError
+  naming the file if it is damaged)."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise ConfigError(f'{workdir} is not a bigjax run: it has no config.json (a training run writes it when it '
                       'starts)')
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  info = files.read_json(path, ('config', 'derived'))
+  config = files.check_object(info['config'], f'{path} (its config)', ('model', 'data'))
+  for section in ('model', 'data'):
+    files.check_object(config[section], f'{path} (its config.{section})')
+  derived = files.check_object(info['derived'], f'{path} (its derived)', ('vocab_size', 'num_classes'))
+  num_classes, names = derived['num_classes'], derived.get('label_names')
+  if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+    raise DataError(f'{path}: derived.num_classes is {num_classes!r}, not a count; {files.COPY_AGAIN}')
+  # The label names are the classes' names in every report and prediction: a wrong list would
+  # mislabel them silently. [] or none: the names are the class ids.
+  if names and not (isinstance(names, list) and len(names) == num_classes
+                    and all(isinstance(name, str) for name in names)):
+    raise DataError(f'{path}: derived.label_names is {repr(names)[:80]}, not the names of the {num_classes} '
+                    f'classes; {files.COPY_AGAIN}')
+  return info
 
 
 def load_run(workdir: str) -> Run:
@@ -130,6 +145,11 @@ def load_run(workdir: str) -> Run:
   workdir = os.path.abspath(workdir)
   info = read_run_info(workdir)
   config, derived = info['config'], info['derived']
+  # Before the checkpoint (seconds to restore): a damaged file of the run fails at once.
+  tokenizer = Tokenizer.load(workdir, remedy=files.COPY_AGAIN)
+  if tokenizer.vocab_size != derived['vocab_size']:  # Ids past the embedding table would be read as others.
+    raise DataError(f'{os.path.join(workdir, "tokenizer.json")} has {tokenizer.vocab_size} entries where the run\'s '
+                    f'config.json says {derived["vocab_size"]}: it is another run\'s; copy the run\'s own again')
   model = registry.from_section(config['model'], vocab_size=derived['vocab_size'],
                                 num_classes=derived['num_classes'])
   width = max(derived.get('bucket_boundaries') or [config['data']['max_len']])
@@ -157,4 +177,4 @@ def load_run(workdir: str) -> Run:
     model, params, fns = quantize_lib.for_inference(model, params, quantization['mode'],
                                                     quantization['activations'])
   return Run(workdir=workdir, config=config, derived=derived, model=model, fns=fns,
-             params=jax.device_get(params), step=step, tokenizer=Tokenizer.load(workdir))
+             params=jax.device_get(params), step=step, tokenizer=tokenizer)

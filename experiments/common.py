@@ -13,7 +13,6 @@ import os
 import re
 import runpy
 import sys
-import tempfile
 import traceback
 from typing import Any, Callable, Optional
 
@@ -29,6 +28,7 @@ from bigjax import hostmem
 from bigjax import metrics as metrics_lib
 from bigjax import runs
 from bigjax import transfer
+from bigjax import workdirs
 from bigjax.compress import distill as distill_lib
 from bigjax.compress import pruning as pruning_lib
 from bigjax.compress import quantize as quantize_lib
@@ -81,20 +81,11 @@ def define_job_flags() -> Callable[[], None]:
                                         process_id=process_id.value, auto=auto.value, cpu_devices=cpu_devices.value)
 
 
-def prepare_workdir(workdir: str) -> str:
-  if not workdir:
-    raise ConfigError('--workdir is required: the folder for checkpoints, logs and results')
-  workdir = os.path.abspath(workdir)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    # A probe of its own per process: with one shared name, another host's process could
-    # delete it in between (seen in the 2-process test).
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_test_') as probe:
-      probe.write(b'ok')
-      probe.flush()
-  except OSError as e:
-    raise ConfigError(f'--workdir={workdir} cannot be written ({e.strerror}); choose a writable folder') from e
-  return workdir
+def claim_workdir(config: ml_collections.ConfigDict, workdir: str, command: str) -> str:
+  """The run folder, checked and created for `command` (bigjax.workdirs.claim) with the
+  folders the config starts or learns from as its inputs."""
+  return workdirs.claim(workdir, command, workdirs.config_inputs(config.to_dict()),
+                        record=jax.process_index() == 0)
 
 
 # What a data section's splits depend on, beside its source (tokenizer keys are separate).
@@ -476,12 +467,15 @@ def tokenizer_trainer(c: ml_collections.ConfigDict) -> Callable[[list[str]], Tok
 
 
 def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_steps=None,
-                 build: Callable = build_experiment) -> dict:
+                 build: Callable = build_experiment, command: str = '') -> dict:
   """Trains (resuming from workdir), then tests the best-dev checkpoint; returns results.json's content.
 
   build: build_experiment (a classifier) or build_lm_experiment (a language model).
+  command: what writes the run folder (default: experiments.train or experiments.pretrain),
+    which only that command may resume (bigjax.workdirs).
   """
-  workdir = prepare_workdir(workdir)
+  command = command or ('experiments.pretrain' if build is build_lm_experiment else 'experiments.train')
+  workdir = claim_workdir(config, workdir, command)
   use_compilation_cache(config)
   exp = build(config, workdir)
   is_main = jax.process_index() == 0

@@ -3,7 +3,7 @@
 The library half of experiments.learning_curve (no flags here, so tests import it). Each
 point is an ordinary `experiments.train` run in its own folder, OUT/START/nBUDGET_sSEED,
 launched as a subprocess with `--config.data.train_limit=BUDGET --config.seed=SEED` on top
-of the start's own config and overrides. A folder that already holds results.json is read,
+of the start's own config and overrides (its log beside it, OUT/START/nBUDGET_sSEED.log). A folder that already holds results.json is read,
 not rerun, and an interrupted one resumes from its checkpoints: a killed curve loses at
 most the run in progress's steps since its last checkpoint.
 """
@@ -23,6 +23,7 @@ matplotlib.use('Agg')  # Files only: no display here.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from bigjax import files
 from bigjax.errors import ConfigError
 
 ALL = 0  # The budget that keeps every training label (data.train_limit=0).
@@ -69,6 +70,21 @@ class Point:
   def folder(self, out: str) -> str:
     return os.path.join(out, self.start, f'n{self.budget or "all"}_s{self.seed}')
 
+  def log(self, out: str) -> str:
+    return self.folder(out) + '.log'
+
+
+def input_folders(starts: Sequence[Start], extra: Sequence[str] = ()) -> dict:
+  """{override: folder} of the folders the runs start or learn from (init.checkpoint,
+  init.embeddings, distill.teacher), which the curve's folder must stay apart from."""
+  keys = ('--config.init.checkpoint=', '--config.init.embeddings=', '--config.distill.teacher=')
+  found = {}
+  for word in [*extra, *(o for s in starts for o in s.overrides)]:
+    for key in keys:
+      if word.startswith(key) and word[len(key):]:
+        found[f'{key[:-1]} (in a --start)'] = os.path.join(ROOT, word[len(key):])
+  return found
+
 
 def plan(starts: Sequence[Start], budgets: Sequence[int], seeds: int, full_seeds: int) -> list[Point]:
   """Every run of the curve: `seeds` seeds at each label budget, `full_seeds` with all labels."""
@@ -106,13 +122,16 @@ def run_all(starts: Sequence[Start], points: Sequence[Point], out: str, extra: S
       eta = f', ETA {_duration(trained_seconds / trained * to_train)}' if trained else ''
       log(f'[{i}/{len(points)}] {folder}: training ({to_train} {"run" if to_train == 1 else "runs"} to go{eta})')
       began = time.perf_counter()
-      os.makedirs(folder, exist_ok=True)
-      with open(os.path.join(folder, 'train.log'), 'a', encoding='utf-8') as log_file:
+      os.makedirs(os.path.dirname(folder), exist_ok=True)
+      # The log sits beside the run's folder: the run claims its folder (bigjax.workdirs) and
+      # refuses one that holds files it did not write.
+      log_path = point.log(out)
+      with open(log_path, 'a', encoding='utf-8') as log_file:
         finished = subprocess.run(command(by_name[point.start], point, out, extra), cwd=ROOT, stdout=log_file,
                                   stderr=subprocess.STDOUT, check=False)
       if finished.returncode != 0 or not os.path.exists(results_path):
-        raise ConfigError(f'the run in {folder} failed (exit {finished.returncode}); its log: '
-                          f'{os.path.join(folder, "train.log")}. Rerun the same command to go on from there.')
+        raise ConfigError(f'the run in {folder} failed (exit {finished.returncode}); its log: {log_path}. Rerun '
+                          'the same command to go on from there.')
       trained_seconds, trained = trained_seconds + time.perf_counter() - began, trained + 1
     records.append(read_record(point, folder))
   return records
@@ -124,10 +143,10 @@ def _duration(seconds: float) -> str:
 
 
 def read_record(point: Point, folder: str) -> dict:
-  with open(os.path.join(folder, 'results.json'), encoding='utf-8') as f:
-    results = json.load(f)
-  with open(os.path.join(folder, 'config.json'), encoding='utf-8') as f:
-    derived = json.load(f)['derived']
+  results = files.read_json(os.path.join(folder, 'results.json'), ('test', 'dev'))
+  path = os.path.join(folder, 'config.json')
+  derived = files.check_object(files.read_json(path, ('derived',))['derived'], f'{path} (its derived)',
+                               ('train_examples',))
   return {'start': point.start, 'budget': point.budget, 'seed': point.seed, 'workdir': folder,
           'train_examples': derived['train_examples'], 'test_accuracy': results['test']['accuracy'],
           'dev_accuracy': results['dev']['accuracy']}

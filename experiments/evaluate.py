@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 
 from bigjax import runs
+from bigjax import workdirs
 from bigjax.errors import ConfigError
 from experiments import common
 
@@ -37,6 +38,7 @@ _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.
 
 def main(argv):
   def run():
+    workdirs.check_report_file(_JSON_OUT.value, '--json_out')
     members = [runs.load_run(workdir) for workdir in _WORKDIR.value]
     if _MAX_LEN.value:
       members = [member.with_max_len(_MAX_LEN.value) for member in members]

@@ -12,6 +12,10 @@ against), then integrated gradients' completeness error and, over all texts, the
 faithfulness table (ERASER comprehensiveness / sufficiency AOPC, deletion curve, random
 scores as the floor). --html writes a self-contained page, --json one JSON line per text,
 --summary_json the completeness statistics and the faithfulness table. docs/attributions.md.
+
+A text the run's tokenizer reads no tokens in (empty, blank, only whitespace) has nothing to
+attribute: it is skipped and named (--text='...', FILE:LINE or DATA example N) in a line before
+the summary, which covers only the texts explained; if no text has a token, that is an error.
 """
 import json
 import sys
@@ -20,14 +24,15 @@ from absl import app
 from absl import flags
 
 from bigjax import runs
+from bigjax import workdirs
 from bigjax.interpret import attributions, explanations, render
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run.')
 _TEXT = flags.DEFINE_multi_string('text', [], 'A text to explain (repeatable).')
-_FILE = flags.DEFINE_string('file', '', 'A file of texts to explain, one per line (blank lines skipped).')
+_FILE = flags.DEFINE_string('file', '', 'A file of texts to explain, one per line (blank lines skipped and named).')
 _DATA = flags.DEFINE_string('data', '', 'A labelled data file or folder (as experiments.evaluate reads).')
-_LIMIT = flags.DEFINE_integer('limit', 0, 'Explain only the first N texts (0: all).')
+_LIMIT = flags.DEFINE_integer('limit', 0, 'Explain only the first N texts with tokens (0: all).')
 _METHODS = flags.DEFINE_list('methods', list(attributions.METHODS), 'Attribution methods.')
 _STEPS = flags.DEFINE_integer('steps', 64, "Integrated gradients' interpolation steps.")
 _BASELINE = flags.DEFINE_enum('baseline', 'zeros', attributions.BASELINES, 'What the path starts from.')
@@ -46,31 +51,74 @@ _SUMMARY_JSON = flags.DEFINE_string('summary_json', '', 'Write the completeness 
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.')
 
 
+_NAMED = 5  # Texts without tokens named in a message; the rest are counted.
+
+
+def _short(text: str, width: int = 40) -> str:
+  return repr(text if len(text) <= width else text[:width - 1] + '…')
+
+
 def _texts(trained):
+  """The texts to explain, their gold labels (None where unlabelled) and where each came from."""
   texts, gold = list(_TEXT.value), [None] * len(_TEXT.value)
+  sources = [f'--text={_short(t)}' for t in texts]
   if _FILE.value:
     try:
       with open(_FILE.value, encoding=trained.config['data']['encoding']) as f:
-        lines = [line.strip() for line in f if line.strip()]
+        lines = [line.strip() for line in f]
     except (OSError, UnicodeDecodeError) as e:
       raise common.ConfigError(f'--file={_FILE.value}: cannot read it ({e}); give a text file, one text per line')
+    if not lines and not texts and not _DATA.value:
+      raise common.ConfigError(f'nothing to explain: --file={_FILE.value} is empty')
+    # Blank lines stay in, with their line numbers, so that they are named where they are skipped.
     texts, gold = texts + lines, gold + [None] * len(lines)
+    sources += [f'{_FILE.value}:{n}' for n in range(1, len(lines) + 1)]
   if _DATA.value:
     split = common.labelled_examples(trained, _DATA.value)
     texts, gold = texts + list(split.texts), gold + [int(label) for label in split.labels]
+    sources += [f'{_DATA.value} example {n}' for n in range(1, len(split.texts) + 1)]
   if not texts:
     raise common.ConfigError('nothing to explain: give --text="...", --file=TEXTS.txt or --data=LABELLED_FILE')
-  if _LIMIT.value > 0:
-    texts, gold = texts[:_LIMIT.value], gold[:_LIMIT.value]
-  return texts, gold
+  return texts, gold, sources
+
+
+def _named(sources: list) -> str:
+  more = len(sources) - _NAMED
+  return ', '.join(sources[:_NAMED]) + (f' and {more} more' if more > 0 else '')
+
+
+def _with_tokens(trained, texts, gold, sources):
+  """The texts the run reads tokens in (the first --limit of them), their gold labels, and the
+  sources of those before them it reads none in.
+
+  A text without tokens has nothing to attribute or delete: left in, it would show an empty
+  heat-map, and alone, summaries over no texts (NaN).
+  """
+  has_tokens = [len(row) > 0 for row in trained.encode(texts)]
+  kept, skipped = [], []
+  for i, ok in enumerate(has_tokens):
+    if 0 < _LIMIT.value <= len(kept):
+      break
+    (kept if ok else skipped).append(i)
+  if not kept:
+    if not _TEXT.value and not _DATA.value:  # All from --file: name the file (its lines are in it).
+      raise common.ConfigError(f'nothing to explain: --file={_FILE.value} has no line with a token (each of its '
+                               f'{len(texts)} lines is blank or has only what the tokenizer drops)')
+    if len(skipped) == 1:
+      raise common.ConfigError(f'nothing to explain: {sources[skipped[0]]} has no tokens')
+    raise common.ConfigError(f'nothing to explain: none of the {len(skipped)} texts has a token (each is blank '
+                             f'or has only what the tokenizer drops): {_named([sources[i] for i in skipped])}')
+  return [texts[i] for i in kept], [gold[i] for i in kept], [sources[i] for i in skipped]
 
 
 def main(argv):
   def run():
     if _BATCH_SIZE.value < 1:
       raise common.ConfigError(f'--batch_size={_BATCH_SIZE.value} must be at least 1')
+    for flag, path in (('--html', _HTML.value), ('--json', _JSON.value), ('--summary_json', _SUMMARY_JSON.value)):
+      workdirs.check_report_file(path, flag)
     trained = runs.load_run(_WORKDIR.value)
-    texts, gold = _texts(trained)
+    texts, gold, skipped = _with_tokens(trained, *_texts(trained))
     fns = explanations.float32_fns(trained) if _FLOAT32.value else trained.fns
     attributor = attributions.Attributor(fns, trained.params, steps=_STEPS.value, baseline=_BASELINE.value,
                                          output=_OUTPUT.value, rule=_RULE.value)
@@ -83,7 +131,10 @@ def main(argv):
     shown = explained if _SHOW.value < 0 else explained[:_SHOW.value]
     for e in shown:
       print(render.terminal(e, _METHODS.value[0], color=color, gold_names=trained.label_names))
-    summary = {'workdir': trained.workdir, 'step': trained.step, 'texts': len(explained),
+    if skipped:
+      print(f'skipped {len(skipped)} text{"s" if len(skipped) > 1 else ""} with no tokens (nothing to '
+            f'attribute): {_named(skipped)}')
+    summary = {'workdir': trained.workdir, 'step': trained.step, 'texts': len(explained), 'skipped': skipped,
                'settings': {**attributor.settings, 'float32': _FLOAT32.value, 'methods': _METHODS.value},
                'completeness': completeness, 'faithfulness': table}
     print(render.summary_lines(summary))
@@ -92,7 +143,7 @@ def main(argv):
     if _HTML.value:
       with open(_HTML.value, 'w', encoding='utf-8') as f:
         f.write(render.html_page(explained, meta=meta, faithfulness_table=table, completeness=completeness,
-                                 gold_names=trained.label_names))
+                                 gold_names=trained.label_names, skipped=skipped))
     if _JSON.value:
       with open(_JSON.value, 'w', encoding='utf-8') as f:
         for e in explained:

@@ -18,6 +18,7 @@ from absl import logging
 import ml_collections
 
 from bigjax import runs
+from bigjax import workdirs
 from bigjax.data import sources
 from bigjax.errors import BigjaxError
 from bigjax.export import export, model_card
@@ -57,6 +58,7 @@ def main(argv):
   def run():
     if _BINS.value < 1:
       raise common.ConfigError(f'--ece_bins={_BINS.value} must be >= 1')
+    workdirs.check_apart(_OUT.value, {'--workdir': _WORKDIR.value}, out_flag='--out')
     trained = runs.load_run(_WORKDIR.value)
     evaluation_data, training = _data(trained)
     summary = export.export_run(trained, _OUT.value, platforms=_PLATFORMS.value, overwrite=_OVERWRITE.value,

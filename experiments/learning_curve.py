@@ -16,6 +16,7 @@ every run (a shorter schedule for a quick look, say); a start's own overrides wi
 from absl import app
 from absl import flags
 
+from bigjax import workdirs
 from bigjax.errors import ConfigError
 from experiments import common
 from experiments import curves
@@ -43,6 +44,8 @@ def main(argv):
     starts = [curves.Start.parse(text) for text in _STARTS.value]
     extra = curves.overrides(_EXTRA.value, '--extra')
     points = curves.plan(starts, budgets, _SEEDS.value, _FULL_SEEDS.value)
+    workdirs.check_apart(_WORKDIR.value, curves.input_folders(starts, extra))
+    workdirs.claim(_WORKDIR.value, 'experiments.learning_curve')
     records = curves.run_all(starts, points, _WORKDIR.value, extra)
     print(curves.markdown(curves.write(_WORKDIR.value, records, _TITLE.value)), end='')
 

@@ -16,6 +16,7 @@ from absl import flags
 from absl import logging
 import tqdm
 
+from bigjax import workdirs
 from bigjax.errors import DataError
 from bigjax.export import loader
 from experiments import common
@@ -39,6 +40,8 @@ def main(argv):
       raise common.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
     if _BATCH_SIZE.value < 1 or _CHUNK.value < 1:
       raise common.ConfigError('--batch_size and --chunk must be >= 1')
+    if _OUTPUT.value != '-':
+      _check_output(_OUTPUT.value)
     try:
       artifact = loader.load(_MODEL.value)
     except loader.ArtifactError as e:
@@ -60,6 +63,18 @@ def main(argv):
           sink.close()
 
   common.exit_on_user_error(run, _VERBOSE.value)
+
+
+def _check_output(path: str) -> None:
+  """Opening --output truncates it: never the input being read, the artifact, or a run's own file."""
+  out = os.path.realpath(path)
+  if _INPUT.value != '-' and out == os.path.realpath(_INPUT.value):
+    raise common.ConfigError(f'--output={path} is --input: writing would erase the texts before they are read; '
+                             'choose another --output')
+  model = os.path.realpath(_MODEL.value)
+  if os.path.commonpath([out, model]) == model:
+    raise common.ConfigError(f'--output={path} lies inside the artifact --model={_MODEL.value}; write it elsewhere')
+  workdirs.check_report_file(path, '--output')
 
 
 def _count_lines(path: str) -> int:

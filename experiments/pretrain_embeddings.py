@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bigjax import workdirs
 from bigjax.data import prepare, sources
 from bigjax.pretrain import embeddings
 from experiments import common
@@ -39,7 +40,8 @@ def corpus_texts(config) -> tuple[list[str], sources.TextDataset]:
 
 
 def pretrain(config, workdir: str) -> dict:
-  workdir = common.prepare_workdir(workdir)
+  workdirs.check_apart(workdir, {'data.path': config.data.path, 'pretrain.corpus_path': config.pretrain.corpus_path})
+  workdir = workdirs.claim(workdir, 'experiments.pretrain_embeddings')
   if os.path.exists(os.path.join(workdir, embeddings.FILENAME)):
     logging.info('%s already holds %s; nothing to do', workdir, embeddings.FILENAME)
     return {}

@@ -6,7 +6,6 @@
 Each run is an experiments.compress --method=prune output folder; its compression.json
 holds the source run's figures (plotted at 0 %) and its own. Writes OUT.md and OUT.png.
 """
-import json
 import os
 
 from absl import app
@@ -16,6 +15,7 @@ import matplotlib
 matplotlib.use('Agg')  # Files only: no display here.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+from bigjax import files
 from bigjax.errors import ConfigError
 from experiments import common
 
@@ -32,8 +32,7 @@ def read_points(folders: list[str]) -> list[dict]:
     path = os.path.join(folder, 'compression.json')
     if not os.path.exists(path):
       raise ConfigError(f'{folder} has no compression.json: not an experiments.compress output')
-    with open(path, encoding='utf-8') as f:
-      report = json.load(f)
+    report = files.read_json(path)
     if report.get('method') != 'prune':
       raise ConfigError(f'{path}: method {report.get("method")!r}, not prune')
     before, after = report['before'], report['after']

@@ -36,6 +36,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from bigjax import hostmem
+from bigjax import workdirs
 from bigjax.errors import ConfigError
 from experiments import common
 from experiments import peers
@@ -117,7 +118,7 @@ def main(argv):
     unknown = [side for side in _SIDES.value if side not in SIDES]
     if unknown:
       raise ConfigError(f'--sides: {unknown} unknown; use {" and/or ".join(SIDES)}')
-    workdir = common.prepare_workdir(_WORKDIR.value)
+    workdir = workdirs.claim(_WORKDIR.value, 'experiments.time_to_accuracy')
     if os.path.exists(os.path.join(workdir, 'bigjax')):
       # experiments.train would resume from the earlier run's checkpoints: not a race.
       raise ConfigError(f'--workdir={workdir} holds an earlier race; use a new one')

@@ -21,6 +21,7 @@ from bigjax.export import export, loader
 from bigjax.models import registry
 from bigjax.train import loop
 from experiments import common
+from experiments import compress as compress_command
 from test_train import ROOT, tiny_config, write_corpus
 
 # A StableHLO dot_general of two int8 operands with int32 results.
@@ -303,6 +304,22 @@ def test_a_pruned_run_from_the_entry_point_loads_and_matches_its_report(tmp_path
   report, _ = _check_report_matches_the_loaded_run(out, data)
   assert report['sparsity']['sparsity'] == pytest.approx(0.5, abs=0.02)
   assert report['sparsity']['sparse_bytes'] < report['sparsity']['dense_bytes']
+  assert f'distilled from {tmp_path / "run"}' in report['description']  # The source teaches by default.
+
+
+def test_pruning_learns_from_its_source_by_default_and_can_be_told_not_to(tmp_path):
+  data = write_corpus(tmp_path / 'data')
+  run = str(tmp_path / 'run')
+  common.run_training(tiny_config(data, **{'train.steps': 2, 'checkpoint.every_steps': 2}), run)
+  config = compress_command.build_config(run, 'prune', '')
+  assert config.init.checkpoint == config.distill.teacher == run
+  common.check_config(config)
+  assert common.build_experiment(config, None).constants is not None  # The teacher's parameters.
+  # What --config.distill.teacher= does to the config the command builds: labels alone.
+  config.distill.teacher = ''
+  common.check_config(config)
+  exp = common.build_experiment(config, None)
+  assert exp.constants is None and exp.task.name == 'classification'
 
 
 def test_pruning_curve_tabulates_and_plots_reports(tmp_path):

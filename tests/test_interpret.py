@@ -4,9 +4,11 @@ import ast
 import functools
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -203,6 +205,25 @@ def test_faithfulness_against_a_known_model():
   assert oracle['deletion_curve'][0] == pytest.approx(table['full_probability'])
 
 
+def test_faithfulness_of_no_texts_with_tokens_or_of_one_text_has_no_nan():
+  """Means over no texts, or an interval from one, would be NaN (with numpy's warnings); NaN is not JSON."""
+  probabilities = lambda ids, lengths: np.tile([[0.3, 0.7]], (len(ids), 1))
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')  # numpy's 'Mean of empty slice' fails the test.
+    empty = faithfulness.evaluate(probabilities, [np.zeros(0, np.int32)] * 2, [1, 0],
+                                  {'m': [np.zeros(0, np.float32)] * 2}, widths=[4])
+    one = faithfulness.evaluate(probabilities, [np.array([3, 4], np.int32), np.zeros(0, np.int32)], [1, 1],
+                                {'m': [np.array([1.0, 0.0]), np.zeros(0)]}, widths=[4])
+  assert empty['examples'] == 0 and empty['methods'] == {} and empty['full_probability'] is None
+  assert one['examples'] == 1 and one['methods']['m']['vs_random']['comprehensiveness_aopc']['ci95'] is None
+  for table in (empty, one):
+    json.dumps(table, allow_nan=False)  # Raises on NaN.
+  assert render.summary_lines({'faithfulness': empty}) == ('faithfulness: no text with tokens to delete '
+                                                           '(nothing to measure)')
+  page = render.html_page([], faithfulness_table=one)
+  assert '(one text: no interval)' in page and not re.search(r'\bnan\b', page, re.IGNORECASE)
+
+
 def test_bad_settings_are_config_errors():
   fns, params = tiny_model('mlp')
   for kwargs, expected in [({'steps': 0}, 'steps=0'), ({'baseline': 'mean'}, 'baseline'),
@@ -292,6 +313,52 @@ def test_explain_entry_point_writes_terminal_html_and_json(trained_run, tmp_path
   missing = explain_cli(f'--workdir={trained_run.workdir}')
   assert missing.returncode == 2 and missing.stderr.strip().count('\n') == 0
   assert 'nothing to explain' in missing.stderr
+
+
+def _no_warnings_nan_or_traceback(done):
+  assert 'Traceback' not in done.stderr and 'RuntimeWarning' not in done.stderr, done.stderr[-2000:]
+  assert 'Mean of empty slice' not in done.stderr
+  assert not re.search(r'\bnan\b', done.stdout, re.IGNORECASE), done.stdout
+
+
+def test_explain_entry_point_on_texts_without_tokens(trained_run, tmp_path):
+  """Texts the tokenizer reads nothing in (empty, blank, whitespace): nothing to attribute.
+
+  Alone they are an error naming them; among texts with tokens they are skipped, named
+  (--text='...' or FILE:LINE), and left out of the summaries, which never show NaN.
+  """
+  workdir = f'--workdir={trained_run.workdir}'
+  blank = tmp_path / 'blank.txt'
+  blank.write_text('\n   \n\u3000\n', encoding='utf-8')
+  for args, expected in [(['--text='], "nothing to explain: --text='' has no tokens"),
+                         (['--text= \t'], "nothing to explain: --text=' \\t' has no tokens"),
+                         ([f'--file={blank}'], f'nothing to explain: --file={blank} has no line with a token '
+                                               '(each of its 3 lines is blank')]:
+    done = explain_cli(workdir, *args)
+    assert done.returncode == 2, (args, done.stderr[-2000:])
+    assert done.stderr.count('\n') == 1 and done.stderr.startswith(f'error: {expected}'), (args, done.stderr)
+    assert done.stdout == ''
+    _no_warnings_nan_or_traceback(done)
+  some = tmp_path / 'some.txt'
+  some.write_text('a dull and boring plot\n\n   \nthe acting was lovely\n', encoding='utf-8')
+  summary, out_json, out_html = tmp_path / 'summary.json', tmp_path / 'out.jsonl', tmp_path / 'report.html'
+  done = explain_cli(workdir, '--text=  ', f'--file={some}', '--color=never', '--steps=8',
+                     f'--summary_json={summary}', f'--json={out_json}', f'--html={out_html}')
+  assert done.returncode == 0, done.stderr[-2000:]
+  _no_warnings_nan_or_traceback(done)
+  assert done.stdout.count('predicted: ') == 2
+  assert (f"skipped 3 texts with no tokens (nothing to attribute): --text='  ', {some}:2, {some}:3\n"
+          in done.stdout)
+  assert 'integrated gradients, 2 texts: completeness' in done.stdout
+  assert 'faithfulness over 2 texts' in done.stdout
+  report = json.loads(summary.read_text(), parse_constant=lambda c: pytest.fail(f'{c} in the summary'))
+  assert report['texts'] == 2 and report['faithfulness']['examples'] == 2
+  assert report['skipped'] == ["--text='  '", f'{some}:2', f'{some}:3']
+  assert [json.loads(line)['text'] for line in out_json.read_text().splitlines()] == [
+      'a dull and boring plot', 'the acting was lovely']
+  page = out_html.read_text(encoding='utf-8')
+  assert page.count('class="example"') == 2 and f'{some}:3' in page
+  assert not re.search(r'\bnan\b', page, re.IGNORECASE)
 
 
 def _chromium():

@@ -77,6 +77,96 @@ def test_malformed_requests_and_limits(client, body, status, message):
     assert list(response.json()) == ['error'] and message in response.json()['error']
 
 
+@pytest.fixture(scope='module')
+def server(artifact, tmp_path_factory):
+  """The real service (experiments.serve under uvicorn, default limits), its log kept."""
+  port = load.free_port()
+  log = tmp_path_factory.mktemp('serve_log') / 'server.log'
+  argv = [sys.executable, '-m', 'experiments.serve', f'--model={artifact[1]}', f'--port={port}']
+  with load.ServerProcess(argv, f'http://127.0.0.1:{port}', start_timeout_s=120, log_path=str(log)) as process:
+    yield process, log
+
+
+_NESTED = 100_000  # Far past the parser's recursion limit, and 200 kB: within the 1 MiB body limit.
+
+
+@pytest.mark.parametrize('body,status,message', [
+    # Valid JSON, but no tokenizer takes the text (it raised, failing every text of its batch: a 500).
+    (b'{"texts": ["\\ud800 x"]}', 400, 'texts[0]: not valid Unicode text (a lone surrogate \\ud800 at position 0)'),
+    (b'{"texts": ["fine", "x\\udfff"]}', 400, 'texts[1]: not valid Unicode text (a lone surrogate \\udfff at '
+     'position 1)'),
+    (b'{"texts": ["\xed\xa0\x80"]}', 400, 'lone surrogate \\ud800 at position 0'),  # Raw; json.loads lets it by.
+    # The parser's own limits.
+    (b'{"texts": ' + b'[' * _NESTED + b']' * _NESTED + b'}', 400, 'the body is nested too deeply'),
+    (b'{"a": ' * _NESTED + b'1' + b'}' * _NESTED, 400, 'the body is nested too deeply'),
+    (b'{"texts": [' + b'9' * 5000 + b']}', 400, 'the body has a number of 5000 digits; the limit is 4300'),
+    # Valid Unicode is a text, however odd: NUL, controls, a noncharacter, an escaped surrogate pair.
+    (json.dumps({'texts': ['a\x00b', '\x01\x1f\x7f', '\uffff', '\U0001f600']}).encode(), 200, ''),
+], ids=['surrogate', 'low_surrogate', 'raw_surrogate', 'deep_arrays', 'deep_objects', 'long_int', 'odd_unicode'])
+def test_hostile_bodies_get_a_json_4xx_from_the_real_server(server, body, status, message):
+  process, log = server
+  response = httpx.post(process.url + '/predict', content=body, headers={'content-type': 'application/json'},
+                        timeout=30)
+  assert response.status_code == status, response.text[:300]
+  if status == 200:
+    assert len(response.json()['predictions']) == 4
+  else:
+    assert list(response.json()) == ['error'] and message in response.json()['error']
+  assert httpx.get(process.url + '/healthz', timeout=10).json()['status'] == 'ok'  # Still answering.
+  # Each refusal came from a check that names it: no traceback, no error, not even the catch-all's warning.
+  text = log.read_text(encoding='utf-8', errors='replace')
+  assert 'Traceback' not in text and 'ERROR' not in text and 'WARNING' not in text, text[-2000:]
+
+
+@pytest.mark.parametrize('length,status,message', [
+    ('\N{SUPERSCRIPT TWO}', 400, "Content-Length '²' is not a number"),  # isdigit() is true, int() refuses it.
+    ('9' * 5000, 413, 'Content-Length has 5000 digits; the limit is 4000 bytes'),
+], ids=['superscript', 'huge'])
+def test_content_length_the_app_cannot_parse(artifact, length, status, message):
+  # uvicorn (h11) refuses these before the app; another ASGI server might not. httpx's ASGI
+  # transport passes the header's bytes as sent (TestClient re-encodes them as UTF-8).
+  app = app_lib.create_app(artifact[0], **LIMITS)
+
+  async def send():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url='http://test') as http:
+      return await http.post('/predict', content=b'{"texts": ["a"]}',
+                             headers={'content-length': length.encode('latin-1')})
+
+  response = asyncio.run(send())
+  assert response.status_code == status and response.json() == {'error': message}
+
+
+def test_a_failing_model_answers_500_json_and_logs_one_line(artifact, caplog):
+  class Broken:
+    def __getattr__(self, name):
+      return getattr(artifact[0], name)
+
+    def run_rows(self, rows, max_rows=None):
+      raise RuntimeError('XLA ran out of\nmemory')
+
+  with TestClient(app_lib.create_app(Broken())) as c, caplog.at_level('ERROR', logger='uvicorn.error'):
+    response = c.post('/predict', json={'texts': ['a', 'b']})
+    assert c.get('/healthz').status_code == 200
+  assert response.status_code == 500
+  assert response.json() == {'error': 'the model failed (RuntimeError); the server log has the details'}
+  assert [r.getMessage() for r in caplog.records] == [
+      'POST /predict: the model failed on 2 text(s): RuntimeError: XLA ran out of memory']
+  assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_body_failure_no_check_names_is_still_a_400(client, monkeypatch, caplog):
+  def unforeseen(body, **limits):
+    raise KeyError(body[:8])
+
+  monkeypatch.setattr(app_lib, 'parse_texts', unforeseen)
+  with caplog.at_level('WARNING', logger='uvicorn.error'):
+    response = client.post('/predict', json={'texts': ['a']})
+  assert response.status_code == 400
+  assert response.json() == {'error': 'the body cannot be read as {"texts": ["a text", ...]} (KeyError)'}
+  assert [r.getMessage() for r in caplog.records] == [
+      "POST /predict: a body no check names was refused: KeyError: b'{\"texts\"'"]
+
+
 def test_streamed_body_over_the_limit_and_wrong_routes(client):
   # No Content-Length (chunked): refused once the bytes read pass the limit.
   response = client.post('/predict', content=iter([b' ' * 1000] * 5))

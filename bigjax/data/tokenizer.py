@@ -76,12 +76,14 @@ class Tokenizer:
     return path
 
   @classmethod
-  def load(cls, directory: str) -> 'Tokenizer':
+  def load(cls, directory: str, remedy: str = 'delete it to retrain') -> 'Tokenizer':
+    """The tokenizer saved in `directory`; a DataError naming the file, followed by `remedy`
+    (what to do: the default suits a run that trains it again), if it is missing or damaged."""
     path = os.path.join(directory, FILENAME)
     try:
       return cls(tokenizers.Tokenizer.from_file(path))
     except Exception as e:  # tokenizers raises a bare Exception for bad JSON.
-      raise DataError(f'{path}: cannot load the tokenizer ({e}); delete it to retrain') from e
+      raise DataError(f'{path}: cannot load the tokenizer ({e}); {remedy}') from None
 
 
 KINDS = ('bpe', 'word', 'wordpunct')

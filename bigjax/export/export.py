@@ -30,6 +30,7 @@ import jaxlib
 import numpy as np
 import tokenizers
 
+from bigjax import files
 from bigjax.compress import quantize
 from bigjax.data import batching
 from bigjax.errors import ConfigError
@@ -109,8 +110,7 @@ def _read_results(workdir: str) -> dict:
   path = os.path.join(workdir, 'results.json')
   if not os.path.exists(path):
     return {}
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  return files.read_json(path)
 
 
 def _prepare_out(out: str, overwrite: bool) -> str:
@@ -133,6 +133,7 @@ def write_artifact(run: Run, out: str, *, platforms: Sequence[str] = PLATFORMS, 
   if run.fns.logits is None:
     raise ConfigError(f'{run.workdir} is a {run.config["model"]["name"]} run; only classifiers export')
   out = _prepare_out(out, overwrite)
+  results = _read_results(run.workdir)  # Before the lowering (seconds): a damaged file fails at once.
   exported, skipped = export_function(run.fns, run.params, platforms)
   tree, arrays = param_arrays(quantize.plain_tree(run.params))
   staging = tempfile.mkdtemp(prefix='.export-', dir=os.path.dirname(out))
@@ -148,7 +149,6 @@ def write_artifact(run: Run, out: str, *, platforms: Sequence[str] = PLATFORMS, 
     run.tokenizer.save(staging)
     shutil.copyfile(loader.__file__, os.path.join(staging, loader.LOADER_FILE))
     data, derived = run.config['data'], run.derived
-    results = _read_results(run.workdir)
     metadata = {
         'format': loader.FORMAT,
         'format_version': loader.FORMAT_VERSION,

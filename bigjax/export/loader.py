@@ -179,6 +179,57 @@ class Artifact:
     return count
 
 
+# The metadata entries load() and Artifact read; a file without one of them is damaged.
+METADATA_KEYS = ('format', 'format_version', 'labels', 'input', 'model', 'created', 'platforms', 'versions', 'run',
+                 'config')
+_DAMAGED = 'the file is damaged: copy the artifact again, or export the run again'
+
+
+def _read_json(path: str) -> dict:
+  """The JSON object in an artifact's file; ArtifactError naming the file if it is cut short
+  or not a JSON object (bigjax.files.read_json does this for run folders; this file imports
+  nothing of bigjax)."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      text = f.read()
+  except OSError as e:
+    raise ArtifactError(f'{path}: cannot be read ({e.strerror})') from None
+  except UnicodeDecodeError as e:
+    raise ArtifactError(f'{path}: not valid JSON (byte {e.object[e.start]:02x} at offset {e.start} is not utf-8); '
+                        f'{_DAMAGED}') from None
+  try:
+    value = json.loads(text)
+  except json.JSONDecodeError as e:
+    # The text ran out (at the end, or inside a string that never closes): a copy cut short.
+    ending = '; the text ends there, cut short' if (e.pos >= len(text.rstrip())
+                                                    or e.msg.startswith('Unterminated string')) else ''
+    raise ArtifactError(f'{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}{ending}); '
+                        f'{_DAMAGED}') from None
+  if not isinstance(value, dict):
+    kind = {list: 'a JSON list', str: 'a JSON string', bool: 'a JSON boolean'}.get(
+        type(value), 'null' if value is None else 'a JSON number')
+    raise ArtifactError(f'{path}: holds {kind} where the export writes an object; {_DAMAGED}')
+  return value
+
+
+def _check_metadata(path: str, metadata: dict) -> None:
+  """The metadata has the entries Artifact reads, and labels and the encoding settings the
+  types it needs."""
+  missing = [key for key in METADATA_KEYS if key not in metadata]
+  if missing:
+    raise ArtifactError(f'{path}: has no {", ".join(repr(k) for k in missing)} entry; {_DAMAGED}')
+  labels, spec = metadata['labels'], metadata['input']
+  if not (isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels)):
+    raise ArtifactError(f'{path}: labels is {repr(labels)[:80]}, not a list of label names; {_DAMAGED}')
+  if not (isinstance(spec, dict) and all(key in spec for key in ('max_len', 'keep', 'bucket_boundaries'))
+          and isinstance(spec['bucket_boundaries'], list) and spec['bucket_boundaries']):
+    raise ArtifactError(f'{path}: input is {repr(spec)[:80]}, not the encoding settings (max_len, keep, '
+                        f'bucket_boundaries) the export writes; {_DAMAGED}')
+  hashes = metadata.get('files', {})
+  if not (isinstance(hashes, dict) and all(isinstance(entry, dict) for entry in hashes.values())):
+    raise ArtifactError(f'{path}: files is {repr(hashes)[:80]}, not the files\' sizes and hashes; {_DAMAGED}')
+
+
 def _backend_names() -> set:
   """The jax.export platform names the default backend answers to."""
   backend = jax.default_backend()
@@ -192,16 +243,13 @@ def load(directory: str, *, verify: bool = True) -> Artifact:
   if not os.path.isfile(meta_path):
     raise ArtifactError(f'{directory} is not a model artifact: it has no {METADATA_FILE} (python -m '
                         'experiments.export --workdir=RUN --out=DIR writes one)')
-  try:
-    with open(meta_path, encoding='utf-8') as f:
-      metadata = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ArtifactError(f'{meta_path}: cannot read it ({e})') from None
+  metadata = _read_json(meta_path)
   if metadata.get('format') != FORMAT:
     raise ArtifactError(f'{meta_path}: format {metadata.get("format")!r} is not {FORMAT!r}')
   if metadata.get('format_version') != FORMAT_VERSION:
     raise ArtifactError(f'{meta_path}: format version {metadata.get("format_version")!r}; this loader reads '
                         f'version {FORMAT_VERSION} (use the predict.py inside the artifact, or export it again)')
+  _check_metadata(meta_path, metadata)  # After the version check: another version may have other entries.
   missing = [name for name in HASHED_FILES if not os.path.isfile(os.path.join(directory, name))]
   if missing:
     raise ArtifactError(f'{directory} is incomplete: {", ".join(missing)} {"is" if len(missing) == 1 else "are"} '
@@ -210,7 +258,8 @@ def load(directory: str, *, verify: bool = True) -> Artifact:
     path = os.path.join(directory, name)
     expected = metadata.get('files', {}).get(name, {}).get('sha256')
     if verify and expected and sha256_of(path) != expected:
-      raise ArtifactError(f'{path} is damaged: its sha256 differs from the one {METADATA_FILE} records')
+      raise ArtifactError(f'{path} is damaged: its sha256 differs from the one {METADATA_FILE} records; copy the '
+                          'artifact again, or export the run again')
   platforms = set(metadata.get('platforms', ()))
   if not platforms & _backend_names():
     raise ArtifactError(f'the artifact was exported for {sorted(platforms)}, not for this machine\'s '
@@ -221,14 +270,14 @@ def load(directory: str, *, verify: bool = True) -> Artifact:
     except Exception as e:  # pylint: disable=broad-except  # Any decoding failure means the same to a user.
       raise ArtifactError(f'{os.path.join(directory, MODULE_FILE)}: jax.export cannot deserialize it '
                           f'({type(e).__name__}: {e})') from None
-  with open(os.path.join(directory, TREE_FILE), encoding='utf-8') as f:
-    tree = json.load(f)
+  tree = _read_json(os.path.join(directory, TREE_FILE))
   with np.load(os.path.join(directory, PARAMS_FILE), allow_pickle=False) as arrays:
     params = params_from_tree(tree, {key: arrays[key] for key in arrays.files})
   try:
     tokenizer = tokenizers.Tokenizer.from_file(os.path.join(directory, TOKENIZER_FILE))
   except Exception as e:  # pylint: disable=broad-except  # tokenizers raises a bare Exception.
-    raise ArtifactError(f'{os.path.join(directory, TOKENIZER_FILE)}: cannot load the tokenizer ({e})') from None
+    raise ArtifactError(f'{os.path.join(directory, TOKENIZER_FILE)}: cannot load the tokenizer ({e}); '
+                        f'{_DAMAGED}') from None
   return Artifact(directory, metadata, exported, params, tokenizer)
 
 

@@ -76,9 +76,14 @@ def target_probabilities(probabilities_fn: Callable, rows: Sequence[np.ndarray],
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> dict:
-  """Mean of a - b over texts with a normal-approximation 95 % interval (paired: same texts)."""
+  """Mean of a - b over texts with a normal-approximation 95 % interval (paired: same texts).
+
+  One text has no spread to make an interval of: ci95 is None there (JSON's null; NaN is not JSON).
+  """
   d = a - b
-  half = 1.96 * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float('nan')
+  if len(d) < 2:
+    return {'mean': float(d.mean()), 'ci95': None}
+  half = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
   return {'mean': float(d.mean()), 'ci95': [float(d.mean() - half), float(d.mean() + half)]}
 
 
@@ -89,16 +94,21 @@ def evaluate(probabilities_fn: Callable, rows: Sequence[np.ndarray], targets: Se
 
   Args:
     probabilities_fn: (int32[B, T], int32[B]) -> float[B, K], the model's probabilities.
-    rows: token ids per text; texts without tokens are left out.
+    rows: token ids per text; texts without tokens are left out (nothing to delete or keep).
     targets: the class explained per text (the predicted one).
     scores: method name -> one score per token per text (higher: more in favour of the target).
     widths: the padded widths batches may have (the run's length buckets).
   Returns:
     {'examples', 'fractions', 'deletion_fractions', 'methods': {name: {'comprehensiveness',
     'sufficiency' (mean per fraction), 'comprehensiveness_aopc', 'sufficiency_aopc',
-    'deletion_curve', 'deletion_auc', 'vs_random': paired differences of the AOPCs}}}.
+    'deletion_curve', 'deletion_auc', 'vs_random': paired differences of the AOPCs}}}; with no text
+    that has a token, 'examples' is 0, 'full_probability' None and 'methods' empty (means of nothing
+    would be NaN).
   """
   keep = [i for i, r in enumerate(rows) if len(r)]
+  if not keep:
+    return {'examples': 0, 'fractions': list(FRACTIONS), 'deletion_fractions': list(DELETION_FRACTIONS),
+            'full_probability': None, 'methods': {}}
   rows = [np.asarray(rows[i], np.int32) for i in keep]
   targets = np.asarray(targets)[keep]
   scores = {name: [np.asarray(s[i]) for i in keep] for name, s in scores.items()}
@@ -128,4 +138,4 @@ def evaluate(probabilities_fn: Callable, rows: Sequence[np.ndarray], targets: Se
       results[name]['vs_random'] = {key: _paired(per_example[name][key], per_example['random'][key])
                                     for key in ('comprehensiveness_aopc', 'sufficiency_aopc')}
   return {'examples': len(rows), 'fractions': list(FRACTIONS), 'deletion_fractions': list(DELETION_FRACTIONS),
-          'full_probability': float(full.mean()) if len(full) else float('nan'), 'methods': results}
+          'full_probability': float(full.mean()), 'methods': results}

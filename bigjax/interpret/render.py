@@ -52,6 +52,10 @@ def _percent(x: Optional[float]) -> str:
   return f'{100 * x:.3g} %' if x is not None and math.isfinite(x) else 'n/a'
 
 
+def _count(n: int, noun: str = 'text') -> str:
+  return f'{n} {noun}' + ('' if n == 1 else 's')
+
+
 def headline(e, gold_names: Optional[Sequence[str]] = None) -> str:
   """'predicted: 1 (p = 0.934)  completeness error 0.0012 (0.05 % of |f(x) − f(x′)|)'."""
   text = f'predicted: {e.label_name} (p = {e.probability:.3f})'
@@ -71,6 +75,8 @@ def terminal(e, method: str = 'integrated_gradients', *, color: bool = True,
 
   Without colour each token is followed by its attribution, e.g. `great[+0.82]`.
   """
+  if not e.tokens:
+    return f'{headline(e, gold_names)}\n  {METHOD_NAMES.get(method, method)}: (no tokens: nothing to attribute)'
   values = e.attributions[method]
   scale = scale_of(values)
   out = []
@@ -126,11 +132,14 @@ def _faithfulness_html(table: dict) -> str:
   rows = []
   for name, m in table['methods'].items():
     vs = m.get('vs_random', {}).get('comprehensiveness_aopc')
-    margin = f'{vs["mean"]:+.3f} [{vs["ci95"][0]:+.3f}, {vs["ci95"][1]:+.3f}]' if vs else '—'
+    margin = '—'
+    if vs:
+      ci = vs['ci95']  # None for one text: no spread to make an interval of.
+      margin = f'{vs["mean"]:+.3f} ' + (f'[{ci[0]:+.3f}, {ci[1]:+.3f}]' if ci else '(one text: no interval)')
     rows.append(f'<tr><td>{html.escape(METHOD_NAMES.get(name, name))}</td>'
                 f'<td>{m["comprehensiveness_aopc"]:.3f}</td><td>{m["sufficiency_aopc"]:.3f}</td>'
                 f'<td>{m["deletion_auc"]:.3f}</td><td>{margin}</td></tr>')
-  return (f'<h2>Faithfulness over these {table["examples"]} texts</h2>'
+  return (f'<h2>Faithfulness over {_count(table["examples"])}</h2>'
           '<table class="faith"><tr><th>method</th><th>comprehensiveness AOPC ↑</th><th>sufficiency AOPC ↓</th>'
           "<th>deletion AUC ↓</th><th>comprehensiveness − random's (95 % CI)</th></tr>" + ''.join(rows) +
           '</table>' + _deletion_svg(table) +
@@ -165,8 +174,11 @@ def _deletion_svg(table: dict) -> str:
 
 def html_page(explanations: Sequence, *, title: str = 'bigjax attributions', meta: Optional[dict] = None,
               faithfulness_table: Optional[dict] = None, completeness: Optional[dict] = None,
-              gold_names: Optional[Sequence[str]] = None) -> str:
-  """A self-contained HTML report: settings, the faithfulness table, then a heat-map per text."""
+              gold_names: Optional[Sequence[str]] = None, skipped: Sequence[str] = ()) -> str:
+  """A self-contained HTML report: settings, the faithfulness table, then a heat-map per text.
+
+  `skipped` names the texts left out for having no tokens (nothing to attribute).
+  """
   meta = dict(meta or {})
   meta.setdefault('written', datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))
   info = ' · '.join(f'{html.escape(str(k))}: {html.escape(str(v))}' for k, v in meta.items())
@@ -176,10 +188,13 @@ def html_page(explanations: Sequence, *, title: str = 'bigjax attributions', met
           'shade: size relative to the text\'s largest attribution (hover a token for its value)</p>']
   if completeness:
     body.append(f'<p>Integrated gradients\' completeness error |Σ attributions − (f(x) − f(x′))| over '
-                f'{completeness["texts"]} texts: median {_percent(completeness["median_relative_error"])}, worst '
+                f'{_count(completeness["texts"])}: median {_percent(completeness["median_relative_error"])}, worst '
                 f'{_percent(completeness["max_relative_error"])} of |f(x) − f(x′)|.</p>')
   body.append(_faithfulness_html(faithfulness_table or {}))
   body.append(f'<h2>Texts ({len(explanations)})</h2>')
+  if skipped:
+    body.append(f'<p class="meta">Not explained, no tokens (nothing to attribute): '
+                f'{html.escape(", ".join(skipped))}</p>')
   for i, e in enumerate(explanations):
     correct = ''
     if e.gold is not None:
@@ -200,15 +215,17 @@ def summary_lines(summary: dict) -> str:
   lines = []
   c = summary.get('completeness')
   if c:
-    lines.append(f'integrated gradients, {c["texts"]} texts: completeness error median '
+    lines.append(f'integrated gradients, {_count(c["texts"])}: completeness error median '
                  f'{_percent(c["median_relative_error"])}, worst {_percent(c["max_relative_error"])} of '
                  f'|f(x) − f(x′)| ({_percent(c["share_within_1_percent"])} of texts within 1 %)')
     if c['max_relative_error'] > 0.01 and summary.get('settings', {}).get('rule') != 'adaptive':
       lines.append("  some paths have steps these points miss: --rule=adaptive places the points where f changes "
                    "(an LSTM: with --baseline=padding; docs/attributions.md)")
   table = summary.get('faithfulness')
-  if table and table.get('methods'):
-    lines.append(f'faithfulness over {table["examples"]} texts (AOPC over the top '
+  if table and not table['examples']:
+    lines.append('faithfulness: no text with tokens to delete (nothing to measure)')
+  elif table and table.get('methods'):
+    lines.append(f'faithfulness over {_count(table["examples"])} (AOPC over the top '
                  f'{"/".join(f"{100 * f:g}" for f in table["fractions"])} % of tokens):')
     lines.append(f'  {"method":<22} {"comprehensiveness ↑":>19} {"sufficiency ↓":>14} {"deletion AUC ↓":>15}')
     for name, m in table['methods'].items():

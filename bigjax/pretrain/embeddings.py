@@ -85,7 +85,8 @@ def check_exists(directory: str) -> str:
 def load(directory: str) -> tuple[Tokenizer, np.ndarray, np.ndarray]:
   """(tokenizer, vectors, found) from a folder written by `save`."""
   path = check_exists(directory)
-  tokenizer = Tokenizer.load(directory)
+  tokenizer = Tokenizer.load(directory, remedy='the file is damaged: copy the folder again, or write it again with '
+                             'python -m experiments.pretrain_embeddings')
   with np.load(path) as saved:
     vectors, found = saved['vectors'], saved['found']
   if vectors.shape[0] != tokenizer.vocab_size or found.shape != (tokenizer.vocab_size,):
