@@ -96,12 +96,11 @@ def _older_origin(folder: str) -> Optional[Origin]:
                       'is damaged: restore it, or choose another folder')
   argv = [str(a) for a in info.get('argv') or []]
   script = os.path.splitext(os.path.basename(argv[0]))[0] if argv else ''
-  if script not in ('train', 'pretrain', 'compress'):  # Trained from Python (a test, a notebook).
-    script = 'pretrain' if (info.get('derived') or {}).get('task') == 'language_model' else 'train'
-  command = f'experiments.{script}'
   method = next((a.split('=', 1)[1] for a in argv if a.startswith('--method=')), '')
-  if method:
-    command += f' --method={method}'
+  if script == 'compress' and method:
+    command = f'experiments.compress --method={method}'
+  else:  # experiments.train or .pretrain (now one command), or trained from Python (a test, a notebook).
+    command = f'experiments.train (model {info["config"].get("model", {}).get("name")})'
   # A quantized run's config is its source's, whose own start it does not read.
   quantization = (info.get('derived') or {}).get('quantization')
   read = [quantization.get('source', '')] if quantization else list(config_inputs(info['config']).values())

@@ -3,7 +3,7 @@
   python -m experiments.benchmark --config=experiments/configs/lstm_sst2.py \
       --config.model.embed_dim=300 --config.model.lstm.hidden_dim=256 --json_out=bench.json
 
-Same data pipeline, model and step as experiments.train (built by common.build_experiment);
+Same data pipeline, model and step as experiments.train (built by experiment.build_experiment);
 nothing is written but --json_out. Works unchanged on CPU, GPU and TPU.
 """
 import json
@@ -22,7 +22,11 @@ from bigjax import bench
 from bigjax import hostcpu
 from bigjax.models import registry
 from bigjax.train import loop
-from experiments import common
+from bigjax import errors
+from bigjax import experiment
+from bigjax import logs
+from bigjax.config import checks
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _JSON_OUT = flags.DEFINE_string('json_out', '', 'Also write the figures here.')
@@ -32,14 +36,14 @@ _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.
 
 
 def measure(config) -> dict:
-  common.check_config(config)
+  checks.check_config(config)
   with bench.CompileCounter() as compiles:
     return _measure(config, compiles)
 
 
 def _measure(config, compiles: bench.CompileCounter) -> dict:
-  language_model = config.model.name in common.LANGUAGE_MODELS
-  exp = (common.build_lm_experiment if language_model else common.build_experiment)(config, workdir=None)
+  language_model = config.model.name in registry.names(registry.LANGUAGE_MODEL)
+  exp = (experiment.build_lm_experiment if language_model else experiment.build_experiment)(config, workdir=None)
   driver, k, windows = exp.driver, _WINDOW_STEPS.value, _WINDOWS.value
   steps = k * windows
   start = time.perf_counter()
@@ -176,10 +180,10 @@ def print_table(r: dict) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  keeps_freed_memory = common.setup_host()
-  common.quiet_library_logs()
+  keeps_freed_memory = cli.setup_host()
+  logs.quiet_library_logs()
   logging.set_verbosity(logging.WARNING)
-  results = common.exit_on_user_error(lambda: measure(_CONFIG.value), _VERBOSE.value)
+  results = errors.exit_on_user_error(lambda: measure(_CONFIG.value), _VERBOSE.value)
   results['host']['keep_freed_memory'] = keeps_freed_memory
   print_table(results)
   if _JSON_OUT.value:

@@ -23,7 +23,7 @@ import time
 from absl import app
 from absl import flags
 
-from experiments import common
+from experiments import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, '..', 'shared')
@@ -128,4 +128,4 @@ def main():
 
 
 if __name__ == '__main__':
-  app.run(lambda argv: common.run_tool(argv, main, _VERBOSE.value))
+  app.run(lambda argv: cli.run_tool(argv, main, _VERBOSE.value))

@@ -34,7 +34,10 @@ from bigjax import runs
 from bigjax import workdirs
 from bigjax.compress import pruning, quantized_run, report as report_lib
 from bigjax.errors import ConfigError
-from experiments import common
+from bigjax import training
+from bigjax.config import checks
+from bigjax.data import from_config
+from experiments import cli
 from experiments.configs import base
 
 METHODS = ('quantize', 'prune', 'distill')
@@ -110,7 +113,7 @@ def compare(method: str, source: runs.Run, compressed: runs.Run, dataset, config
 def main(argv):
   def run():
     config = _CONFIG.value
-    common.check_config(config)
+    checks.check_config(config)
     # Refused before anything is read or written: a --workdir that is --from (or inside it,
     # or another run) would lose the trained run.
     command = f'experiments.compress --method={_METHOD.value}'
@@ -118,7 +121,7 @@ def main(argv):
     workdirs.check_apart(_WORKDIR.value, inputs)
     source = runs.load_run(_FROM.value)
     workdir = workdirs.claim(_WORKDIR.value, command, inputs)
-    dataset = common.load_data(config.data, config.seed)
+    dataset = from_config.load_data(config.data, config.seed)
     if _METHOD.value == 'quantize':
       q, train, dev = config.quantize, dataset.splits['train'], dataset.splits['dev']
       try:
@@ -128,14 +131,14 @@ def main(argv):
       except ValueError as e:  # A mode the model does not take.
         raise ConfigError(str(e)) from None
     else:
-      common.run_training(config, workdir, command=command)
+      training.run_training(config, workdir, command=command)
       compressed = runs.load_run(workdir)
     result = compare(_METHOD.value, source, compressed, dataset, config, _ROUNDS.value)
     with open(os.path.join(workdir, 'compression.md'), 'w', encoding='utf-8') as f:
       f.write(report_lib.markdown(result))
-    common.print_report(result, os.path.join(workdir, 'compression.json'))
+    cli.print_report(result, os.path.join(workdir, 'compression.json'))
 
-  common.run_trainer(argv, run, _VERBOSE.value)
+  cli.run_trainer(argv, run, _VERBOSE.value)
 
 
 def _define_config(argv: list[str]):
@@ -153,4 +156,4 @@ def _define_config(argv: list[str]):
 if __name__ == '__main__':
   _CONFIG = _define_config(sys.argv)
   flags.mark_flags_as_required(['from', 'method', 'workdir'])
-  app.run(main, flags_parser=common.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

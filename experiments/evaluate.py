@@ -23,7 +23,8 @@ from absl import flags
 from bigjax import runs
 from bigjax import workdirs
 from bigjax.errors import ConfigError
-from experiments import common
+from bigjax.data import from_config
+from experiments import cli
 
 _WORKDIR = flags.DEFINE_list('workdir', None, 'The trained run; several (comma-separated): their ensemble.')
 _DATA = flags.DEFINE_string('data', None, 'A data file or folder to evaluate on.')
@@ -44,26 +45,26 @@ def main(argv):
       members = [member.with_max_len(_MAX_LEN.value) for member in members]
     flagged = {'encoding': _ENCODING.value, 'text_column': _TEXT_COLUMN.value, 'label_column': _LABEL_COLUMN.value}
     flagged = {key: value for key, value in flagged.items() if value}
-    split = common.labelled_examples(members[0], _DATA.value, **flagged)
+    split = from_config.labelled_examples(members[0], _DATA.value, **flagged)
     if len(members) == 1:
       report = members[0].evaluate(split.texts, split.labels, _BATCH_SIZE.value)
       report.update(workdir=members[0].workdir, step=members[0].step, data=_DATA.value)
     else:
-      settings = common.reading_settings(members[0], **flagged)
+      settings = from_config.reading_settings(members[0], **flagged)
       for other in members[1:]:
-        if other.label_names == members[0].label_names and common.reading_settings(other, **flagged) == settings:
+        if other.label_names == members[0].label_names and from_config.reading_settings(other, **flagged) == settings:
           continue  # It would read the same examples: the file is not read again.
-        theirs = common.labelled_examples(other, _DATA.value, **flagged)
+        theirs = from_config.labelled_examples(other, _DATA.value, **flagged)
         if theirs.texts != split.texts or list(theirs.labels) != list(split.labels):
           raise ConfigError(f'{other.workdir} reads {_DATA.value} otherwise than {members[0].workdir} '
                             '(data.text_form, encoding or columns differ): an ensemble needs the same examples')
       report = runs.ensemble_report(members, split.texts, split.labels, _BATCH_SIZE.value)
       report.update(data=_DATA.value)
-    common.print_report(report, _JSON_OUT.value)
+    cli.print_report(report, _JSON_OUT.value)
 
-  common.run_tool(argv, run, _VERBOSE.value)
+  cli.run_tool(argv, run, _VERBOSE.value)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir', 'data'])
-  app.run(main, flags_parser=common.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

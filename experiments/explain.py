@@ -26,7 +26,9 @@ from absl import flags
 from bigjax import runs
 from bigjax import workdirs
 from bigjax.interpret import attributions, explanations, render
-from experiments import common
+from bigjax import errors
+from bigjax.data import from_config
+from experiments import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run.')
 _TEXT = flags.DEFINE_multi_string('text', [], 'A text to explain (repeatable).')
@@ -67,18 +69,18 @@ def _texts(trained):
       with open(_FILE.value, encoding=trained.config['data']['encoding']) as f:
         lines = [line.strip() for line in f]
     except (OSError, UnicodeDecodeError) as e:
-      raise common.ConfigError(f'--file={_FILE.value}: cannot read it ({e}); give a text file, one text per line')
+      raise errors.ConfigError(f'--file={_FILE.value}: cannot read it ({e}); give a text file, one text per line')
     if not lines and not texts and not _DATA.value:
-      raise common.ConfigError(f'nothing to explain: --file={_FILE.value} is empty')
+      raise errors.ConfigError(f'nothing to explain: --file={_FILE.value} is empty')
     # Blank lines stay in, with their line numbers, so that they are named where they are skipped.
     texts, gold = texts + lines, gold + [None] * len(lines)
     sources += [f'{_FILE.value}:{n}' for n in range(1, len(lines) + 1)]
   if _DATA.value:
-    split = common.labelled_examples(trained, _DATA.value)
+    split = from_config.labelled_examples(trained, _DATA.value)
     texts, gold = texts + list(split.texts), gold + [int(label) for label in split.labels]
     sources += [f'{_DATA.value} example {n}' for n in range(1, len(split.texts) + 1)]
   if not texts:
-    raise common.ConfigError('nothing to explain: give --text="...", --file=TEXTS.txt or --data=LABELLED_FILE')
+    raise errors.ConfigError('nothing to explain: give --text="...", --file=TEXTS.txt or --data=LABELLED_FILE')
   return texts, gold, sources
 
 
@@ -102,11 +104,11 @@ def _with_tokens(trained, texts, gold, sources):
     (kept if ok else skipped).append(i)
   if not kept:
     if not _TEXT.value and not _DATA.value:  # All from --file: name the file (its lines are in it).
-      raise common.ConfigError(f'nothing to explain: --file={_FILE.value} has no line with a token (each of its '
+      raise errors.ConfigError(f'nothing to explain: --file={_FILE.value} has no line with a token (each of its '
                                f'{len(texts)} lines is blank or has only what the tokenizer drops)')
     if len(skipped) == 1:
-      raise common.ConfigError(f'nothing to explain: {sources[skipped[0]]} has no tokens')
-    raise common.ConfigError(f'nothing to explain: none of the {len(skipped)} texts has a token (each is blank '
+      raise errors.ConfigError(f'nothing to explain: {sources[skipped[0]]} has no tokens')
+    raise errors.ConfigError(f'nothing to explain: none of the {len(skipped)} texts has a token (each is blank '
                              f'or has only what the tokenizer drops): {_named([sources[i] for i in skipped])}')
   return [texts[i] for i in kept], [gold[i] for i in kept], [sources[i] for i in skipped]
 
@@ -114,7 +116,7 @@ def _with_tokens(trained, texts, gold, sources):
 def main(argv):
   def run():
     if _BATCH_SIZE.value < 1:
-      raise common.ConfigError(f'--batch_size={_BATCH_SIZE.value} must be at least 1')
+      raise errors.ConfigError(f'--batch_size={_BATCH_SIZE.value} must be at least 1')
     for flag, path in (('--html', _HTML.value), ('--json', _JSON.value), ('--summary_json', _SUMMARY_JSON.value)):
       workdirs.check_report_file(path, flag)
     trained = runs.load_run(_WORKDIR.value)
@@ -152,9 +154,9 @@ def main(argv):
       with open(_SUMMARY_JSON.value, 'w', encoding='utf-8') as f:
         json.dump(summary, f, indent=1)
 
-  common.run_tool(argv, run, _VERBOSE.value)
+  cli.run_tool(argv, run, _VERBOSE.value)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir'])
-  app.run(main, flags_parser=common.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

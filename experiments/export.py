@@ -22,7 +22,9 @@ from bigjax import workdirs
 from bigjax.data import sources
 from bigjax.errors import BigjaxError
 from bigjax.export import export, model_card
-from experiments import common
+from bigjax import errors
+from bigjax.data import from_config
+from experiments import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run.')
 _OUT = flags.DEFINE_string('out', None, 'The artifact folder to write (new, or an artifact with --overwrite).')
@@ -44,7 +46,7 @@ def _data(trained):
                                            text_form=data.get('text_form', 'plain'))
     return (_DATA.value, split.texts, split.labels), model_card.training_summary('', {}, trained.derived)
   try:
-    dataset = common.load_data(ml_collections.ConfigDict(data), trained.config['seed'])
+    dataset = from_config.load_data(ml_collections.ConfigDict(data), trained.config['seed'])
   except BigjaxError as e:
     logging.warning('the run\'s data cannot be read (%s); the card uses results.json', e)
     return None, model_card.training_summary(data['path'] or data['name'], {}, trained.derived)
@@ -57,7 +59,7 @@ def _data(trained):
 def main(argv):
   def run():
     if _BINS.value < 1:
-      raise common.ConfigError(f'--ece_bins={_BINS.value} must be >= 1')
+      raise errors.ConfigError(f'--ece_bins={_BINS.value} must be >= 1')
     workdirs.check_apart(_OUT.value, {'--workdir': _WORKDIR.value}, out_flag='--out')
     trained = runs.load_run(_WORKDIR.value)
     evaluation_data, training = _data(trained)
@@ -67,9 +69,9 @@ def main(argv):
     json.dump(summary, sys.stdout, indent=1)
     print()
 
-  common.run_tool(argv, run, _VERBOSE.value)
+  cli.run_tool(argv, run, _VERBOSE.value)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir', 'out'])
-  app.run(main, flags_parser=common.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

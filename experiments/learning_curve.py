@@ -18,7 +18,7 @@ from absl import flags
 
 from bigjax import workdirs
 from bigjax.errors import ConfigError
-from experiments import common
+from experiments import cli
 from experiments import curves
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the runs and the curve.')
@@ -49,9 +49,9 @@ def main(argv):
     records = curves.run_all(starts, points, _WORKDIR.value, extra)
     print(curves.markdown(curves.write(_WORKDIR.value, records, _TITLE.value)), end='')
 
-  common.run_tool(argv, run, _VERBOSE.value)
+  cli.run_tool(argv, run, _VERBOSE.value)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir'])
-  app.run(main, flags_parser=common.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

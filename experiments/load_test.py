@@ -28,7 +28,8 @@ from absl import logging
 
 from bigjax.export import loader
 from bigjax.serve import load
-from experiments import common
+from bigjax import errors
+from experiments import cli
 
 _URL = flags.DEFINE_string('url', '', 'A running service (loopback only). Empty: start --model\'s service.')
 _MODEL = flags.DEFINE_string('model', '', 'An artifact to serve and load (with and without micro-batching).')
@@ -102,17 +103,17 @@ def main(argv):
 
   def run():
     if bool(_URL.value) == bool(_MODEL.value):
-      raise common.ConfigError('give one of --url (a running service) and --model (an artifact to serve)')
+      raise errors.ConfigError('give one of --url (a running service) and --model (an artifact to serve)')
     if _TORCH_PEER.value and not _MODEL.value:
-      raise common.ConfigError('--torch_peer compares against --model: give both')
+      raise errors.ConfigError('--torch_peer compares against --model: give both')
     if min(_REQUESTS.value, _CONCURRENCY.value, _PER_REQUEST.value) < 1 or _TIME_LIMIT.value <= 0:
-      raise common.ConfigError('--requests, --concurrency, --texts_per_request and --time_limit_s must be positive')
+      raise errors.ConfigError('--requests, --concurrency, --texts_per_request and --time_limit_s must be positive')
     try:
       load.check_loopback(_URL.value or 'http://127.0.0.1')
       with open(_TEXTS.value, 'rb') as f:
         texts = list(loader.read_texts(f))
     except (ValueError, OSError) as e:
-      raise common.ConfigError(f'{e}') from None
+      raise errors.ConfigError(f'{e}') from None
     if _URL.value:
       report = {'runs': [_measure(_URL.value, texts)]}
     else:
@@ -129,11 +130,11 @@ def main(argv):
         key = 'ratios' if against == 'batch-1' else f'ratios_{mode}_vs_{against}'
         report[key] = _ratios(by_mode[mode], by_mode[against])
     report['load_average'] = os.getloadavg()
-    common.print_report(report, _JSON_OUT.value)
+    cli.print_report(report, _JSON_OUT.value)
 
-  common.run_tool(argv, run, _VERBOSE.value)
+  cli.run_tool(argv, run, _VERBOSE.value)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['texts'])
-  app.run(main, flags_parser=common.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -13,7 +13,8 @@ import numpy as np
 
 from bigjax.errors import ConfigError
 from bigjax import transfer
-from experiments import common
+from bigjax import experiment
+from bigjax.config import checks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,8 +25,8 @@ def check_recipe(config) -> None:
             'optim.name': 'adam', 'optim.schedule': 'constant', 'optim.warmup_steps': 0, 'optim.param_groups': '',
             'train.accum_steps': 1, 'parallel': 'none', 'checkpoint.every_steps': 0, 'train.steps': 0,
             'model.lstm.dtype': 'float32', 'init.checkpoint': ''}
-  wrong = [f'{key}={common.config_value(config, key)!r} (needs {value!r})' for key, value in needed.items()
-           if common.config_value(config, key) != value]
+  wrong = [f'{key}={checks.config_value(config, key)!r} (needs {value!r})' for key, value in needed.items()
+           if checks.config_value(config, key) != value]
   if wrong:
     raise ConfigError(f'the PyTorch peer cannot follow this recipe: {", ".join(wrong)}')
 
@@ -34,7 +35,7 @@ def write_peer_data(config, folder: str) -> dict:
   """The config's splits, tokenized as bigjax does, in torch_lstm.py's layout; and the start table."""
   config = copy.deepcopy(config)
   config.cache.data = False  # The texts themselves are written out: they must be read.
-  exp = common.build_experiment(config, workdir=None)  # Its data, tokenizer and initial state are the run's.
+  exp = experiment.build_experiment(config, workdir=None)  # Its data, tokenizer and initial state are the run's.
   dataset, tokenizer = exp.dataset, exp.tokenizer
   os.makedirs(folder, exist_ok=True)
   for name in ('train', 'dev', 'test'):
@@ -57,7 +58,7 @@ def write_peer_data(config, folder: str) -> dict:
 def write_lm_peer_data(config, path: str, steps: int) -> dict:
   """experiments/torch_peer_lm.py's input: the first `steps` windows of a language model's
   first epoch, exactly as bigjax's run reads them, and its sampling distribution (npz)."""
-  exp = common.build_lm_experiment(config, workdir=None)
+  exp = experiment.build_lm_experiment(config, workdir=None)
   batches = exp.train_batches
   if steps > batches.steps_per_epoch:
     raise ConfigError(f'{steps} peer steps are more than the {batches.steps_per_epoch} windows of an epoch')

@@ -19,7 +19,8 @@ import tqdm
 from bigjax import workdirs
 from bigjax.errors import DataError
 from bigjax.export import loader
-from experiments import common
+from bigjax import errors
+from experiments import cli
 
 _MODEL = flags.DEFINE_string('model', None, 'The artifact folder (python -m experiments.export writes one).')
 _INPUT = flags.DEFINE_string('input', '-', 'A file of texts; -: standard input.')
@@ -37,17 +38,17 @@ def main(argv):
 
   def run():
     if len(argv) > 1:
-      raise common.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
+      raise errors.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
     if _BATCH_SIZE.value < 1 or _CHUNK.value < 1:
-      raise common.ConfigError('--batch_size and --chunk must be >= 1')
+      raise errors.ConfigError('--batch_size and --chunk must be >= 1')
     if _OUTPUT.value != '-':
       _check_output(_OUTPUT.value)
     try:
       artifact = loader.load(_MODEL.value)
     except loader.ArtifactError as e:
-      raise common.ConfigError(str(e)) from None
+      raise errors.ConfigError(str(e)) from None
     if _INPUT.value != '-' and not os.path.isfile(_INPUT.value):
-      raise common.ConfigError(f'--input={_INPUT.value} is not a file')
+      raise errors.ConfigError(f'--input={_INPUT.value} is not a file')
     source = sys.stdin.buffer if _INPUT.value == '-' else open(_INPUT.value, 'rb')  # pylint: disable=consider-using-with
     sink = sys.stdout if _OUTPUT.value == '-' else open(_OUTPUT.value, 'w', encoding='utf-8')  # pylint: disable=consider-using-with
     total = None if _INPUT.value == '-' else _count_lines(_INPUT.value)
@@ -62,18 +63,18 @@ def main(argv):
         if sink is not sys.stdout:
           sink.close()
 
-  common.exit_on_user_error(run, _VERBOSE.value)
+  errors.exit_on_user_error(run, _VERBOSE.value)
 
 
 def _check_output(path: str) -> None:
   """Opening --output truncates it: never the input being read, the artifact, or a run's own file."""
   out = os.path.realpath(path)
   if _INPUT.value != '-' and out == os.path.realpath(_INPUT.value):
-    raise common.ConfigError(f'--output={path} is --input: writing would erase the texts before they are read; '
+    raise errors.ConfigError(f'--output={path} is --input: writing would erase the texts before they are read; '
                              'choose another --output')
   model = os.path.realpath(_MODEL.value)
   if os.path.commonpath([out, model]) == model:
-    raise common.ConfigError(f'--output={path} lies inside the artifact --model={_MODEL.value}; write it elsewhere')
+    raise errors.ConfigError(f'--output={path} lies inside the artifact --model={_MODEL.value}; write it elsewhere')
   workdirs.check_report_file(path, '--output')
 
 
@@ -85,4 +86,4 @@ def _count_lines(path: str) -> int:
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['model'])
-  app.run(main, flags_parser=common.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -20,7 +20,11 @@ from ml_collections import config_flags
 from bigjax import workdirs
 from bigjax.data import prepare, sources
 from bigjax.pretrain import embeddings
-from experiments import common
+from bigjax import errors
+from bigjax import logs
+from bigjax.config import checks
+from bigjax.data import from_config
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Classifier config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for the tokenizer and the vectors.')
@@ -29,7 +33,7 @@ _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.
 
 def corpus_texts(config) -> tuple[list[str], sources.TextDataset]:
   """Text to learn from (train and unlabelled splits only: never dev or test), and the classifier's data."""
-  dataset = common.load_data(config.data, config.seed)
+  dataset = from_config.load_data(config.data, config.seed)
   datasets = [dataset]
   if config.pretrain.corpus_path:
     datasets.append(sources.load_text_dataset(path=config.pretrain.corpus_path,
@@ -47,7 +51,7 @@ def pretrain(config, workdir: str) -> dict:
     return {}
   start = time.perf_counter()
   texts, dataset = corpus_texts(config)
-  tokenizer = prepare.run_tokenizer(workdir, dataset.splits['train'].texts, common.tokenizer_trainer(config.data))
+  tokenizer = prepare.run_tokenizer(workdir, dataset.splits['train'].texts, from_config.tokenizer_trainer(config.data))
   rows = tokenizer.encode(texts, max_len=1 << 30)  # Whole texts: data.max_len is the classifier's limit.
   logging.info('corpus: %d texts, %d tokens; training %d-dim skip-gram vectors for %d ids',
                len(texts), sum(map(len, rows)), config.model.embed_dim, tokenizer.vocab_size)
@@ -64,17 +68,17 @@ def pretrain(config, workdir: str) -> dict:
 
 def main(argv):
   logging.set_verbosity(logging.INFO)
-  common.quiet_library_logs(_VERBOSE.value)
+  logs.quiet_library_logs(_VERBOSE.value)
 
   def run():
     if len(argv) > 1:
-      raise common.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
-    common.check_config(_CONFIG.value)
+      raise errors.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
+    checks.check_config(_CONFIG.value)
     return pretrain(_CONFIG.value, _WORKDIR.value)
 
-  common.exit_on_user_error(run, _VERBOSE.value)
+  errors.exit_on_user_error(run, _VERBOSE.value)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main, flags_parser=common.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from bigjax import files
 from bigjax.errors import ConfigError
-from experiments import common
+from experiments import cli
 
 _RUNS = flags.DEFINE_list('runs', [], 'Pruned run folders (experiments.compress --method=prune).')
 _OUT = flags.DEFINE_string('out', None, 'Output path without extension: OUT.md and OUT.png are written.')
@@ -86,9 +86,9 @@ def main(argv):
     plot(points, _OUT.value + '.png', _TITLE.value)
     print(markdown(points), end='')
 
-  common.run_tool(argv, run, _VERBOSE.value)
+  cli.run_tool(argv, run, _VERBOSE.value)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['out'])
-  app.run(main, flags_parser=common.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

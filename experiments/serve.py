@@ -18,7 +18,8 @@ from absl import logging
 
 from bigjax.export import loader
 from bigjax.serve import server
-from experiments import common
+from bigjax import errors
+from experiments import cli
 
 _MODEL = flags.DEFINE_string('model', None, 'The artifact folder (python -m experiments.export writes one).')
 _HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to bind; 0.0.0.0 exposes the service to the network.')
@@ -45,26 +46,26 @@ def main(argv):
 
   def run():
     if len(argv) > 1:
-      raise common.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
+      raise errors.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
     for flag in (_MAX_BATCH, _MAX_QUEUE, _MAX_BODY, _MAX_TEXTS, _MAX_CHARS, _RETRY_AFTER):
       if flag.value < 1:
-        raise common.ConfigError(f'--{flag.name}={flag.value} must be >= 1')
+        raise errors.ConfigError(f'--{flag.name}={flag.value} must be >= 1')
     if _MAX_WAIT_MS.value < 0 or _DRAIN_TIMEOUT.value <= 0 or not 0 <= _PORT.value < 65536:
-      raise common.ConfigError('--max_wait_ms must be >= 0, --drain_timeout_s > 0 and --port in [0, 65535]')
+      raise errors.ConfigError('--max_wait_ms must be >= 0, --drain_timeout_s > 0 and --port in [0, 65535]')
     if _MAX_TEXTS.value > _MAX_QUEUE.value:
-      raise common.ConfigError(f'--max_texts={_MAX_TEXTS.value} exceeds --max_queue={_MAX_QUEUE.value}')
+      raise errors.ConfigError(f'--max_texts={_MAX_TEXTS.value} exceeds --max_queue={_MAX_QUEUE.value}')
     try:
       artifact = loader.load(_MODEL.value)
     except loader.ArtifactError as e:
-      raise common.ConfigError(str(e)) from None
+      raise errors.ConfigError(str(e)) from None
     server.serve(artifact, host=_HOST.value, port=_PORT.value, drain_timeout_s=_DRAIN_TIMEOUT.value,
                  access_log=_ACCESS_LOG.value, max_batch=_MAX_BATCH.value, max_wait_ms=_MAX_WAIT_MS.value,
                  max_queue=_MAX_QUEUE.value, max_body_bytes=_MAX_BODY.value, max_texts=_MAX_TEXTS.value,
                  max_text_chars=_MAX_CHARS.value, retry_after_s=_RETRY_AFTER.value, warm_up=_WARM_UP.value)
 
-  common.exit_on_user_error(run, _VERBOSE.value)
+  errors.exit_on_user_error(run, _VERBOSE.value)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['model'])
-  app.run(main, flags_parser=common.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

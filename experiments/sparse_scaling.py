@@ -17,7 +17,7 @@ import tempfile
 from absl import app
 from absl import flags
 
-from experiments import common
+from experiments import cli
 
 _ROWS = flags.DEFINE_list('rows', ['16384', '131072', '1048576'], 'Bigram table sizes (rows).')
 _UPDATES = flags.DEFINE_list('updates', ['dense', 'lazy_adam', 'sgd'], 'dense, or a row-sparse rule.')
@@ -92,4 +92,4 @@ def main():
 
 
 if __name__ == '__main__':
-  app.run(lambda argv: common.run_tool(argv, main, _VERBOSE.value))
+  app.run(lambda argv: cli.run_tool(argv, main, _VERBOSE.value))

@@ -38,7 +38,10 @@ from ml_collections import config_flags
 from bigjax import hostmem
 from bigjax import workdirs
 from bigjax.errors import ConfigError
-from experiments import common
+from bigjax import errors
+from bigjax import logs
+from bigjax.config import checks
+from experiments import cli
 from experiments import peers
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (an LSTM classifier).', lock_config=True)
@@ -108,12 +111,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.INFO)
-  common.setup_host()
-  common.quiet_library_logs(_VERBOSE.value)
+  cli.setup_host()
+  logs.quiet_library_logs(_VERBOSE.value)
   config = _CONFIG.value
 
   def run():
-    common.check_config(config)
+    checks.check_config(config)
     peers.check_recipe(config)
     unknown = [side for side in _SIDES.value if side not in SIDES]
     if unknown:
@@ -154,9 +157,9 @@ def main(argv):
     if 'torch_over_bigjax' in results:
       print(f'torch / bigjax: {results["torch_over_bigjax"]:.2f}x')
 
-  common.exit_on_user_error(run, _VERBOSE.value)
+  errors.exit_on_user_error(run, _VERBOSE.value)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main, flags_parser=common.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

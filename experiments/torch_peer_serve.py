@@ -23,7 +23,8 @@ from absl import flags
 from absl import logging
 
 from bigjax.serve import server
-from experiments import common
+from bigjax import errors
+from experiments import cli
 from experiments.configs import base
 from experiments.torch_peer_model import TorchPeerModel, import_peer, train_or_load
 
@@ -50,11 +51,11 @@ def main(argv):
 
   def run():
     if len(argv) > 1:
-      raise common.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
+      raise errors.ConfigError(f'unexpected arguments {argv[1:]}; flags are written --name=value')
     try:
       import torch  # pylint: disable=import-outside-toplevel
     except ImportError:
-      raise common.ConfigError('this Python has no torch: pip install -e ".[peers]" (torch==2.13.0)') from None
+      raise errors.ConfigError('this Python has no torch: pip install -e ".[peers]" (torch==2.13.0)') from None
     torch.set_num_threads(_THREADS.value)
     peer = import_peer(_PEERS_DIR.value)
     model, stoi, report = train_or_load(_WORKDIR.value, peer, _DATA_DIR.value, _EPOCHS.value, _SEED.value)
@@ -64,9 +65,9 @@ def main(argv):
     server.serve(TorchPeerModel(peer, model, stoi, report), host=_HOST.value, port=_PORT.value, max_batch=1,
                  max_queue=_MAX_QUEUE.value, warm_up=True)
 
-  common.exit_on_user_error(run, _VERBOSE.value)
+  errors.exit_on_user_error(run, _VERBOSE.value)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir'])
-  app.run(main, flags_parser=common.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

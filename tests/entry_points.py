@@ -31,7 +31,8 @@ def run_cases(cases: dict, folder: str, timeout: int = 900) -> dict:
 
 def serve(cases_path: str, results_path: str, timeout: int = 180) -> None:
   """The helper process: each case in a forked child (see the module docstring)."""
-  import experiments.common  # pylint: disable=g-import-not-at-top,unused-import  # The libraries, once.
+  import bigjax.training  # pylint: disable=g-import-not-at-top,unused-import  # The libraries, once.
+  import experiments.cli  # pylint: disable=g-import-not-at-top,unused-import
   with open(cases_path) as f:
     cases = json.load(f)
   results = {}

@@ -29,7 +29,7 @@ import traceback
 
 import pytest
 
-from experiments import common
+from bigjax import training
 from test_reliability import config_args
 from test_train import tiny_config, write_corpus
 
@@ -331,7 +331,7 @@ def unwritable_workdir(env):
   return env.argv(workdir=os.path.join(blocker, 'run'))
 
 
-@case('cannot be written', 'choose a writable folder')
+@case('is a file', 'choose a folder')
 def workdir_is_a_file(env):
   return env.argv(workdir=env.write('a_file', 'not a folder', folder=env.tmp))
 
@@ -429,7 +429,7 @@ def outcomes(tmp_path_factory):
   corpus = write_corpus(str(tmp / 'corpus'))
   previous = str(tmp / 'previous_run')
   config = tiny_config(corpus)
-  common.run_training(config, previous, stop_after_steps=5)  # Checkpoint 5, tokenizer, config, metrics.
+  training.run_training(config, previous, stop_after_steps=5)  # Checkpoint 5, tokenizer, config, metrics.
   base_args = [a for a in config_args(config) if not a.startswith('--config.data.path=')]
   envs, argvs, before = {}, {}, {}
   for name, (fn, _, _) in CASES.items():

@@ -9,7 +9,9 @@ import pytest
 
 from bigjax.data import cache as cache_lib
 from bigjax.data import sources
-from experiments import common
+from bigjax import experiment
+from bigjax import training
+from experiments import cli
 from tests.test_train import tiny_config, write_corpus
 
 
@@ -32,20 +34,20 @@ def forbid_reading_data(monkeypatch):
 def test_another_seed_and_a_resume_read_the_cache_and_equal_runs_that_tokenized(tmp_path, monkeypatch):
   data = write_corpus(tmp_path / 'data')
   cache_dir = tmp_path / 'cache'
-  uncached = common.run_training(config_with_cache(data, cache_dir, **{'cache.data': False}), str(tmp_path / 'plain'))
+  uncached = training.run_training(config_with_cache(data, cache_dir, **{'cache.data': False}), str(tmp_path / 'plain'))
   assert not os.path.exists(cache_dir / 'encoded')
 
-  first = common.run_training(config_with_cache(data, cache_dir), str(tmp_path / 'first'), stop_after_steps=7)
+  first = training.run_training(config_with_cache(data, cache_dir), str(tmp_path / 'first'), stop_after_steps=7)
   assert first['step'] == 7 and derived(tmp_path / 'first')['data_from_cache'] == {'tokenizer': False, 'splits': False}
   assert len(os.listdir(cache_dir / 'encoded')) == 1 and len(os.listdir(cache_dir / 'tokenizers')) == 1
 
   forbid_reading_data(monkeypatch)  # From here on, everything comes from the cache.
-  resumed = common.run_training(config_with_cache(data, cache_dir), str(tmp_path / 'first'))
+  resumed = training.run_training(config_with_cache(data, cache_dir), str(tmp_path / 'first'))
   assert derived(tmp_path / 'first')['data_from_cache']['splits']
   assert resumed['params_fingerprint'] == uncached['params_fingerprint']
   assert resumed['test'] == uncached['test']
 
-  other_seed = common.run_training(config_with_cache(data, cache_dir, seed=3), str(tmp_path / 'seed3'))
+  other_seed = training.run_training(config_with_cache(data, cache_dir, seed=3), str(tmp_path / 'seed3'))
   assert derived(tmp_path / 'seed3')['data_from_cache'] == {'tokenizer': True, 'splits': True}
   assert derived(tmp_path / 'seed3')['data_fingerprint'] == derived(tmp_path / 'plain')['data_fingerprint']
   assert other_seed['params_fingerprint'] != uncached['params_fingerprint']  # Another seed, the same split.
@@ -54,16 +56,16 @@ def test_another_seed_and_a_resume_read_the_cache_and_equal_runs_that_tokenized(
 def test_changed_data_or_settings_are_not_read_from_the_cache(tmp_path):
   data = write_corpus(tmp_path / 'data')
   cache_dir = tmp_path / 'cache'
-  common.build_experiment(config_with_cache(data, cache_dir), None)
-  again = common.build_experiment(config_with_cache(data, cache_dir), None)
+  experiment.build_experiment(config_with_cache(data, cache_dir), None)
+  again = experiment.build_experiment(config_with_cache(data, cache_dir), None)
   assert again.dataset is None  # All from the cache: no texts read.
 
-  longer = common.build_experiment(config_with_cache(data, cache_dir, **{'data.max_len': 8}), None)
+  longer = experiment.build_experiment(config_with_cache(data, cache_dir, **{'data.max_len': 8}), None)
   assert longer.dataset is not None and longer.train_batches.batch(0).token_ids.shape[1] <= 8
 
   with open(data / 'train.txt', 'a', encoding='utf-8') as f:  # One more example: a new key.
     f.write('1 good great\n')
-  changed = common.build_experiment(config_with_cache(data, cache_dir), None)
+  changed = experiment.build_experiment(config_with_cache(data, cache_dir), None)
   assert changed.dataset is not None and len(changed.dataset.splits['train'].texts) == 241
   assert len(os.listdir(cache_dir / 'encoded')) == 3
 
@@ -72,7 +74,7 @@ def test_an_unwritable_cache_is_skipped(tmp_path):
   data = write_corpus(tmp_path / 'data')
   blocked = tmp_path / 'not_a_folder'
   blocked.write_text('a file where the cache folder would be')
-  exp = common.build_experiment(config_with_cache(data, blocked), None)
+  exp = experiment.build_experiment(config_with_cache(data, blocked), None)
   assert len(exp.train_batches.batch(0).token_ids) == 16
 
 
@@ -95,7 +97,7 @@ def test_compiled_steps_go_to_the_persistent_cache(tmp_path):
   config = config_with_cache(data, cache_dir, **{'train.steps': 4})
   previous = jax.config.jax_compilation_cache_dir
   try:
-    common.run_training(config, str(tmp_path / 'run'))
+    training.run_training(config, str(tmp_path / 'run'))
     assert jax.config.jax_compilation_cache_dir == str(cache_dir / 'jax')
     assert len(os.listdir(cache_dir / 'jax')) > 0
   finally:
@@ -106,16 +108,16 @@ def test_compiled_steps_go_to_the_persistent_cache(tmp_path):
 @pytest.mark.parametrize('key', ['cache.compilation'])
 def test_compilation_cache_is_off_with_one_key(tmp_path, key):
   config = config_with_cache('', tmp_path, **{key: False})
-  assert common.use_compilation_cache(config) is None
+  assert cli.use_compilation_cache(config) is None
 
 
 def test_a_backward_run_does_not_read_a_forward_runs_cached_rows(tmp_path):
   data = write_corpus(tmp_path / 'data')
   cache_dir = tmp_path / 'cache'
-  forward = common.build_experiment(config_with_cache(data, cache_dir), None)
-  backward = common.build_experiment(config_with_cache(data, cache_dir, **{'data.direction': 'backward'}), None)
+  forward = experiment.build_experiment(config_with_cache(data, cache_dir), None)
+  backward = experiment.build_experiment(config_with_cache(data, cache_dir, **{'data.direction': 'backward'}), None)
   assert backward.dataset is not None  # Its own key: tokenized again, in its order.
-  assert common.build_experiment(config_with_cache(data, cache_dir, **{'data.direction': 'backward'}),
+  assert experiment.build_experiment(config_with_cache(data, cache_dir, **{'data.direction': 'backward'}),
                                  None).dataset is None  # Then read back from the cache.
   f, b = forward.train_batches.split, backward.train_batches.split
   assert len(f.lengths) == len(b.lengths) and (f.lengths > 1).any()

@@ -20,7 +20,9 @@ from bigjax.errors import ConfigError
 from bigjax.export import export, loader
 from bigjax.models import registry
 from bigjax.train import loop
-from experiments import common
+from bigjax import experiment
+from bigjax import training
+from bigjax.config import checks
 from experiments import compress as compress_command
 from test_train import ROOT, tiny_config, write_corpus
 
@@ -113,7 +115,7 @@ def test_the_two_modes_run_what_they_say(kind):
 
 def test_static_activation_scales_are_refused_for_the_lstm():
   model, _, _, _ = tiny_model('lstm')
-  with pytest.raises(ValueError, match="'static' is for the MLP only"):
+  with pytest.raises(ValueError, match="'static' does not work for model 'lstm'"):
     quantize.check_choice(model, 'int8', 'static')
 
 
@@ -163,12 +165,12 @@ def _prune_config(data, **extra):
 
 def test_pruned_weights_stay_exactly_zero_through_training_and_a_resume(tmp_path):
   data = write_corpus(tmp_path / 'data')
-  straight = common.run_training(_prune_config(data), str(tmp_path / 'straight'))
-  common.run_training(_prune_config(data), str(tmp_path / 'resumed'), stop_after_steps=8)
-  resumed = common.run_training(_prune_config(data), str(tmp_path / 'resumed'))
+  straight = training.run_training(_prune_config(data), str(tmp_path / 'straight'))
+  training.run_training(_prune_config(data), str(tmp_path / 'resumed'), stop_after_steps=8)
+  resumed = training.run_training(_prune_config(data), str(tmp_path / 'resumed'))
   assert resumed['params_fingerprint'] == straight['params_fingerprint']
   # The masks are optimizer state: the final checkpoint holds them, and they equal the zeros.
-  exp = common.build_experiment(_prune_config(data), None)
+  exp = experiment.build_experiment(_prune_config(data), None)
   state = exp.init_state()
   from bigjax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   ckpt = checkpoint_lib.Checkpointer(str(tmp_path / 'resumed' / 'checkpoints'))
@@ -182,7 +184,7 @@ def test_pruned_weights_stay_exactly_zero_through_training_and_a_resume(tmp_path
     assert np.mean(flat[path] == 0.0) == pytest.approx(0.6, abs=0.02), path
   # And they stay zero as training goes on: 4 more steps from the pruned state.
   more = _prune_config(data, **{'train.steps': 20})
-  common.run_training(more, str(tmp_path / 'resumed'))
+  training.run_training(more, str(tmp_path / 'resumed'))
   after = runs.load_run(str(tmp_path / 'resumed'))
   for path, mask in masks.items():
     leaf = np.asarray(dict((pruning.leaf_path(p), v) for p, v in
@@ -202,18 +204,18 @@ def test_distillation_term_is_zero_when_the_logits_agree():
 
 def test_a_student_learns_from_a_teacher_that_never_reaches_the_optimizer(tmp_path):
   data = write_corpus(tmp_path / 'data')
-  common.run_training(tiny_config(data), str(tmp_path / 'teacher'))
+  training.run_training(tiny_config(data), str(tmp_path / 'teacher'))
   teacher = runs.load_run(str(tmp_path / 'teacher'))
   student_config = tiny_config(data, **{'distill.teacher': str(tmp_path / 'teacher'), 'distill.alpha': 0.7,
                                         'model.embed_dim': 8, 'seed': 1})
-  exp = common.build_experiment(student_config, None)
+  exp = experiment.build_experiment(student_config, None)
   assert isinstance(exp.task, distill.Distillation)
   # The optimizer state holds moments of the student's leaves only.
   state = exp.init_state()
   moments = state.opt_state[0].mu
   assert jax.tree.structure(moments) == jax.tree.structure(state.params)
   assert jax.tree.leaves(moments)[0].shape[-1] == 8
-  results = common.run_training(student_config, str(tmp_path / 'student'))
+  results = training.run_training(student_config, str(tmp_path / 'student'))
   assert results['test']['accuracy'] > 0.65  # Chance is 0.5; 24 steps of a width-8 student.
   logged = [json.loads(line) for line in (tmp_path / 'student' / 'metrics.jsonl').read_text().splitlines()]
   assert all(r['distill'] >= 0 for r in logged if r['kind'] == 'train') and any(r['kind'] == 'train' for r in logged)
@@ -225,21 +227,21 @@ def test_a_student_learns_from_a_teacher_that_never_reaches_the_optimizer(tmp_pa
 
 def test_a_student_may_start_only_from_a_run_with_the_teachers_tokenizer(tmp_path):
   data = write_corpus(tmp_path / 'data')
-  common.run_training(tiny_config(data, **{'train.steps': 5}), str(tmp_path / 'teacher'))
-  common.run_training(tiny_config(data, **{'train.steps': 5, 'data.vocab_size': 90}), str(tmp_path / 'other'))
+  training.run_training(tiny_config(data, **{'train.steps': 5}), str(tmp_path / 'teacher'))
+  training.run_training(tiny_config(data, **{'train.steps': 5, 'data.vocab_size': 90}), str(tmp_path / 'other'))
   teacher = runs.load_run(str(tmp_path / 'teacher'))
   # A pruning run distilled from its own source: it starts from the source's parameters.
   config = tiny_config(data, **{'distill.teacher': str(tmp_path / 'teacher'), 'init.checkpoint': str(tmp_path / 'teacher')})
-  common.check_config(config)
-  exp = common.build_experiment(config, None)
+  checks.check_config(config)
+  exp = experiment.build_experiment(config, None)
   assert isinstance(exp.task, distill.Distillation)
   assert loop.params_fingerprint(exp.init_state().params) == loop.params_fingerprint(teacher.params)
   with pytest.raises(ConfigError, match='different tokenizers'):
-    common.build_experiment(tiny_config(data, **{'distill.teacher': str(tmp_path / 'teacher'),
+    experiment.build_experiment(tiny_config(data, **{'distill.teacher': str(tmp_path / 'teacher'),
                                                  'init.checkpoint': str(tmp_path / 'other')}), None)
   vectors = tiny_config(data, **{'distill.teacher': str(tmp_path / 'teacher'), 'init.embeddings': str(tmp_path / 'x')})
   with pytest.raises(ConfigError, match='distill.teacher and init.embeddings'):
-    common.check_config(vectors)
+    checks.check_config(vectors)
 
 
 # --- The entry point: a compressed run is a run -------------------------------------------
@@ -260,7 +262,7 @@ def _check_report_matches_the_loaded_run(out, data):
 
 def test_a_quantized_run_loads_and_matches_its_report(tmp_path):
   data = write_corpus(tmp_path / 'data')
-  common.run_training(tiny_config(data, **{'model.mlp.bigram_buckets': 64}), str(tmp_path / 'run'))
+  training.run_training(tiny_config(data, **{'model.mlp.bigram_buckets': 64}), str(tmp_path / 'run'))
   out = tmp_path / 'int8'
   done = compress(f'--from={tmp_path / "run"}', '--method=quantize', f'--workdir={out}',
                   '--config.quantize.activations=static', '--config.quantize.calibration_examples=64')
@@ -286,7 +288,7 @@ def test_a_quantized_run_loads_and_matches_its_report(tmp_path):
   card = (tmp_path / 'artifact' / 'MODEL_CARD.md').read_text()
   assert 'int8 quantization with qwix (int8 mode, static activation scales)' in card
   # A mode the model cannot take: one line, exit status 2.
-  common.run_training(tiny_config(data, model='lstm', **{'train.steps': 5}), str(tmp_path / 'lstm'))
+  training.run_training(tiny_config(data, model='lstm', **{'train.steps': 5}), str(tmp_path / 'lstm'))
   done = compress(f'--from={tmp_path / "lstm"}', '--method=quantize', f'--workdir={tmp_path / "bad"}',
                   '--config.quantize.activations=static')
   assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith('error: ')
@@ -296,7 +298,7 @@ def test_a_quantized_run_loads_and_matches_its_report(tmp_path):
 @pytest.mark.slow
 def test_a_pruned_run_from_the_entry_point_loads_and_matches_its_report(tmp_path):
   data = write_corpus(tmp_path / 'data')
-  common.run_training(tiny_config(data), str(tmp_path / 'run'))
+  training.run_training(tiny_config(data), str(tmp_path / 'run'))
   out = tmp_path / 'pruned'
   done = compress(f'--from={tmp_path / "run"}', '--method=prune', f'--workdir={out}', '--config.train.epochs=1',
                   '--config.prune.target_sparsity=0.5')
@@ -310,15 +312,15 @@ def test_a_pruned_run_from_the_entry_point_loads_and_matches_its_report(tmp_path
 def test_pruning_learns_from_its_source_by_default_and_can_be_told_not_to(tmp_path):
   data = write_corpus(tmp_path / 'data')
   run = str(tmp_path / 'run')
-  common.run_training(tiny_config(data, **{'train.steps': 2, 'checkpoint.every_steps': 2}), run)
+  training.run_training(tiny_config(data, **{'train.steps': 2, 'checkpoint.every_steps': 2}), run)
   config = compress_command.build_config(run, 'prune', '')
   assert config.init.checkpoint == config.distill.teacher == run
-  common.check_config(config)
-  assert common.build_experiment(config, None).constants is not None  # The teacher's parameters.
+  checks.check_config(config)
+  assert experiment.build_experiment(config, None).constants is not None  # The teacher's parameters.
   # What --config.distill.teacher= does to the config the command builds: labels alone.
   config.distill.teacher = ''
-  common.check_config(config)
-  exp = common.build_experiment(config, None)
+  checks.check_config(config)
+  exp = experiment.build_experiment(config, None)
   assert exp.constants is None and exp.task.name == 'classification'
 
 

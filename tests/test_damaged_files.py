@@ -23,7 +23,7 @@ from bigjax import metrics
 from bigjax import runs
 from bigjax.errors import DataError
 from bigjax.export import export
-from experiments import common
+from bigjax import training
 from tests.test_reliability import config_args
 from tests.test_train import tiny_config, write_corpus
 
@@ -105,7 +105,7 @@ def outcomes(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('damaged')
   data = write_corpus(str(tmp / 'data'))
   config = tiny_config(data, **{'train.steps': 2, 'checkpoint.every_steps': 2, 'train.log_every_steps': 2})
-  common.run_training(config, str(tmp / 'run'))
+  training.run_training(config, str(tmp / 'run'))
   export.write_artifact(runs.load_run(str(tmp / 'run')), str(tmp / 'artifact'))
   test_file = os.path.join(data, 'test.txt')
   processes = {}

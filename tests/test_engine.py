@@ -24,7 +24,9 @@ from bigjax.tasks.language_model import LanguageModeling
 from bigjax.train import loop, optim, parallel
 from bigjax.train import step as step_lib
 from bigjax.types import Batch
-from experiments import common
+from bigjax import experiment
+from bigjax import training
+from bigjax.config import checks
 from test_train import ROOT, tiny_config, write_corpus
 
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, 'experiments', 'configs', '*.py'))
@@ -96,7 +98,7 @@ def test_perplexity_is_exp_of_the_mean_nll_computed_by_hand():
 @pytest.mark.parametrize('name', ['mlp', 'lstm'])
 def test_logits_from_embeddings_of_embed_are_the_logits_and_slots_fold_onto_tokens(name):
   config = tiny_config('', name, **{'model.mlp.bigram_buckets': 32})
-  fns = registry.model_fns(common.build_model(config.model, 50, 3))
+  fns = registry.model_fns(experiment.build_model(config.model, 50, 3))
   ids = jnp.array([[5, 6, 7, 0], [8, 9, 0, 0]], jnp.int32)
   lengths = jnp.array([3, 2], jnp.int32)
   params = fns.init(jax.random.PRNGKey(0), ids, lengths)
@@ -117,7 +119,7 @@ def trained_run(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('engine')
   data = write_corpus(str(tmp / 'data'))
   workdir = str(tmp / 'run')
-  results = common.run_training(tiny_config(data), workdir)
+  results = training.run_training(tiny_config(data), workdir)
   return data, workdir, results
 
 
@@ -181,8 +183,8 @@ def test_finetuning_from_a_run_copies_all_but_the_dropped_output_layer(trained_r
   _, workdir, _ = trained_run
   three_classes = write_corpus(str(tmp_path / 'data3'), sizes=(300, 60, 60), num_classes=3)
   config = tiny_config(three_classes, **{'init.checkpoint': workdir, 'init.drop': '^head/', 'train.steps': 10})
-  workdir = common.claim_workdir(config, str(tmp_path / 'finetuned'), 'experiments.train')
-  exp = common.build_experiment(config, workdir)
+  workdir = training.claim_workdir(config, str(tmp_path / 'finetuned'))
+  exp = experiment.build_experiment(config, workdir)
   source = runs.load_run(workdir)
   start = exp.init_state().params
   assert exp.derived['init']['dropped'] == ['head/bias', 'head/kernel']
@@ -192,7 +194,7 @@ def test_finetuning_from_a_run_copies_all_but_the_dropped_output_layer(trained_r
       assert leaf.shape[-1] == 3
     else:
       np.testing.assert_array_equal(leaf, transfer.leaf_paths(source.params)[path])
-  results = common.run_training(config, str(tmp_path / 'finetuned'))
+  results = training.run_training(config, str(tmp_path / 'finetuned'))
   assert len(results['test']['confusion']) == 3
   recorded = json.loads((tmp_path / 'finetuned' / 'config.json').read_text())['derived']['init']
   assert recorded['checkpoint'] == workdir and recorded['step'] == source.step
@@ -243,10 +245,10 @@ def test_a_frozen_group_keeps_its_bytes_and_a_multiplier_scales_its_updates():
 def test_freezing_through_the_config_keeps_the_embedding_table_bit_identical(tmp_path):
   data = write_corpus(tmp_path / 'data')
   config = tiny_config(data, **{'optim.param_groups': '^embedding/=freeze', 'train.steps': 10})
-  workdir = common.claim_workdir(config, str(tmp_path / 'run'), 'experiments.train')
-  exp = common.build_experiment(config, workdir)
+  workdir = training.claim_workdir(config, str(tmp_path / 'run'))
+  exp = experiment.build_experiment(config, workdir)
   before = np.asarray(exp.init_state().params['embedding']['embedding'])
-  common.run_training(config, str(tmp_path / 'run'))
+  training.run_training(config, str(tmp_path / 'run'))
   after = runs.load_run(str(tmp_path / 'run')).params
   assert after['embedding']['embedding'].tobytes() == before.tobytes()
   assert not np.array_equal(after['head']['kernel'], exp.init_state().params['head']['kernel'])
@@ -265,7 +267,7 @@ def test_bad_param_groups_are_refused(spec, message):
 @pytest.mark.parametrize('arg', ['', 'tiny'])
 def test_every_shipped_config_loads_and_passes_its_checks(path, arg):
   config = runpy.run_path(path)['get_config'](arg)
-  common.check_config(config)
+  checks.check_config(config)
   if arg == 'tiny':
     assert config.train.steps <= 20 and config.model.embed_dim <= 16
 
@@ -288,7 +290,7 @@ def test_unknown_config_variant_is_refused():
 def test_out_of_range_values_are_refused_before_any_data_is_read(key, value, message):
   config = tiny_config('/nonexistent', **{key: value})
   with pytest.raises(ConfigError, match=message):
-    common.check_config(config)
+    checks.check_config(config)
 
 
 # --- What a resume leaves in metrics.jsonl; NaN skips have a cap. ----------------------
@@ -297,10 +299,10 @@ def test_metrics_hold_each_step_once_after_a_kill_and_a_resume(tmp_path):
   data = write_corpus(tmp_path / 'data')
   config = tiny_config(data, **{'train.log_every_steps': 1})
   workdir = tmp_path / 'run'
-  common.run_training(config, str(workdir), stop_after_steps=10)
+  training.run_training(config, str(workdir), stop_after_steps=10)
   with open(workdir / 'metrics.jsonl', 'a') as f:  # As a killed run leaves it: steps past the checkpoint, half a line.
     f.write(json.dumps({'step': 11, 'kind': 'train', 'loss': 1.0}) + '\n' + '{"step": 12, "kind": "tr')
-  common.run_training(config, str(workdir))
+  training.run_training(config, str(workdir))
   records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
   seen = [(r['step'], r['kind']) for r in records if r['kind'] != 'start']
   assert len(seen) == len(set(seen))
@@ -321,7 +323,7 @@ def test_nan_skip_stops_after_too_many_in_a_row(tmp_path, monkeypatch):
                                 'train.log_every_steps': 1})
   with pytest.raises(loop.TrainingError, match=r'step 15: 3 steps in a row.*train\.max_skipped_in_a_row=3.*'
                                                r'the checkpoint at step 10 .* is intact'):
-    common.run_training(config, str(tmp_path / 'run'))
+    training.run_training(config, str(tmp_path / 'run'))
 
 
 # --- Constants: inputs that are neither trained nor donated (a teacher). ----------------
@@ -331,7 +333,7 @@ def test_a_teachers_parameters_reach_the_loss_and_stay_as_they_were(mode):
   import dataclasses  # pylint: disable=g-import-not-at-top
   from bigjax.tasks.classification import Classification  # pylint: disable=g-import-not-at-top
   config = tiny_config('', 'mlp')
-  fns = registry.model_fns(common.build_model(config.model, 30, 2))
+  fns = registry.model_fns(experiment.build_model(config.model, 30, 2))
 
   @dataclasses.dataclass(frozen=True)
   class MatchTheTeacher(Classification):

@@ -17,7 +17,7 @@ from bigjax import runs
 from bigjax.errors import ConfigError
 from bigjax.export import export, loader, model_card
 from bigjax.models import registry
-from experiments import common
+from bigjax import training
 from tests.test_train import tiny_config, write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,7 +57,7 @@ def tiny_artifact(tmp_path_factory, kind: str):
       model = overrides.pop('model')
       config = tiny_config(data, model, **{'train.steps': 2, 'checkpoint.every_steps': 2,
                                            'train.log_every_steps': 2}, **overrides)
-      common.run_training(config, str(base / 'run'))
+      training.run_training(config, str(base / 'run'))
       run = runs.load_run(str(base / 'run'))
     out = str(base / 'artifact')
     export.write_artifact(run, out)

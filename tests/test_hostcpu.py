@@ -4,7 +4,7 @@ import logging
 import pytest
 
 from bigjax import hostcpu
-from experiments import common
+from bigjax import experiment
 from experiments.configs import lm_imdb, lstm_sst2, mlp_sst2
 
 _ZEN3 = 'processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma bmi2\n\nprocessor\t: 1\n'
@@ -42,7 +42,7 @@ def test_a_bf16_lstm_is_warned_only_without_bf16_instructions(monkeypatch, caplo
   if dtype:
     c.model.lstm.dtype = dtype
   with caplog.at_level(logging.WARNING):
-    common.build_model(c.model, vocab_size=50, num_classes=0 if c.model.name == 'lstm_lm' else 2)
+    experiment.build_model(c.model, vocab_size=50, num_classes=0 if c.model.name == 'lstm_lm' else 2)
   warnings = [r.getMessage() for r in caplog.records if 'without bf16 instructions' in r.getMessage()]
   assert len(warnings) == warned, warnings
   if warned:

@@ -21,7 +21,7 @@ from bigjax.interpret import attributions as attr_lib
 from bigjax.interpret import explanations, faithfulness, render
 from bigjax.models import mlp, registry
 from bigjax.types import ModelFns
-from experiments import common
+from bigjax import training
 from test_train import ROOT, tiny_config, write_corpus
 
 VOCAB = 30
@@ -253,7 +253,7 @@ def trained_run(tmp_path_factory):
   config = tiny_config(data, 'mlp', **{'model.mlp.bigram_buckets': 64, 'train.steps': 40, 'data.max_len': 16,
                                        'data.smallest_bucket': 16, 'checkpoint.every_steps': 40,
                                        'train.log_every_steps': 40, 'data.tokenizer': 'word'})
-  common.run_training(config, str(folder / 'run'))
+  training.run_training(config, str(folder / 'run'))
   return runs.load_run(str(folder / 'run'))
 
 

@@ -21,7 +21,9 @@ from bigjax.tasks.language_model import LanguageModeling, sampling_distribution
 from bigjax.train import loop, parallel
 from bigjax.train import step as step_lib
 from bigjax.types import Batch
-from experiments import common
+from bigjax import experiment
+from bigjax import training
+from bigjax.data import from_config
 from experiments.configs import lm_imdb
 from test_train import ROOT
 
@@ -206,7 +208,7 @@ def lm_config(data: str, **overrides):
 def dev_nll_by_hand(run, config, direction: str = 'forward') -> float:
   """The run's own carve of the same text, its dev documents read in `direction` as one
   sequence, full softmax, numpy."""
-  texts = common.language_model_corpus(config)
+  texts = experiment.language_model_corpus(config)
   docs = batching.EncodedSplit.from_rows(run.tokenizer.encode(texts, 1 << 30, direction=direction),
                                          np.full(len(texts), -1))
   _, dev_docs, _ = streams.carve(docs, config.lm.heldout_fraction, config.seed)
@@ -224,8 +226,8 @@ def pretrained(tmp_path_factory):
   data = write_reviews(str(tmp / 'data'))
   workdir = str(tmp / 'lm')
   # A single evaluation window holds the whole dev stream: its loss is one long sequence's.
-  results = common.run_training(lm_config(data, **{'lm.eval_context': 4000}), workdir,
-                                build=common.build_lm_experiment)
+  results = training.run_training(lm_config(data, **{'lm.eval_context': 4000}), workdir,
+                                build=experiment.build_lm_experiment)
   return data, workdir, results
 
 
@@ -252,7 +254,7 @@ def test_a_classifier_from_the_pretrained_encoder_copies_exactly_the_encoder_lea
   config.init.checkpoint, config.init.drop = lm_dir, '^head/'
   config.train.steps = 1
   config.optim.learning_rate = 1e-12  # One step that moves nothing: the start is what is compared.
-  exp = common.build_experiment(config, None)
+  exp = experiment.build_experiment(config, None)
   start = exp.init_state().params
   source = runs.load_run(lm_dir).params
   init_key, _ = jax.random.split(jax.random.PRNGKey(config.seed))  # As create_train_state splits it.
@@ -370,7 +372,7 @@ def pretrained_backward(tmp_path_factory):
   data = write_reviews(str(tmp / 'data'))
   workdir = str(tmp / 'lm')
   config = lm_config(data, **{'lm.eval_context': 4000, 'data.direction': 'backward'})
-  return data, workdir, common.run_training(config, workdir, build=common.build_lm_experiment), config
+  return data, workdir, training.run_training(config, workdir, build=experiment.build_lm_experiment), config
 
 
 def test_a_backward_language_model_reads_every_document_last_token_first(pretrained_backward):
@@ -390,10 +392,10 @@ def test_a_classifier_reads_its_texts_in_its_language_models_direction(pretraine
   config.model.embed_dim, config.model.lstm.hidden_dim = 16, 16
   config.init.checkpoint, config.init.drop = lm_dir, '^head/'
   with pytest.raises(ConfigError, match='reads its texts backward.*--config.data.direction=backward'):
-    common.build_experiment(config, None)
+    experiment.build_experiment(config, None)
   config.data.direction = 'backward'
-  exp = common.build_experiment(config, None)
-  texts = common.load_data(config.data, config.seed).splits['train'].texts
+  exp = experiment.build_experiment(config, None)
+  texts = from_config.load_data(config.data, config.seed).splits['train'].texts
   rows = exp.tokenizer.encode(texts, config.data.max_len, config.data.keep)
   split = exp.train_batches.split
   np.testing.assert_array_equal(split.tokens[split.offsets[0]:split.offsets[1]], rows[0][::-1])
@@ -421,7 +423,7 @@ def test_the_hidden_head_is_a_relu_layer_on_the_pooled_features_and_starts_fresh
   config.model.embed_dim, config.model.lstm.hidden_dim = 16, 16
   config.model.lstm.forget_bias, config.model.lstm.head_hidden_dim = 1.0, 7
   config.init.checkpoint, config.init.drop = lm_dir, '^head'
-  exp = common.build_experiment(config, None)
+  exp = experiment.build_experiment(config, None)
   start = exp.init_state().params
   source = runs.load_run(lm_dir).params
   assert set(start) == {'embedding', 'layers_0_0', 'head_hidden', 'head'}
@@ -431,4 +433,4 @@ def test_the_hidden_head_is_a_relu_layer_on_the_pooled_features_and_starts_fresh
   assert start['head_hidden']['kernel'].shape == (16, 7)
   config.init.drop = '^head/'  # The hidden layer is not in the language model: one clear error.
   with pytest.raises(ConfigError, match='head_hidden/kernel is not in'):
-    common.build_experiment(config, None).init_state()
+    experiment.build_experiment(config, None).init_state()

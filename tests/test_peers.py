@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from bigjax.pretrain import embeddings
-from experiments import common, peers, pretrain_embeddings
+from bigjax import errors
+from bigjax import experiment
+from bigjax.data import from_config
+from bigjax import training
+from experiments import peers, pretrain_embeddings
 from tests.test_train import tiny_config, write_corpus
 
 
@@ -25,8 +29,8 @@ def test_peer_data_holds_the_token_sequences_bigjax_trains_on(tmp_path):
                                         'data.tokenizer': 'wordpunct', 'data.min_frequency': 3})
   info = peers.write_peer_data(config, str(tmp_path / 'peer'))
   assert 'init_table' not in info  # From scratch: each side initializes its own way.
-  dataset = common.load_data(config.data, config.seed)
-  exp = common.build_experiment(config, workdir=None)
+  dataset = from_config.load_data(config.data, config.seed)
+  exp = experiment.build_experiment(config, workdir=None)
   unk_seen = False
   for name in ('train', 'dev', 'test'):
     labels, token_lists = read_peer_split(tmp_path / 'peer' / f'{name}.txt')
@@ -49,7 +53,7 @@ def test_peer_gets_the_pretrained_starting_table(tmp_path):
     tokens, table = saved['tokens'].tolist(), saved['table']
   tokenizer, _, found = embeddings.load(str(tmp_path / 'w2v'))
   assert tokens == tokenizer.tokens(range(tokenizer.vocab_size))
-  start = np.asarray(common.build_experiment(config, None).init_state().params['embedding']['embedding'])
+  start = np.asarray(experiment.build_experiment(config, None).init_state().params['embedding']['embedding'])
   np.testing.assert_array_equal(table, start)  # Row for row the table bigjax's run starts from.
   assert found.sum() > 20
 
@@ -58,7 +62,7 @@ def test_test_curve_at_each_checkpoint_in_metrics(tmp_path):
   data = write_corpus(tmp_path / 'data')
   config = tiny_config(data, 'lstm', **{'train.steps': 15, 'train.test_at_checkpoints': True,
                                         'data.max_len': 16, 'data.smallest_bucket': 16})
-  results = common.run_training(config, str(tmp_path / 'run'))
+  results = training.run_training(config, str(tmp_path / 'run'))
   curve = peers.BigjaxCurve(str(tmp_path / 'run')).poll()  # What time_to_accuracy races on.
   assert [point['step'] for point in curve] == [5, 10, 15]
   best = next(point for point in curve if point['step'] == results['best_step'])
@@ -69,7 +73,7 @@ def test_test_curve_at_each_checkpoint_in_metrics(tmp_path):
 
 def test_a_recipe_the_peer_cannot_follow_is_refused(tmp_path):
   config = tiny_config(tmp_path, 'lstm', **{'model.lstm.bidirectional': True, 'optim.schedule': 'cosine'})
-  with pytest.raises(common.ConfigError, match=r'model\.lstm\.bidirectional=True.*optim\.schedule=.cosine'):
+  with pytest.raises(errors.ConfigError, match=r'model\.lstm\.bidirectional=True.*optim\.schedule=.cosine'):
     peers.check_recipe(config)
   peers.check_recipe(tiny_config(tmp_path, 'lstm', **{'train.steps': 0, 'checkpoint.every_steps': 0}))
 
@@ -175,7 +179,7 @@ def test_the_torch_language_model_peer_trains_on_bigjax_s_windows(tmp_path):
                                                                 'lm.negatives': 16})
   stream = str(tmp_path / 'stream.npz')
   info = peers.write_lm_peer_data(config, stream, steps=30)
-  exp = common.build_lm_experiment(config, workdir=None)
+  exp = experiment.build_lm_experiment(config, workdir=None)
   with np.load(stream) as saved:
     rows, log_q = saved['rows'], saved['log_q']
   for step in (0, 29):  # The peer's windows are bigjax's, step for step.

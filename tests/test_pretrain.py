@@ -7,7 +7,10 @@ from bigjax import transfer
 from bigjax.errors import ConfigError
 from bigjax.pretrain import embeddings
 from bigjax.train import step as step_lib
-from experiments import common, pretrain_embeddings
+from bigjax.config import checks
+from bigjax import experiment
+from bigjax import training
+from experiments import pretrain_embeddings
 from test_train import tiny_config, write_corpus
 
 
@@ -45,8 +48,8 @@ def test_pretrained_vectors_start_the_embedding_table(tmp_path):
   assert not found[embeddings.special_ids(tokenizer)].any()
 
   config.init.embeddings = str(tmp_path / 'w2v')
-  workdir = common.claim_workdir(config, str(tmp_path / 'run'), 'experiments.train')
-  exp = common.build_experiment(config, workdir)
+  workdir = training.claim_workdir(config, str(tmp_path / 'run'))
+  exp = experiment.build_experiment(config, workdir)
   assert exp.tokenizer.vocab_size == tokenizer.vocab_size
   assert (tmp_path / 'run' / 'tokenizer.json').read_text() == (tmp_path / 'w2v' / 'tokenizer.json').read_text()
   table = np.asarray(exp.init_state().params['embedding']['embedding'])
@@ -57,7 +60,7 @@ def test_pretrained_vectors_start_the_embedding_table(tmp_path):
   np.testing.assert_allclose(table.std(), scratch.std(), rtol=0.2)
   np.testing.assert_array_equal(table[~found], scratch[~found])
 
-  results = common.run_training(config, str(tmp_path / 'run'))
+  results = training.run_training(config, str(tmp_path / 'run'))
   assert results['step'] == 4
 
 
@@ -66,15 +69,15 @@ def test_bad_pretrained_embeddings_get_one_clear_error(tmp_path):
   config.init.embeddings = str(tmp_path / 'nothing_here')
   with pytest.raises(ConfigError, match='no embeddings.npz there; write one with python -m '
                                         'experiments.pretrain_embeddings'):
-    common.check_config(config)
+    checks.check_config(config)
   pretrain_embeddings.pretrain(config, str(tmp_path / 'w2v'))
   config.init.embeddings = str(tmp_path / 'w2v')
   config.model.embed_dim = 24
   with pytest.raises(ConfigError, match=r'the model\'s embedding table \d+x24: set model.embed_dim=16'):
-    common.run_training(config, str(tmp_path / 'run'))
+    training.run_training(config, str(tmp_path / 'run'))
   config.pretrain.window = 0
   with pytest.raises(ConfigError, match='pretrain.window=0 must be >= 1'):
-    common.check_config(config)
+    checks.check_config(config)
 
 
 def test_a_language_model_starts_from_word_vectors_and_keeps_their_tokenizer(tmp_path):
@@ -86,8 +89,8 @@ def test_a_language_model_starts_from_word_vectors_and_keeps_their_tokenizer(tmp
   assert found.sum() > 10 and not found[embeddings.special_ids(tokenizer)].any()
 
   config.init.embeddings = str(tmp_path / 'w2v')
-  workdir = common.claim_workdir(config, str(tmp_path / 'lm'), 'experiments.pretrain')
-  exp = common.build_lm_experiment(config, workdir)
+  workdir = training.claim_workdir(config, str(tmp_path / 'lm'))
+  exp = experiment.build_lm_experiment(config, workdir)
   assert (tmp_path / 'lm' / 'tokenizer.json').read_text() == (tmp_path / 'w2v' / 'tokenizer.json').read_text()
   assert exp.tokenizer.vocab_size == tokenizer.vocab_size
   start = jax.tree.map(np.asarray, exp.init_state().params)
@@ -103,5 +106,5 @@ def test_a_language_model_starts_from_word_vectors_and_keeps_their_tokenizer(tmp
     if path != 'embedding/embedding':
       np.testing.assert_array_equal(value, fresh[path])
 
-  results = common.run_training(config, str(tmp_path / 'lm'), build=common.build_lm_experiment)
+  results = training.run_training(config, str(tmp_path / 'lm'), build=experiment.build_lm_experiment)
   assert results['step'] == 4 and np.isfinite(results['dev']['perplexity'])

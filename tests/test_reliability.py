@@ -23,7 +23,9 @@ import pytest
 from bigjax import checkpoint as checkpoint_lib
 from bigjax.data import batching
 from bigjax.train import loop
-from experiments import common, peers
+from bigjax import experiment
+from bigjax import training
+from experiments import peers
 from experiments.configs import base
 from test_train import tiny_config, write_corpus
 
@@ -54,7 +56,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope='module')
 def reference(corpus, tmp_path_factory):
   """The uninterrupted run every interrupted one must match."""
-  return common.run_training(tiny_config(corpus, **OVERRIDES), str(tmp_path_factory.mktemp('reference')))
+  return training.run_training(tiny_config(corpus, **OVERRIDES), str(tmp_path_factory.mktemp('reference')))
 
 
 def assert_same_run(results, reference):
@@ -185,13 +187,13 @@ def test_sigint_saves_at_the_next_step_and_resumes_bit_exactly(corpus, reference
   try:
     threading.Thread(target=interrupt_after_a_few_steps, daemon=True).start()
     config = tiny_config(corpus, **OVERRIDES)
-    first = common.run_training(config, str(workdir))
+    first = training.run_training(config, str(workdir))
     assert sent.is_set() and not late and first['stopped'] == 'received SIGINT' and 7 <= first['step'] < 40
     assert signal.getsignal(signal.SIGINT) is after_the_loop  # The loop restored the handler it found.
   finally:
     signal.signal(signal.SIGINT, previous)
   assert checkpoint_lib.Checkpointer(str(workdir / 'checkpoints')).all_steps()[-1] == first['step']
-  assert_same_run(common.run_training(config, str(workdir)), reference)
+  assert_same_run(training.run_training(config, str(workdir)), reference)
 
 
 def test_a_second_signal_interrupts_at_once():
@@ -338,9 +340,9 @@ def test_a_lower_is_better_metric_keeps_the_lowest(tmp_path):
 def test_training_resumes_past_a_damaged_checkpoint_bit_exactly(corpus, reference, tmp_path):
   config = tiny_config(corpus, **OVERRIDES)
   workdir = tmp_path / 'run'
-  assert common.run_training(config, str(workdir), stop_after_steps=15)['step'] == 15
+  assert training.run_training(config, str(workdir), stop_after_steps=15)['step'] == 15
   flip_one_byte(str(workdir / 'checkpoints' / '15'))
-  assert_same_run(common.run_training(config, str(workdir)), reference)
+  assert_same_run(training.run_training(config, str(workdir)), reference)
   assert (workdir / 'checkpoints' / '15.damaged').is_dir()
 
 
@@ -368,7 +370,7 @@ def poison_step(monkeypatch):
 
 def fresh_state(config, workdir):
   """A restore target: the config's initial TrainState."""
-  return common.build_experiment(config, str(workdir)).init_state()
+  return experiment.build_experiment(config, str(workdir)).init_state()
 
 
 def test_nan_stops_naming_the_step_and_keeps_the_last_checkpoint(corpus, reference, tmp_path, poison_step):
@@ -377,19 +379,19 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_checkpoint(corpus, referen
   poison_step.at = 12  # The 13th step; checkpoints at 5 and 10 come before it.
   with pytest.raises(loop.TrainingError, match=r'step 13: the loss or the gradients are NaN or Inf.*'
                                                r'the checkpoint at step 10 .* is intact'):
-    common.run_training(config, str(workdir))
+    training.run_training(config, str(workdir))
   checkpointer = checkpoint_lib.Checkpointer(str(workdir / 'checkpoints'))
   assert checkpointer.all_steps() == [5, 10]
   step, state, _ = checkpointer.restore_latest(fresh_state(config, workdir))
   assert step == 10 and not checkpoint_lib.inspect_state(state)[1]  # Restores (sha256 checked), all finite.
   poison_step.at = None  # The data is fixed: the rerun resumes at 10 and matches.
-  assert_same_run(common.run_training(config, str(workdir)), reference)
+  assert_same_run(training.run_training(config, str(workdir)), reference)
 
 
 def test_nan_policy_skip_drops_the_step_and_goes_on(corpus, reference, tmp_path, poison_step, caplog):
   config = tiny_config(corpus, **OVERRIDES, **{'train.nan_policy': 'skip'})
   poison_step.at = 12
-  results = common.run_training(config, str(tmp_path / 'run'))
+  results = training.run_training(config, str(tmp_path / 'run'))
   assert results['step'] == 40 and results['train']['skipped_steps'] == 1
   assert 'skipped 1 step(s) with a NaN or Inf loss or gradients up to step 13 (the first: step 13)' in caplog.text
   assert results['params_fingerprint'] != reference['params_fingerprint']  # One update fewer.
@@ -460,7 +462,7 @@ def test_a_sigterm_while_the_last_best_save_is_in_flight_loses_nothing(tmp_path,
   data = write_corpus(tmp_path / 'data')
   config = tiny_config(data, **{'data.max_len': 16, 'data.smallest_bucket': 16, 'train.steps': 10,
                                 'checkpoint.every_steps': 5})
-  straight = common.run_training(config, str(tmp_path / 'straight'))
+  straight = training.run_training(config, str(tmp_path / 'straight'))
   real_wait = checkpoint_lib.Checkpointer.wait
   sent = []
 
@@ -471,8 +473,8 @@ def test_a_sigterm_while_the_last_best_save_is_in_flight_loses_nothing(tmp_path,
     return real_wait(self)
   monkeypatch.setattr(checkpoint_lib.Checkpointer, 'wait', wait_after_a_sigterm)
   workdir = str(tmp_path / 'signalled')
-  first = common.run_training(config, workdir)
+  first = training.run_training(config, workdir)
   assert sent and first['step'] == 10 and 'SIGTERM' in first['stopped']
-  resumed = common.run_training(config, workdir)
+  resumed = training.run_training(config, workdir)
   assert resumed['best_step'] == straight['best_step']
   assert resumed['test'] == straight['test']

@@ -742,15 +742,16 @@ def test_one_megabyte_review_in_imdb_archive(tmp_path):
 
 def test_one_megabyte_line_trains(tmp_path):
   # The whole path: tokenizer training, truncation to max_len, batching.
-  from experiments import common  # pylint: disable=g-import-not-at-top
+  from bigjax import training  # pylint: disable=g-import-not-at-top
+  from bigjax.data import from_config  # pylint: disable=g-import-not-at-top
   from test_train import tiny_config, write_corpus  # pylint: disable=g-import-not-at-top
   data = Path(write_corpus(str(tmp_path / 'data'), sizes=(60, 20, 20)))
   with open(data / 'train.txt', 'a', encoding='utf-8') as f:
     f.write(f'1 {_LONG}\n')
   config = tiny_config(data, **{'train.steps': 2, 'checkpoint.every_steps': 2,
                                 'train.log_every_steps': 1})
-  assert common.load_data(config.data, config.seed).splits['train'].texts[-1] == _LONG
-  results = common.run_training(config, str(tmp_path / 'run'))
+  assert from_config.load_data(config.data, config.seed).splits['train'].texts[-1] == _LONG
+  results = training.run_training(config, str(tmp_path / 'run'))
   assert 'test' in json.dumps(results)
 
 

@@ -14,7 +14,9 @@ from bigjax.tasks.classification import Classification
 from bigjax.train import parallel, sparse
 from bigjax.train import step as step_lib
 from bigjax.types import Batch
-from experiments import common
+from bigjax import experiment
+from bigjax import training
+from bigjax.config import checks
 from tests.test_train import tiny_config, write_corpus
 
 TASK = Classification(2)
@@ -144,10 +146,10 @@ def test_resumed_sparse_run_equals_uninterrupted_run(tmp_path):
   data = write_corpus(tmp_path / 'data')
   config = tiny_config(data, **{'data.max_len': 16, 'data.smallest_bucket': 16, 'model.mlp.bigram_buckets': 256,
                                 'optim.sparse_embeddings': 'embedding', 'optim.sparse_learning_rate': 0.05})
-  straight = common.run_training(config, str(tmp_path / 'straight'))
+  straight = training.run_training(config, str(tmp_path / 'straight'))
   interrupted = str(tmp_path / 'interrupted')
-  assert common.run_training(config, interrupted, stop_after_steps=7)['step'] == 7
-  resumed = common.run_training(config, interrupted)
+  assert training.run_training(config, interrupted, stop_after_steps=7)['step'] == 7
+  resumed = training.run_training(config, interrupted)
   assert resumed['params_fingerprint'] == straight['params_fingerprint']
   assert straight['test']['accuracy'] > 0.7  # It learns: the words say the label.
 
@@ -162,8 +164,8 @@ def test_resumed_sparse_run_equals_uninterrupted_run(tmp_path):
 def test_bad_sparse_settings_get_one_clear_error(tmp_path, overrides, expected):
   config = tiny_config(write_corpus(tmp_path / 'data'), **overrides)
   with pytest.raises(ConfigError, match=expected):
-    common.check_config(config)
-    common.build_experiment(config, None)
+    checks.check_config(config)
+    experiment.build_experiment(config, None)
 
 
 def test_a_tied_output_layer_cannot_be_updated_by_rows():

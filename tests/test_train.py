@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import common
+from bigjax import errors
+from bigjax import training
 from experiments.configs import base
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,13 +63,13 @@ def tiny_config(data_path, model='mlp', **overrides):
 def test_resumed_run_equals_uninterrupted_run(tmp_path, model):
   data = write_corpus(tmp_path / 'data')
   config = tiny_config(data, model, **{'data.max_len': 16, 'data.smallest_bucket': 16})  # One shape: one compile.
-  straight = common.run_training(config, str(tmp_path / 'straight'))
+  straight = training.run_training(config, str(tmp_path / 'straight'))
   interrupted = str(tmp_path / 'interrupted')
-  first = common.run_training(config, interrupted, stop_after_steps=7)
+  first = training.run_training(config, interrupted, stop_after_steps=7)
   assert first['step'] == 7 and 'stopped' in first
-  second = common.run_training(config, interrupted, stop_after_steps=9)  # Resumes at 7, stops at 16.
+  second = training.run_training(config, interrupted, stop_after_steps=9)  # Resumes at 7, stops at 16.
   assert second['step'] == 16
-  resumed = common.run_training(config, interrupted)
+  resumed = training.run_training(config, interrupted)
   assert resumed['step'] == straight['step'] == 24
   # Dropout keys, data order and optimizer state all restored: bit-identical parameters.
   assert resumed['params_fingerprint'] == straight['params_fingerprint']
@@ -78,7 +79,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, model):
 def test_results_and_outputs(tmp_path):
   data = write_corpus(tmp_path / 'data', sizes=(400, 60, 60))
   workdir = tmp_path / 'run'
-  results = common.run_training(tiny_config(data, **{'train.steps': 60}), str(workdir))
+  results = training.run_training(tiny_config(data, **{'train.steps': 60}), str(workdir))
   saved = json.loads((workdir / 'results.json').read_text())
   assert saved['params_fingerprint'] == results['params_fingerprint']
   assert saved['step'] == 60 and saved['best_step'] % 5 == 0
@@ -97,7 +98,7 @@ def test_results_and_outputs(tmp_path):
 
 def test_multiclass_data_trains(tmp_path):
   data = write_corpus(tmp_path / 'data', sizes=(600, 80, 80), num_classes=5)
-  results = common.run_training(tiny_config(data, **{'train.steps': 120, 'checkpoint.every_steps': 40}),
+  results = training.run_training(tiny_config(data, **{'train.steps': 120, 'checkpoint.every_steps': 40}),
                                 str(tmp_path / 'run'))
   assert len(results['test']['confusion']) == 5
   assert results['test']['accuracy'] > 0.5  # Chance is 0.2.
@@ -106,9 +107,9 @@ def test_multiclass_data_trains(tmp_path):
 def test_checkpoint_of_another_run_is_refused(tmp_path):
   data = write_corpus(tmp_path / 'data')
   workdir = str(tmp_path / 'run')
-  common.run_training(tiny_config(data), workdir, stop_after_steps=5)
-  with pytest.raises(common.BigjaxError, match='incompatible'):
-    common.run_training(tiny_config(data, **{'model.mlp.hidden_dim': 8}), workdir)
+  training.run_training(tiny_config(data), workdir, stop_after_steps=5)
+  with pytest.raises(errors.BigjaxError, match='incompatible'):
+    training.run_training(tiny_config(data, **{'model.mlp.hidden_dim': 8}), workdir)
 
 
 def run_entry_point(*args, timeout=300):
@@ -152,6 +153,6 @@ def test_trains_from_tensorflow_datasets_by_name(tmp_path, monkeypatch):
   monkeypatch.setattr(sources, '_network_available', lambda *a, **k: True)
   config = tiny_config('', **{'data.name': 'glue/sst2', 'train.steps': 6})
   with tfds.testing.mock_data(num_examples=40):
-    results = common.run_training(config, str(tmp_path / 'run'))
+    results = training.run_training(config, str(tmp_path / 'run'))
   assert results['step'] == 6 and len(results['test']['confusion']) == 2
   assert results['test']['examples'] > 0

@@ -12,8 +12,8 @@ import shutil
 import pytest
 
 from bigjax import workdirs
-from bigjax.errors import ConfigError
-from experiments import common
+from bigjax.errors import ConfigError, DataError
+from bigjax import training
 from tests.entry_points import run_cases, snapshot
 from tests.test_reliability import config_args
 from tests.test_train import tiny_config, write_corpus
@@ -98,7 +98,8 @@ def train_into_a_compressed_run(env):
   return env.args + [f'--workdir={env.other}']
 
 
-@case('experiments.train', 'holds the output of experiments.train;', 'this is experiments.train from')
+@case('experiments.train', 'holds the output of experiments.train (model mlp);',
+      'this is experiments.train (model mlp) from')
 def train_into_a_run_started_otherwise(env):
   return env.args + [f'--config.init.checkpoint={env.source}', f'--workdir={env.other}']
 
@@ -109,7 +110,8 @@ def pretrain_starting_from_its_own_folder(env):
           f'--workdir={env.source}']
 
 
-@case('experiments.pretrain', 'holds the output of experiments.train', 'this is experiments.pretrain')
+@case('experiments.pretrain', 'holds the output of experiments.train (model mlp)',
+      'this is experiments.train (model lstm_lm)')
 def pretrain_into_a_classifier_run(env):
   return [f'--config={LM}', f'--config.data.path={env.data}', f'--workdir={env.other}']
 
@@ -159,7 +161,7 @@ def outcomes(tmp_path_factory):
   data = write_corpus(str(tmp / 'corpus'))
   config = tiny_config(data, **TINY)
   run = str(tmp / 'run')
-  common.run_training(config, run)
+  training.run_training(config, run)
   args = config_args(config)
   cases, envs, before = {}, {}, {}
   for name, (module, fn, _) in CASES.items():
@@ -191,18 +193,18 @@ def test_a_run_resumes_its_own_folder_and_older_runs_are_recognised(tmp_path):
   data = write_corpus(str(tmp_path / 'corpus'))
   config = tiny_config(data, **TINY)
   workdir = str(tmp_path / 'run')
-  assert common.run_training(config, workdir, stop_after_steps=2)['step'] == 2
+  assert training.run_training(config, workdir, stop_after_steps=2)['step'] == 2
   origin = workdirs.read_origin(workdir)
-  assert origin == workdirs.Origin('experiments.train')
+  assert origin == workdirs.Origin('experiments.train (model mlp)')
   # A run from before origin.json existed: its config.json says what made it.
   os.remove(os.path.join(workdir, workdirs.ORIGIN_FILE))
   assert workdirs.read_origin(workdir) == origin
-  assert common.run_training(config, workdir)['step'] == TINY['train.steps']
+  assert training.run_training(config, workdir)['step'] == TINY['train.steps']
   # The same folder for another command, or the same command from another start: refused.
-  with pytest.raises(ConfigError, match='holds the output of experiments.train'):
+  with pytest.raises(ConfigError, match=r'holds the output of experiments.train \(model mlp\)'):
     workdirs.claim(workdir, 'experiments.compress --method=quantize', {'--from': str(tmp_path / 'elsewhere')})
-  with pytest.raises(ConfigError, match='this is experiments.train from'):
-    workdirs.claim(workdir, 'experiments.train', {'init.checkpoint': str(tmp_path / 'elsewhere')})
+  with pytest.raises(ConfigError, match=r'this is experiments.train \(model mlp\) from'):
+    workdirs.claim(workdir, 'experiments.train (model mlp)', {'init.checkpoint': str(tmp_path / 'elsewhere')})
 
 
 def test_claim_takes_a_new_or_empty_folder_and_ignores_other_processes_probes(tmp_path):
@@ -219,5 +221,5 @@ def test_claim_takes_a_new_or_empty_folder_and_ignores_other_processes_probes(tm
   damaged = tmp_path / 'damaged'
   damaged.mkdir()
   (damaged / workdirs.ORIGIN_FILE).write_text('{"comm')
-  with pytest.raises(ConfigError, match='origin.json: not valid JSON'):
+  with pytest.raises(DataError, match='origin.json: not valid JSON'):
     workdirs.claim(str(damaged), 'experiments.train')

@@ -37,7 +37,6 @@ import qwix
 from qwix._src.providers.ptq import WithAux
 
 from bigjax.models import registry
-from bigjax.models.lstm import LSTMClassifier, LSTMLanguageModel
 from bigjax.types import ModelFns
 
 MODES = ('weights', 'int8')
@@ -51,9 +50,11 @@ def check_choice(model, mode: str, activations: str) -> None:
     raise ValueError(f'quantize.mode={mode!r} is unknown; use one of {MODES}')
   if activations not in ACTIVATIONS:
     raise ValueError(f'quantize.activations={activations!r} is unknown; use one of {ACTIVATIONS}')
-  if mode == 'int8' and activations == 'static' and isinstance(model, (LSTMClassifier, LSTMLanguageModel)):
-    raise ValueError("quantize.activations='static' is for the MLP only: the LSTM's recurrent matmuls run inside "
-                     "a lax.scan, where qwix cannot keep activation ranges; use 'dynamic'")
+  spec = registry.spec_of_module(model)
+  if mode == 'int8' and activations == 'static' and not spec.static_activation_scales:
+    raise ValueError(f"quantize.activations='static' does not work for model {spec.name!r}: some of its matmuls "
+                     "run inside a lax.scan, where qwix cannot keep activation ranges (the MLP only, of the "
+                     "built-in models); use 'dynamic'")
 
 
 def _rules(mode: str, activations: str) -> list:

@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from bigjax import metrics as metrics_lib
+from bigjax.models import registry
 
 DEFAULT_BINS = 15  # Guo et al. 2017's choice, so the figure compares with published ones.
 DIAGRAM_FILE = 'reliability.png'
@@ -83,10 +84,6 @@ def reliability_diagram(calib: dict, path: str, title: str) -> str:
   return path
 
 
-KINDS = {'mlp': 'deep averaging network (the mean of token embeddings, then an MLP)',
-         'lstm': 'LSTM over the tokens, classified from its state at the last real token'}
-
-
 def _lowercases(directory: str) -> bool:
   """Whether the artifact's tokenizer lowercases its input (its normalizer has a Lowercase step)."""
   with open(os.path.join(directory, 'tokenizer.json'), encoding='utf-8') as f:
@@ -117,14 +114,15 @@ def write_card(directory: str, *, metadata: dict, evaluation: Optional[dict], tr
   """MODEL_CARD.md in directory (the artifact). evaluation: {'data', 'report', 'calibration'} or None."""
   config, derived, labels = metadata['config'], metadata['derived'], metadata['labels']
   data, model, spec = config['data'], config['model'], metadata['input']
-  own = model.get(model['name'], {})
+  model_spec = registry.spec(model['name'])
+  own = model.get(model_spec.section, {})
   compression = compression_text(config, derived)
   lines = [
       f'# Model card: {model["name"]} text classifier ({", ".join(labels)})', '',
       f'Artifact: this folder (format {metadata["format"]} v{metadata["format_version"]}), exported '
       f'{metadata["created"]} from the bigjax run `{metadata["run"]["workdir"]}` at step {metadata["run"]["step"]}.',
       '', '## Model details', '',
-      f'- Type: {KINDS.get(model["name"], model["name"])}; embedding width {model["embed_dim"]}, {", ".join(f"{k} {v}" for k, v in sorted(own.items()))}.',
+      f'- Type: {model_spec.description or model_spec.name}; embedding width {model["embed_dim"]}, {", ".join(f"{k} {v}" for k, v in sorted(own.items()))}.',
       f'- Output: a probability for each of {len(labels)} classes ({", ".join(labels)}) and the most probable label.',
       f'- Framework: JAX/Flax (bigjax), exported with `jax.export` (StableHLO) for {", ".join(metadata["platforms"])}'
       f'{"; not lowered for " + ", ".join(metadata["platforms_skipped"]) if metadata.get("platforms_skipped") else ""}.',

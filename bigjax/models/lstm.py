@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax.linen.recurrent import flip_sequences
 
 from bigjax.models.common import length_mask
+from bigjax.models.spec import CLASSIFIER, LANGUAGE_MODEL, ModelSpec
 
 
 @jax.custom_vjp
@@ -321,3 +322,85 @@ class LSTMLanguageModel(nn.Module):
     target_logits = jnp.sum(flat * table[target_rows], axis=-1) + self.lm_bias[target_rows]
     logits = jnp.concatenate([target_logits[:, None], logits + self.lm_bias[negatives]], axis=-1)
     return logits.reshape(batch, width, -1)
+
+
+_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}  # None: the params' dtype.
+
+# model.lstm: the classifier and the language model share it (a classifier starts from a
+# language model's encoder); keys marked for one are ignored by the other.
+_FIELDS = dict(
+    hidden_dim=(256, (1, None)),
+    num_layers=(1, (1, None)),
+    bidirectional=False,  # Classifier only.
+    # Classifier only: what the head reads. last: the state after the last token; concat: that,
+    # and the max and the mean of the states over the text (ULMFiT's concat pooling).
+    pooling='last',
+    head_hidden_dim=(0, (0, None)),  # Classifier only: a ReLU layer between the pooled features and the output.
+    forget_bias=0.0,  # Initial forget-gate bias (1.0 helps long texts).
+    # bfloat16 runs the LSTM's matmuls on bf16 operands with f32 sums (parameters, gradients,
+    # gates and cell state stay f32). Fast where the hardware has bf16 dot instructions
+    # (AVX512-BF16/AMX CPUs, GPUs, TPUs); on an AVX2-only CPU float32 trained 1.24-1.37x faster,
+    # and a bf16 run there warns (bigjax/hostcpu.py).
+    dtype='float32',
+    tie_embeddings=False,  # Language model only: the output layer is the embedding table.
+    # Language model only: drop whole input vectors (AWD-LSTM's embedding dropout, per position).
+    token_dropout=(0.0, (0.0, 1.0, 'low')),
+    # DropConnect on the hidden-to-hidden kernels while training (AWD-LSTM's weight drop): one
+    # mask per forward pass, shared by the batch and every time step: one [H, 4H] multiply.
+    weight_drop=(0.0, (0.0, 1.0, 'low')),
+)
+_CHOICES = {'dtype': tuple(_DTYPES), 'pooling': ('last', 'concat')}
+
+
+def _build_classifier(own: dict, **common) -> LSTMClassifier:
+  return LSTMClassifier(hidden_dim=own['hidden_dim'], num_layers=own['num_layers'],
+                        bidirectional=own['bidirectional'], forget_bias=own['forget_bias'],
+                        weight_drop=own.get('weight_drop', 0.0), pooling=own.get('pooling', 'last'),
+                        head_hidden_dim=own.get('head_hidden_dim', 0), dtype=_DTYPES[own['dtype']], **common)
+
+
+def _build_language_model(own: dict, num_classes, **common) -> LSTMLanguageModel:
+  del num_classes  # A language model predicts tokens.
+  return LSTMLanguageModel(hidden_dim=own['hidden_dim'], num_layers=own['num_layers'],
+                           forget_bias=own['forget_bias'], tie_embeddings=own['tie_embeddings'],
+                           token_dropout=own.get('token_dropout', 0.0), weight_drop=own.get('weight_drop', 0.0),
+                           dtype=_DTYPES[own['dtype']], **common)
+
+
+def _recurrence_flops(own: dict, embed_dim: int, directions: int) -> tuple[int, int]:
+  """(multiply-adds per token of every layer's gates, the last layer's output width)."""
+  hidden, per_token, inputs = own['hidden_dim'], 0, embed_dim
+  for _ in range(own['num_layers']):
+    per_token += directions * 2 * (inputs + hidden) * 4 * hidden
+    inputs = directions * hidden
+  return per_token, inputs
+
+
+def _classifier_flops(own: dict, *, batch: int, width: int, real_tokens: int, embed_dim: int,
+                      num_classes: int) -> dict:
+  """By hand: XLA's cost analysis counts a scan's body once, whatever its length. 'executed'
+  counts padded positions (work done), 'useful' real tokens only; elementwise work is left out."""
+  per_token, features = _recurrence_flops(own, embed_dim, 2 if own.get('bidirectional') else 1)
+  head = 2 * batch * features * num_classes
+  return {'executed': 3 * (batch * width * per_token + head), 'useful': 3 * (real_tokens * per_token + head)}
+
+
+def _language_model_flops(own: dict, *, batch: int, width: int, real_tokens: int, embed_dim: int,
+                          num_classes: int) -> dict:
+  """As the classifier's, with a head at every token: the tied projection to embed_dim, then the
+  output rows (num_classes: the logits per token, 1 + negatives or the vocabulary)."""
+  per_token, _ = _recurrence_flops(own, embed_dim, 1)
+  per_token += 2 * own['hidden_dim'] * embed_dim + 2 * embed_dim * num_classes
+  return {'executed': 3 * batch * width * per_token, 'useful': 3 * real_tokens * per_token}
+
+
+# Static activation scales: the recurrent matmuls run inside a lax.scan, where qwix cannot keep
+# activation ranges.
+CLASSIFIER_SPEC = ModelSpec(
+    name='lstm', kind=CLASSIFIER, section='lstm', fields=_FIELDS, choices=_CHOICES, build=_build_classifier,
+    training_flops=_classifier_flops, static_activation_scales=False,
+    description='LSTM over the tokens, classified from its state at the last real token')
+LANGUAGE_MODEL_SPEC = ModelSpec(
+    name='lstm_lm', kind=LANGUAGE_MODEL, section='lstm', fields=_FIELDS, choices=_CHOICES,
+    build=_build_language_model, training_flops=_language_model_flops, static_activation_scales=False,
+    description='LSTM language model (next-token prediction)')

@@ -1,75 +1,100 @@
-"""Model names -> Flax modules, built from a config's model section, and the ModelFns view
-that training, evaluation, attributions and export get of them."""
+"""Model names -> their ModelSpecs (bigjax/models/spec.py), the modules built from a config's
+model section, and the ModelFns view that training, evaluation, attributions and export get.
 
-import jax.numpy as jnp
+The mapping is explicit: a new model adds its module and one line to _BUILT_IN. `register`
+adds a model at run time (a test's toy model, a research fork) without touching this file.
+"""
+from typing import Optional
 
-from bigjax.models.lstm import LSTMClassifier, LSTMLanguageModel
-from bigjax.models.mlp import ACTIVATIONS as _MLP_ACTIVATIONS, MLPClassifier
+from bigjax.models import lstm, mlp
+from bigjax.models.spec import CLASSIFIER, LANGUAGE_MODEL, ModelSpec
 from bigjax.types import ModelFns
 
-MODELS = {'mlp': MLPClassifier, 'lstm': LSTMClassifier, 'lstm_lm': LSTMLanguageModel}
-POOLINGS = ('last', 'concat')
-MLP_ACTIVATIONS = tuple(_MLP_ACTIVATIONS)
-COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}  # None: the params' dtype.
+_BUILT_IN = (mlp.SPEC, lstm.CLASSIFIER_SPEC, lstm.LANGUAGE_MODEL_SPEC)
+MODELS: dict = {spec.name: spec for spec in _BUILT_IN}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+  """Adds a model (a name not taken, and a section that is its own or shares another model's
+  fields exactly); returns it. unregister(name) takes it out again."""
+  if spec.name in MODELS:
+    raise ValueError(f'a model named {spec.name!r} is registered already')
+  for other in MODELS.values():
+    if other.section == spec.section and dict(other.fields) != dict(spec.fields):
+      raise ValueError(f'model {spec.name!r} declares section {spec.section!r} otherwise than {other.name!r}')
+  MODELS[spec.name] = spec
+  return spec
+
+
+def unregister(name: str) -> None:
+  MODELS.pop(name, None)
+
+
+def spec(name: str) -> ModelSpec:
+  if name not in MODELS:
+    raise ValueError(f'unknown model {name!r}; known: {sorted(MODELS)}')
+  return MODELS[name]
+
+
+def names(kind: Optional[str] = None) -> tuple:
+  """The registered models' names, of one kind (CLASSIFIER, LANGUAGE_MODEL) or all."""
+  return tuple(name for name, s in MODELS.items() if kind is None or s.kind == kind)
+
+
+def sections() -> dict:
+  """{section: the first model declaring it}: the model section's subsections, one per section."""
+  out = {}
+  for s in MODELS.values():
+    out.setdefault(s.section, s)
+  return out
 
 
 def build_model(name: str, **kwargs):
-  if name not in MODELS:
-    raise ValueError(f'unknown model {name!r}; known: {sorted(MODELS)}')
-  return MODELS[name](**kwargs)
+  """The module of model `name` from its constructor's own arguments (tests, benchmarks)."""
+  return _module_class(name)(**kwargs)
 
 
-def _mlp(own: dict, **common):
-  return MLPClassifier(hidden_dims=(own['hidden_dim'],) * own['num_layers'], word_dropout=own['word_dropout'],
-                       bigram_buckets=own['bigram_buckets'], embed_init_std=own.get('embed_init_std', 1.0),
-                       activation=own.get('activation', 'relu'), **common)
+def _module_class(name: str):
+  """The Flax module class a spec builds (its build function's return annotation)."""
+  cls = spec(name).build.__annotations__.get('return')
+  if cls is None:
+    raise ValueError(f'model {name!r}: its build function does not name the class it returns')
+  return cls
 
 
-def _lstm(own: dict, **common):
-  return LSTMClassifier(hidden_dim=own['hidden_dim'], num_layers=own['num_layers'],
-                        bidirectional=own['bidirectional'], forget_bias=own['forget_bias'],
-                        weight_drop=own.get('weight_drop', 0.0), pooling=own.get('pooling', 'last'),
-                        head_hidden_dim=own.get('head_hidden_dim', 0), dtype=COMPUTE_DTYPES[own['dtype']], **common)
-
-
-def _lstm_lm(own: dict, num_classes, **common):
-  del num_classes  # A language model predicts tokens.
-  return LSTMLanguageModel(hidden_dim=own['hidden_dim'], num_layers=own['num_layers'],
-                           forget_bias=own['forget_bias'], tie_embeddings=own['tie_embeddings'],
-                           token_dropout=own.get('token_dropout', 0.0), weight_drop=own.get('weight_drop', 0.0),
-                           dtype=COMPUTE_DTYPES[own['dtype']], **common)
-
-
-# A model's settings live in its own subsection of the model section, named after it
-# (model.mlp.*, model.lstm.*); embed_dim and dropout are shared by all.
-_FROM_SECTION = {'mlp': _mlp, 'lstm': _lstm, 'lstm_lm': _lstm_lm}
-
-
-def own_section_name(name: str) -> str:
-  """The model section's part with a model's own settings: the language model reads the LSTM's."""
-  return 'lstm' if name == 'lstm_lm' else name
+def spec_of_module(module) -> ModelSpec:
+  """The spec whose build function makes modules of this one's class."""
+  for s in MODELS.values():
+    if type(module) is _module_class(s.name):  # pylint: disable=unidiomatic-typecheck  # Not subclasses.
+      return s
+  raise ValueError(f'no registered model builds a {type(module).__name__}')
 
 
 def section_of(model_section: dict) -> dict:
   """The part of a model section that the chosen model reads: what makes two runs' models the same."""
-  name = model_section['name']
-  own = own_section_name(name)
-  return {'name': name, 'embed_dim': model_section['embed_dim'], 'dropout': model_section['dropout'],
-          own: dict(model_section[own])}
+  s = spec(model_section['name'])
+  return {'name': s.name, 'embed_dim': model_section['embed_dim'], 'dropout': model_section['dropout'],
+          s.section: dict(model_section[s.section])}
+
+
+def own_section(model_section: dict) -> dict:
+  """The chosen model's own settings (model.<its section>)."""
+  return dict(model_section[spec(model_section['name']).section])
 
 
 def from_section(model_section: dict, *, vocab_size: int, num_classes: int):
   """A module from a config's model section as a plain dict (config.json holds the same)."""
-  name = model_section['name']
-  if name not in _FROM_SECTION:
-    raise ValueError(f'unknown model {name!r}; known: {sorted(_FROM_SECTION)}')
-  own = model_section[own_section_name(name)]
-  return _FROM_SECTION[name](own, vocab_size=vocab_size, num_classes=num_classes,
-                             embed_dim=model_section['embed_dim'], dropout=model_section['dropout'])
+  s = spec(model_section['name'])
+  return s.build(dict(model_section[s.section]), vocab_size=vocab_size, num_classes=num_classes,
+                 embed_dim=model_section['embed_dim'], dropout=model_section['dropout'])
 
 
 def model_fns(module) -> ModelFns:
-  """The named functions of a module (see ModelFns); those it lacks are None."""
+  """The named functions of a module (see ModelFns); those it lacks are None.
+
+  A language model is a module with a `carried` method (it carries its state across
+  windows); a classifier has `logits_from_embeddings`.
+  """
 
   def run(method, params, *args, dropout_key=None):
     if dropout_key is None:
@@ -86,7 +111,7 @@ def model_fns(module) -> ModelFns:
   def sequence_states(params, token_ids, lengths, dropout_key=None):
     return run('token_states', params, token_ids, lengths, dropout_key=dropout_key)
 
-  if isinstance(module, LSTMLanguageModel):
+  if hasattr(module, 'carried'):
     def carried(params, token_ids, lengths, carry, dropout_key=None, targets=None, negatives=None):
       return run('carried', params, token_ids, lengths, carry, targets, negatives, dropout_key=dropout_key)
 
@@ -101,4 +126,8 @@ def model_fns(module) -> ModelFns:
 
   return ModelFns(init=init, logits=outputs, embed=embed, logits_from_embeddings=logits_from_embeddings,
                   slot_tokens=module.slot_tokens,
-                  sequence_states=sequence_states if isinstance(module, LSTMClassifier) else None)
+                  sequence_states=sequence_states if hasattr(module, 'token_states') else None)
+
+
+__all__ = ['CLASSIFIER', 'LANGUAGE_MODEL', 'MODELS', 'ModelSpec', 'build_model', 'from_section', 'model_fns',
+           'names', 'own_section', 'register', 'section_of', 'sections', 'spec', 'spec_of_module', 'unregister']

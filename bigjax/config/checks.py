@@ -1,0 +1,130 @@
+"""Checks a config before any data is read: every value that would otherwise fail deep inside
+with a traceback, or train nonsense (numeric ranges, choices, patterns, the folders a run
+starts from), as one ConfigError naming the key.
+"""
+import re
+
+import ml_collections
+
+from bigjax import runs
+from bigjax.compress import pruning as pruning_lib
+from bigjax.compress import quantize as quantize_lib
+from bigjax.config import schema
+from bigjax.data import sources
+from bigjax.data.tokenizer import DIRECTIONS, KINDS, TRUNCATIONS
+from bigjax.errors import ConfigError
+from bigjax.models import registry
+from bigjax.pretrain import embeddings as embeddings_lib
+from bigjax.train import loop, optim, parallel, sparse
+
+
+def param_groups(c: ml_collections.ConfigDict) -> list:
+  try:
+    return optim.parse_param_groups(c.param_groups)
+  except ValueError as e:
+    raise ConfigError(f'optim.param_groups={c.param_groups!r}: {e}') from None
+
+
+def drop_patterns(c: ml_collections.ConfigDict) -> list[str]:
+  return [p.strip() for p in c.drop.split(',') if p.strip()]
+
+
+def config_value(config: ml_collections.ConfigDict, key: str):
+  """config['section.name'] (or config['name'])."""
+  for part in key.split('.'):
+    config = config[part]
+  return config
+
+
+def _in_range(value, low, high, closed: str) -> bool:
+  above = low is None or (value >= low if closed in ('both', 'low') else value > low)
+  below = high is None or (value <= high if closed in ('both', 'high') else value < high)
+  return above and below
+
+
+def _range_text(low, high, closed: str) -> str:
+  if high is None:
+    return f'>= {low}' if closed in ('both', 'low') else f'> {low}'
+  left = '[' if closed in ('both', 'low') else '('
+  right = ']' if closed in ('both', 'high') else ')'
+  return f'in {left}{low}, {high}{right}'
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Every value that would otherwise fail deep inside with a traceback, or train nonsense,
+  checked before any data is read: numeric ranges (declared in bigjax/config/schema.py and the
+  model modules, beside their defaults), choices, and the folders a run starts from."""
+  for key, (low, high, closed) in schema.ranges().items():
+    try:
+      value = config_value(config, key)
+    except KeyError:
+      continue  # A config built without base.py's section.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _in_range(value, low, high, closed):
+      raise ConfigError(f'{key}={value!r} must be {_range_text(low, high, closed)}')
+  if not (config.train.steps or config.train.epochs):
+    raise ConfigError('train.steps=0 and train.epochs=0: nothing to train; set one of them')
+  if config.train.accum_steps > config.train.batch_size:
+    raise ConfigError(f'train.accum_steps={config.train.accum_steps} must be between 1 and train.batch_size')
+  # Choices checked here too, so that a typo fails before minutes of data loading.
+  # The chosen model's choices are its module's (an unknown model.name is reported just below).
+  model = registry.MODELS.get(config.model.name)
+  model_choices = tuple((f'model.{model.section}.{key}', values) for key, values in model.choices.items()) if model else ()
+  for key, choices in (('model.name', registry.names()), ('parallel', parallel.MODES),
+                       ('data.tokenizer', KINDS), ('data.keep', TRUNCATIONS), ('data.direction', DIRECTIONS),
+                       ('data.on_bad_lines', sources.ON_BAD_LINES), ('data.text_form', sources.TEXT_FORMS),
+                       *model_choices, ('optim.schedule', optim.SCHEDULES),
+                       ('optim.sparse_rule', sparse.RULES), ('train.nan_policy', loop.NAN_POLICIES),
+                       ('prune.scope', pruning_lib.SCOPES), ('quantize.mode', quantize_lib.MODES),
+                       ('quantize.activations', quantize_lib.ACTIVATIONS)):
+    value = config_value(config, key)
+    if value not in choices:
+      raise ConfigError(f'{key}={value!r} is unknown; use one of {tuple(choices)}')
+  param_groups(config.optim)
+  _check_sparse_embeddings(config)
+  if config.init.checkpoint and config.init.embeddings:
+    raise ConfigError('init.checkpoint and init.embeddings are both set; a run starts from one of them (a '
+                      'checkpoint already holds trained embeddings)')
+  if config.init.checkpoint:
+    runs.read_run_info(config.init.checkpoint)
+  if config.distill.teacher:
+    runs.read_run_info(config.distill.teacher)
+    if config.init.embeddings:
+      raise ConfigError('distill.teacher and init.embeddings are both set: a student reads the teacher\'s '
+                        'tokens, so it cannot take another vocabulary\'s vectors')
+  try:
+    re.compile(config.prune.include)
+  except re.error as e:
+    raise ConfigError(f'prune.include: {config.prune.include!r} is not a regular expression ({e})') from None
+  if config.prune.end_step and config.prune.end_step <= config.prune.begin_step:
+    raise ConfigError(f'prune.end_step={config.prune.end_step} must be after prune.begin_step='
+                      f'{config.prune.begin_step} (or 0: at 2/3 of the run)')
+  for pattern in drop_patterns(config.init):
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise ConfigError(f'init.drop: {pattern!r} is not a regular expression ({e})') from None
+  if config.init.embeddings:
+    embeddings_lib.check_exists(config.init.embeddings)
+  try:  # optim names its choices itself.
+    optim.make_optimizer(config.optim.name, optim.make_schedule(config.optim.schedule, 1.0, 10))
+  except ValueError as e:
+    raise ConfigError(f'optim: {e}') from None
+
+
+def _check_sparse_embeddings(config: ml_collections.ConfigDict) -> None:
+  pattern = config.optim.sparse_embeddings
+  if not pattern:
+    return
+  try:
+    re.compile(pattern)
+  except re.error as e:
+    raise ConfigError(f'optim.sparse_embeddings: {pattern!r} is not a regular expression ({e})') from None
+  conflicts = ((config.prune.target_sparsity, 'prune.target_sparsity > 0 (its masks live in the dense optimizer)'),
+               (config.train.accum_steps != 1, 'train.accum_steps > 1 (micro-batches look up different rows)'),
+               (config.model.name in registry.names(registry.LANGUAGE_MODEL),
+                f'model.name={config.model.name} (it carries its state '
+                                                       'across batches, and a tied output layer reads every row)'))
+  for conflict, what in conflicts:
+    if conflict:
+      raise ConfigError(f'optim.sparse_embeddings={pattern!r} cannot be used with {what}; set '
+                        'optim.sparse_embeddings="" for dense updates')

@@ -1,0 +1,69 @@
+"""What a model module declares about itself, once: everything the rest of bigjax asks of a model.
+
+A model module ends with its ModelSpec(s); bigjax.models.registry maps names to them. Config
+defaults and valid ranges, the choice of training command (classifier or language model),
+the model card's description, quantization's limits and the benchmark's FLOPs all come
+from here, so nothing else switches on a model's name.
+"""
+import dataclasses
+from typing import Any, Callable, Mapping, Optional
+
+CLASSIFIER = 'classifier'
+LANGUAGE_MODEL = 'language_model'
+KINDS = (CLASSIFIER, LANGUAGE_MODEL)
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """A model, as the registry knows it.
+
+  name: model.name in a config.
+  kind: CLASSIFIER (logits per text) or LANGUAGE_MODEL (logits per token, state carried).
+  section: the config subsection with its own settings, model.<section>; two models may
+    share one (the LSTM classifier and language model read model.lstm).
+  fields: that section's keys as KEY=DEFAULT or KEY=(DEFAULT, (low, high[, closed])), the
+    form configs declare numbers with their valid ranges (bigjax.config.schema).
+  choices: {key: valid values} of the section's keys that take one of a few values.
+  build(own, *, vocab_size, num_classes, embed_dim, dropout) -> the Flax module; own is the
+    section as a dict (a run's config.json may predate newer keys: build reads them with .get).
+  training_flops(own, *, batch, width, real_tokens, embed_dim, num_classes) ->
+    {'executed', 'useful'}: multiply-add FLOPs of one training step (3x the forward pass),
+    over the padded batch and over real tokens only.
+  description: what the model is, for the model card.
+  static_activation_scales: int8 with calibrated (static) activation scales works (qwix can
+    keep every matmul's range: no matmul inside a lax.scan).
+  """
+  name: str
+  kind: str
+  section: str
+  fields: Mapping[str, Any]
+  build: Callable[..., Any]
+  choices: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
+  training_flops: Optional[Callable[..., dict]] = None
+  description: str = ''
+  static_activation_scales: bool = True
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f'model {self.name!r}: kind {self.kind!r} is not one of {KINDS}')
+    unknown = set(self.choices) - set(self.fields)
+    if unknown:
+      raise ValueError(f'model {self.name!r}: choices for keys it does not declare: {sorted(unknown)}')
+
+  def defaults(self) -> dict:
+    """The section's default values."""
+    return {key: value[0] if _has_range(value) else value for key, value in self.fields.items()}
+
+  def ranges(self) -> dict:
+    """{key: (low, high, closed)} of the section's numeric keys."""
+    out = {}
+    for key, value in self.fields.items():
+      if _has_range(value):
+        low, high, *closed = value[1]
+        out[key] = (low, high, closed[0] if closed else 'both')
+    return out
+
+
+def _has_range(value) -> bool:
+  return isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], tuple)
