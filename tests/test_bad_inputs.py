@@ -331,7 +331,7 @@ def unwritable_workdir(env):
   return env.argv(workdir=os.path.join(blocker, 'run'))
 
 
-@case('cannot be written', 'choose a writable folder')
+@case('is a file', 'choose a folder')
 def workdir_is_a_file(env):
   return env.argv(workdir=env.write('a_file', 'not a folder', folder=env.tmp))
 

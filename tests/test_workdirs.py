@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from bigjax import workdirs
-from bigjax.errors import ConfigError
+from bigjax.errors import ConfigError, DataError
 from experiments import common
 from tests.entry_points import run_cases, snapshot
 from tests.test_reliability import config_args
@@ -219,5 +219,5 @@ def test_claim_takes_a_new_or_empty_folder_and_ignores_other_processes_probes(tm
   damaged = tmp_path / 'damaged'
   damaged.mkdir()
   (damaged / workdirs.ORIGIN_FILE).write_text('{"comm')
-  with pytest.raises(ConfigError, match='origin.json: not valid JSON'):
+  with pytest.raises(DataError, match='origin.json: not valid JSON'):
     workdirs.claim(str(damaged), 'experiments.train')
