@@ -23,8 +23,8 @@ from bigjax.train import loop
 from bigjax import experiment
 from bigjax import training
 from bigjax.config import checks
-from experiments import compress as compress_command
 from test_train import ROOT, tiny_config, write_corpus
+from tests.entry_points import run_cases
 
 # A StableHLO dot_general of two int8 operands with int32 results.
 INT8_DOT = re.compile(r'stablehlo\.dot_general .*: \(tensor<[0-9?x]+xi8>, tensor<[0-9?x]+xi8>\) -> tensor<[0-9?x]+xi32>')
@@ -306,22 +306,23 @@ def test_a_pruned_run_from_the_entry_point_loads_and_matches_its_report(tmp_path
   report, _ = _check_report_matches_the_loaded_run(out, data)
   assert report['sparsity']['sparsity'] == pytest.approx(0.5, abs=0.02)
   assert report['sparsity']['sparse_bytes'] < report['sparsity']['dense_bytes']
-  assert f'distilled from {tmp_path / "run"}' in report['description']  # The source teaches by default.
 
 
 def test_pruning_learns_from_its_source_by_default_and_can_be_told_not_to(tmp_path):
   data = write_corpus(tmp_path / 'data')
   run = str(tmp_path / 'run')
   training.run_training(tiny_config(data, **{'train.steps': 2, 'checkpoint.every_steps': 2}), run)
-  config = compress_command.build_config(run, 'prune', '')
-  assert config.init.checkpoint == config.distill.teacher == run
-  checks.check_config(config)
-  assert experiment.build_experiment(config, None).constants is not None  # The teacher's parameters.
-  # What --config.distill.teacher= does to the config the command builds: labels alone.
-  config.distill.teacher = ''
-  checks.check_config(config)
-  exp = experiment.build_experiment(config, None)
-  assert exp.constants is None and exp.task.name == 'classification'
+  quick = ['--method=prune', f'--from={run}', '--config.train.epochs=1', '--config.prune.target_sparsity=0.5',
+           '--latency_rounds=1']
+  outcomes = run_cases({'default': ('experiments.compress', quick + [f'--workdir={tmp_path / "taught"}']),
+                        'labels': ('experiments.compress', quick + [f'--workdir={tmp_path / "labels"}',
+                                                                    '--config.distill.teacher='])}, str(tmp_path))
+  for name, outcome in outcomes.items():
+    assert outcome['rc'] == 0, (name, outcome['output'][-3000:])
+  taught = json.loads((tmp_path / 'taught' / 'compression.json').read_text())['description']
+  alone = json.loads((tmp_path / 'labels' / 'compression.json').read_text())['description']
+  assert f'distilled from {run}' in taught and alone.endswith('on the labels alone'), (taught, alone)
+  assert json.loads((tmp_path / 'taught' / 'config.json').read_text())['config']['distill']['teacher'] == run
 
 
 def test_pruning_curve_tabulates_and_plots_reports(tmp_path):
