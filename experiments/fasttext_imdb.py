@@ -45,7 +45,7 @@ def read_archive(path: str):
 
 
 def carve_dev(train: list, fraction: float = 0.1, seed: int = 0):
-  """bigjax's carve (bigjax/data/sources.py): the first round(fraction * n) of a seeded permutation."""
+  """bigjax's carve (bigjax/data/sources/splits.py): the first round(fraction * n) of a seeded permutation."""
   perm = np.random.default_rng(seed).permutation(len(train))
   count = max(1, int(round(fraction * len(train))))
   return [train[i] for i in np.sort(perm[count:])], [train[i] for i in np.sort(perm[:count])]

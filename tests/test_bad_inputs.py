@@ -3,7 +3,7 @@
 Each case runs `python -m experiments.train` on one mistake and expects one line
 `error: ...` that says what and where (and what to do), exit status 2, no traceback,
 and every file the workdir held before (a previous run's checkpoints, tokenizer,
-config, metrics) unchanged. tests/test_sources.py checks the data messages in detail;
+config, metrics) unchanged. tests/test_sources_*.py check the data messages in detail;
 here the point is what the user sees end to end.
 
 Not covered: a mismatched `init_from` (finetuning does not exist yet).
@@ -158,7 +158,7 @@ def empty_split(env):
   return env.argv()
 
 
-# A 1 MB line is ordinary input and trains (tests/test_sources.py); the limit is a memory guard.
+# A 1 MB line is ordinary input and trains (tests/test_sources_local.py); the limit is a memory guard.
 @case('train.txt:2: line is', 'longer than data.max_line_mb=1 MiB', '--config.data.max_line_mb=2')
 def line_over_the_limit(env):
   env.write('train.txt', '1 good\n0 ' + 'x' * 1_100_000 + '\n' + open(f'{env.data}/train.txt').read())

@@ -148,9 +148,9 @@ def test_entry_point_user_errors_are_one_line(tmp_path, args, expected):
 def test_trains_from_tensorflow_datasets_by_name(tmp_path, monkeypatch):
   """data.path empty: tfds by name. mock_data fakes glue/sst2 offline (random text)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from bigjax.data import sources  # pylint: disable=g-import-not-at-top
+  from bigjax.data.sources import tfds as tfds_source  # pylint: disable=g-import-not-at-top
   # mock_data leaves is_prepared() False; pretend the network is there so no probe runs.
-  monkeypatch.setattr(sources, '_network_available', lambda *a, **k: True)
+  monkeypatch.setattr(tfds_source, '_network_available', lambda *a, **k: True)
   config = tiny_config('', **{'data.name': 'glue/sst2', 'train.steps': 6})
   with tfds.testing.mock_data(num_examples=40):
     results = training.run_training(config, str(tmp_path / 'run'))
