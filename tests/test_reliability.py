@@ -20,10 +20,11 @@ import jax
 import numpy as np
 import pytest
 
+from benchmarks import peers
 from bigjax import checkpoint as checkpoint_lib
 from bigjax.data import batching
 from bigjax.train import loop
-from experiments import common, peers
+from experiments import common
 from experiments.configs import base
 from test_train import tiny_config, write_corpus
 

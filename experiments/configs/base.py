@@ -163,7 +163,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       nan_policy='stop',
       max_skipped_in_a_row=(10, (1, None)),
       # Also evaluate test at each checkpoint (a test-accuracy curve over time, for
-      # experiments.time_to_accuracy). The checkpoint tested at the end is still chosen on dev.
+      # benchmarks.time_to_accuracy). The checkpoint tested at the end is still chosen on dev.
       test_at_checkpoints=False,
       # Compile the other batch shapes' steps on a background thread while the first train
       # (one driver: parallel='none'); the steps find them compiled (docs/sparse_embeddings.md).
