@@ -1,1 +1,2 @@
-"""absl entry points. The only place that reads flags and wires concrete pieces."""
+"""The user's absl entry points and their configs: with benchmarks/ (the lab), the only place
+that reads flags and wires concrete pieces. Run from the checkout's root; not installed."""

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bigjax import bench
+from benchmarks import measure
 from bigjax.models import registry
 from test_train import ROOT, write_corpus
 
@@ -18,7 +18,7 @@ def test_mlp_flops_match_xla_cost_analysis():
   ids, lengths = jnp.ones((32, 20), jnp.int32), jnp.full((32,), 20)
   params = model.init(jax.random.PRNGKey(0), ids, lengths)
   xla = jax.jit(model.apply).lower(params, ids, lengths).compile().cost_analysis()['flops']
-  ours = bench.model_flops('mlp', batch=32, width=20, real_tokens=640, embed_dim=64, hidden_dim=512, num_classes=3)
+  ours = measure.model_flops('mlp', batch=32, width=20, real_tokens=640, embed_dim=64, hidden_dim=512, num_classes=3)
   # Ours counts matmuls only (x3 for forward + backward); XLA adds the mean and relu, which
   # a wide hidden layer makes small.
   assert ours['executed'] / 3 == pytest.approx(xla, rel=0.15)
@@ -26,18 +26,18 @@ def test_mlp_flops_match_xla_cost_analysis():
 
 def test_lstm_flops_scale_with_real_tokens():
   kwargs = dict(batch=8, width=32, embed_dim=16, hidden_dim=16, num_classes=2)
-  full = bench.model_flops('lstm', real_tokens=8 * 32, **kwargs)
-  half = bench.model_flops('lstm', real_tokens=8 * 16, **kwargs)
+  full = measure.model_flops('lstm', real_tokens=8 * 32, **kwargs)
+  half = measure.model_flops('lstm', real_tokens=8 * 16, **kwargs)
   assert full['executed'] == full['useful'] == half['executed']
   per_token = 3 * 2 * (16 + 16) * 4 * 16  # fwd+bwd of x@W_ih + h@W_hh, 4 gates
   assert full['useful'] - half['useful'] == 8 * 16 * per_token
-  bi = bench.model_flops('lstm', real_tokens=256, bidirectional=True, num_layers=2, **kwargs)
+  bi = measure.model_flops('lstm', real_tokens=256, bidirectional=True, num_layers=2, **kwargs)
   assert bi['useful'] > 2 * full['useful']
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 def test_matmul_ceiling_is_plausible(dtype):
-  flops = bench.matmul_ceiling(n=256, dtype=dtype, seconds=0.2)
+  flops = measure.matmul_ceiling(n=256, dtype=dtype, seconds=0.2)
   assert 1e8 < flops < 1e15
 
 
@@ -46,7 +46,7 @@ def test_benchmark_entry_point(tmp_path):
   data = write_corpus(tmp_path / 'data')
   out = tmp_path / 'bench.json'
   done = subprocess.run(
-      [sys.executable, '-m', 'experiments.benchmark', '--config=experiments/configs/lstm_sst2.py',
+      [sys.executable, '-m', 'benchmarks.benchmark', '--config=experiments/configs/lstm_sst2.py',
        f'--config.data.path={data}', '--config.data.vocab_size=120', '--config.data.max_len=16',
        '--config.model.embed_dim=16', '--config.model.lstm.hidden_dim=16', '--config.model.mlp.hidden_dim=16', '--config.train.batch_size=16',
        '--config.data.smallest_bucket=16', '--windows=2', '--window_steps=3', f'--json_out={out}'],
@@ -66,8 +66,8 @@ def test_benchmark_entry_point(tmp_path):
 
 def test_language_model_flops_count_the_head_at_every_token():
   kwargs = dict(batch=4, width=10, embed_dim=8, hidden_dim=6)
-  lm = bench.model_flops('lstm_lm', real_tokens=40, num_classes=1 + 16, **kwargs)
-  classifier = bench.model_flops('lstm', real_tokens=40, num_classes=17, **kwargs)
+  lm = measure.model_flops('lstm_lm', real_tokens=40, num_classes=1 + 16, **kwargs)
+  classifier = measure.model_flops('lstm', real_tokens=40, num_classes=17, **kwargs)
   lstm_per_token = 3 * 2 * (8 + 6) * 4 * 6
   assert lm['useful'] == lm['executed'] == 40 * (lstm_per_token + 3 * (2 * 6 * 8 + 2 * 8 * 17))
   assert classifier['useful'] == 40 * lstm_per_token + 3 * 2 * 4 * 6 * 17  # One head per row, not per token.
@@ -78,7 +78,7 @@ def test_benchmark_entry_point_on_a_language_model(tmp_path):
   data = write_reviews(str(tmp_path / 'data'))
   out = tmp_path / 'bench.json'
   done = subprocess.run(
-      [sys.executable, '-m', 'experiments.benchmark', '--config=experiments/configs/lm_imdb.py:tiny',
+      [sys.executable, '-m', 'benchmarks.benchmark', '--config=experiments/configs/lm_imdb.py:tiny',
        f'--config.data.path={data}', '--config.lm.window=8', '--config.train.batch_size=4', '--windows=2',
        '--window_steps=3', f'--json_out={out}'], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]

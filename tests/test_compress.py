@@ -337,7 +337,7 @@ def test_pruning_curve_tabulates_and_plots_reports(tmp_path):
 
   folders = [report(tmp_path / 'p90', 0.9, 0.78), report(tmp_path / 'p50', 0.5, 0.815)]
   out = str(tmp_path / 'curve')
-  done = subprocess.run([sys.executable, '-m', 'experiments.pruning_curve', f'--runs={",".join(folders)}',
+  done = subprocess.run([sys.executable, '-m', 'benchmarks.pruning_curve', f'--runs={",".join(folders)}',
                          f'--out={out}'], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr[-2000:]
   rows = [line for line in open(out + '.md', encoding='utf-8').read().splitlines() if line.startswith('| ') and '%' in line]
@@ -346,6 +346,6 @@ def test_pruning_curve_tabulates_and_plots_reports(tmp_path):
   with open(out + '.png', 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   bad = report(tmp_path / 'q', 0.0, 0.8, method='quantize')
-  done = subprocess.run([sys.executable, '-m', 'experiments.pruning_curve', f'--runs={bad}', f'--out={out}'],
+  done = subprocess.run([sys.executable, '-m', 'benchmarks.pruning_curve', f'--runs={bad}', f'--out={out}'],
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert done.returncode == 2 and 'not prune' in done.stderr

@@ -234,15 +234,51 @@ def test_bad_settings_are_config_errors():
     explanations.explain_rows(attr_lib.Attributor(fns, params), tiny_rows(), widths=[8], methods=['lime'])
 
 
+def imported_modules(path: pathlib.Path) -> list[str]:
+  """The modules a Python file names in an import statement (absolute names; anywhere in it)."""
+  names = []
+  for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    if isinstance(node, ast.Import):
+      names += [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and not node.level:
+      names.append(node.module or '')
+  return names
+
+
+def _is_under(name: str, packages: tuple) -> bool:
+  return any(name == p or name.startswith(p + '.') for p in packages)
+
+
 def test_interpret_imports_no_data_sources_training_or_checkpoints():
   """docs/STYLE.md section 3: bigjax/interpret must not import data sources, train, checkpoint."""
   banned = ('bigjax.data', 'bigjax.train', 'bigjax.checkpoint', 'bigjax.runs', 'orbax', 'experiments')
   for path in pathlib.Path(ROOT, 'bigjax', 'interpret').glob('*.py'):
-    for node in ast.walk(ast.parse(path.read_text())):
-      names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-               [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
-      for name in names:
-        assert not name.startswith(banned), f'{path.name} imports {name}'
+    for name in imported_modules(path):
+      assert not name.startswith(banned), f'{path.name} imports {name}'
+
+
+def test_library_imports_no_commands_or_benchmarks():
+  """The library (bigjax/, the only package installed) stands alone: no module of it imports
+  the user's commands (experiments/) or the lab (benchmarks/), which run from the checkout;
+  not by an import statement, importlib/__import__ with a literal name, or `python -m X` argv."""
+  banned = ('experiments', 'benchmarks')
+  paths = sorted(pathlib.Path(ROOT, 'bigjax').rglob('*.py'))
+  assert len(paths) > 40  # The whole library, not an empty glob.
+  found = []
+  for path in paths:
+    where = path.relative_to(ROOT)
+    found += [f'{where} imports {name}' for name in imported_modules(path) if _is_under(name, banned)]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+      if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+        func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, 'id', '')
+        if func in ('import_module', '__import__') and _is_under(str(node.args[0].value), banned):
+          found.append(f'{where}:{node.lineno} {func}({node.args[0].value!r})')
+      if isinstance(node, (ast.List, ast.Tuple)):
+        strings = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
+        for flag, module in zip(strings, strings[1:]):
+          if flag == '-m' and isinstance(module, str) and _is_under(module, banned):
+            found.append(f'{where}:{node.lineno} runs -m {module}')
+  assert not found, found
 
 
 @pytest.fixture(scope='module')

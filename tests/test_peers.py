@@ -7,12 +7,13 @@ import sys
 import numpy as np
 import pytest
 
+from benchmarks import peers
 from bigjax.pretrain import embeddings
 from bigjax import errors
 from bigjax import experiment
 from bigjax.data import from_config
 from bigjax import training
-from experiments import peers, pretrain_embeddings
+from experiments import pretrain_embeddings
 from tests.test_train import tiny_config, write_corpus
 
 
@@ -96,19 +97,19 @@ def test_peer_command_carries_the_recipe(tmp_path):
 ])
 def test_race_refusals_are_one_line(tmp_path, args, expected):
   (tmp_path / 'race' / 'bigjax').mkdir(parents=True)  # As an earlier race leaves it: bigjax would resume.
-  done = subprocess.run([sys.executable, '-m', 'experiments.time_to_accuracy', f'--workdir={tmp_path / "race"}',
+  done = subprocess.run([sys.executable, '-m', 'benchmarks.time_to_accuracy', f'--workdir={tmp_path / "race"}',
                          *args], cwd=peers.ROOT, capture_output=True, text=True, timeout=120)
   assert done.returncode == 2, done.stderr[-2000:]
   assert expected in done.stderr and 'Traceback' not in done.stderr
 
 
 def test_fasttext_imdb_peer_splits_and_tokenizes_as_bigjax(tmp_path):
-  """experiments/fasttext_imdb.py reads the archive itself: it must get bigjax's 22,500 / 2,500 split."""
+  """benchmarks/fasttext_imdb.py reads the archive itself: it must get bigjax's 22,500 / 2,500 split."""
   import io  # pylint: disable=g-import-not-at-top
   import tarfile  # pylint: disable=g-import-not-at-top
   from tokenizers import pre_tokenizers  # pylint: disable=g-import-not-at-top
   from bigjax.data import sources  # pylint: disable=g-import-not-at-top
-  from experiments import fasttext_imdb  # pylint: disable=g-import-not-at-top
+  from benchmarks import fasttext_imdb  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   path = tmp_path / 'aclImdb_v1.tar.gz'
   with tarfile.open(path, 'w:gz') as tar:
@@ -130,12 +131,12 @@ def test_fasttext_imdb_peer_splits_and_tokenizes_as_bigjax(tmp_path):
 
 
 def test_the_torch_language_model_peer_computes_bigjax_s_sampled_logits_and_state():
-  """experiments/torch_peer_lm.py is the same model as bigjax's lstm_lm: given bigjax's weights,
+  """benchmarks/torch_peer_lm.py is the same model as bigjax's lstm_lm: given bigjax's weights,
   its sampled logits and carried state over two windows are bigjax's (dropout off)."""
   torch = pytest.importorskip('torch', reason='torch is not installed here (pip install -e ".[peers]")')
   import jax  # pylint: disable=import-outside-toplevel
   from bigjax.models import registry  # pylint: disable=import-outside-toplevel
-  from experiments import torch_peer_lm  # pylint: disable=import-outside-toplevel
+  from benchmarks import torch_peer_lm  # pylint: disable=import-outside-toplevel
   vocab, embed, hidden = 40, 8, 6
   section = {'name': 'lstm_lm', 'embed_dim': embed, 'dropout': 0.0,
              'lstm': {'hidden_dim': hidden, 'num_layers': 1, 'forget_bias': 1.0, 'tie_embeddings': True,
@@ -188,7 +189,7 @@ def test_the_torch_language_model_peer_trains_on_bigjax_s_windows(tmp_path):
     np.testing.assert_array_equal(rows[:, step * 8 + 1:(step + 1) * 8 + 1], batch.targets)
   np.testing.assert_allclose(np.exp(log_q).sum(), 1.0, rtol=1e-5)
   assert info == {'rows': 4, 'window': 8, 'vocab_size': len(log_q), 'negatives': 16}
-  out = subprocess.run([sys.executable, os.path.join(peers.ROOT, 'experiments', 'torch_peer_lm.py'), f'--stream={stream}',
+  out = subprocess.run([sys.executable, os.path.join(peers.ROOT, 'benchmarks', 'torch_peer_lm.py'), f'--stream={stream}',
                         '--embed_dim=16', '--hidden_dim=16', '--window=8', '--negatives=16', '--steps=30',
                         '--warmup_steps=2', '--lr=1e-2', '--threads=1', f'--json_out={tmp_path / "peer.json"}'],
                        capture_output=True, text=True, check=True)

@@ -20,12 +20,12 @@ import jax
 import numpy as np
 import pytest
 
+from benchmarks import peers
 from bigjax import checkpoint as checkpoint_lib
 from bigjax.data import batching
 from bigjax.train import loop
 from bigjax import experiment
 from bigjax import training
-from experiments import peers
 from experiments.configs import base
 from test_train import tiny_config, write_corpus
 

@@ -318,10 +318,10 @@ def test_serving_imports_neither_flax_nor_training():
 
 
 def test_the_same_app_serves_the_torch_peer_lstm(tmp_path):
-  """experiments.torch_peer_serve: torch_lstm.py's model behind bigjax's app answers each text
+  """benchmarks.torch_peer_serve: torch_lstm.py's model behind bigjax's app answers each text
   with the model's own softmax, one call per text; its weights reload from the workdir."""
   torch = pytest.importorskip('torch', reason='torch is not installed here (pip install -e ".[peers]")')
-  from experiments import torch_peer_model as torch_peer_serve  # pylint: disable=import-outside-toplevel
+  from benchmarks import torch_peer_model as torch_peer_serve  # pylint: disable=import-outside-toplevel
   peers = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'peers')
   if not os.path.isfile(os.path.join(peers, 'torch_lstm.py')):
     pytest.skip(f'{peers}/torch_lstm.py is absent (the shared folder beside the project)')

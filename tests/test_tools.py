@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from experiments import peers
+from benchmarks import peers
 from tests.test_train import write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +66,7 @@ def test_kill_trial_kills_where_it_means_to_and_resumes_exactly(tmp_path):
   """The real tool on a tiny run: each SIGKILL lands after its target step is recorded."""
   data = write_corpus(tmp_path / 'data')
   report_path = tmp_path / 'report.json'
-  command = [sys.executable, '-m', 'experiments.kill_trial', '--config=experiments/configs/base.py',
+  command = [sys.executable, '-m', 'benchmarks.kill_trial', '--config=experiments/configs/base.py',
              *(f'--set={kv}' for kv in [f'data.path={data}', *TINY]), '--kills=2', '--seed=0',
              f'--workdir={tmp_path / "trial"}', f'--json_out={report_path}']
   # Four processes start: a persistent compilation cache, filled by the uninterrupted
@@ -95,7 +95,7 @@ def test_time_to_accuracy_follows_bigjax_through_its_metrics(tmp_path):
   workdir = tmp_path / 'race'
   sizes = ['data.vocab_size=120', 'model.embed_dim=16', 'model.lstm.hidden_dim=16', 'train.batch_size=16',
            'train.epochs=3', 'data.max_len=16', 'data.smallest_bucket=16']
-  command = [sys.executable, '-m', 'experiments.time_to_accuracy', '--config=experiments/configs/lstm_imdb.py',
+  command = [sys.executable, '-m', 'benchmarks.time_to_accuracy', '--config=experiments/configs/lstm_imdb.py',
              f'--config.data.path={data}', *(f'--config.{kv}' for kv in sizes), '--sides=bigjax', '--target=0',
              f'--workdir={workdir}']
   done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400)

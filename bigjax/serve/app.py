@@ -148,7 +148,7 @@ def parse_texts(body: bytes, *, max_texts: int, max_text_chars: int) -> list:
 
 class ServedModel(Protocol):
   """What the service needs of a model: bigjax.export.loader.Artifact is one; a peer framework's
-  model wrapped the same way is served by the same app (experiments.torch_peer_serve)."""
+  model wrapped the same way is served by the same app (benchmarks.torch_peer_serve)."""
   labels: list
   buckets: list  # The widths batches are padded to (may be empty: no padding).
 

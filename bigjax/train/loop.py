@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import jax
 import numpy as np
 
-from bigjax import bench
+from bigjax import clock
 from bigjax import checkpoint as checkpoint_lib
 from bigjax import metrics as metrics_lib
 from bigjax.checkpoint import Checkpointer
@@ -292,10 +292,10 @@ def train_steps(run: _Run, device_state, batch_at: Callable[[int], Batch], *, st
         throughput.shapes.add(shape)
         window_compiled = True
       if throughput.first_step_at is None:
-        throughput.first_step_at = bench.process_age_s()
+        throughput.first_step_at = clock.process_age_s()
       device_state, sums = run.driver.train_step(device_state, batch, constants)
       if throughput.first_step_done_at is None:
-        throughput.first_step_done_at = bench.process_age_s()
+        throughput.first_step_done_at = clock.process_age_s()
       window.append(sums)
       step += 1
       boundary = step % periods.checkpoint_every_steps == 0 or step == periods.total_steps
@@ -372,7 +372,7 @@ def final_test(run: _Run, device_state, step: int, throughput: _Throughput, work
       # From this process's launch (a resumed run's own, not the first one's).
       'timing': {'launch_to_first_step_s': throughput.first_step_at,
                  'launch_to_first_step_done_s': throughput.first_step_done_at,
-                 'launch_to_results_s': bench.process_age_s()},
+                 'launch_to_results_s': clock.process_age_s()},
   }
   run.writer.write(step, 'test', run.task.summary(test_report), dict(_extra(test_report), best_step=best_step))
   logging.info('best dev step %d: dev %s %.4f, test %s %.4f', best_step, metric, dev_report[metric], metric,

@@ -1,9 +1,9 @@
-"""Measurement helpers for experiments/benchmark.py: timing, FLOPs, compilations, memory.
+"""Measurement helpers for benchmarks/benchmark.py: timing, FLOPs, compilations, memory.
 
 Timings are medians over windows of steps, each window ended by block_until_ready, so a
-brief stall from another process moves one window, not the figure.
+brief stall from another process moves one window, not the figure. (A process's age, which
+the training loop reports too, is bigjax.clock.process_age_s.)
 """
-import os
 import resource
 import statistics
 import threading
@@ -16,19 +16,6 @@ import numpy as np
 from jax import monitoring
 
 from bigjax.types import Batch
-
-
-def process_age_s() -> float | None:
-  """Seconds since this process started (Linux /proc; None elsewhere): launch-to-X timings
-  that include the interpreter's start and the imports."""
-  try:
-    with open('/proc/self/stat', encoding='ascii') as f:
-      start_ticks = int(f.read().rsplit(')', 1)[1].split()[19])  # Field 22, starttime.
-    with open('/proc/uptime', encoding='ascii') as f:
-      uptime = float(f.read().split()[0])
-    return uptime - start_ticks / os.sysconf('SC_CLK_TCK')
-  except (OSError, ValueError, IndexError):
-    return None
 
 
 class CompileCounter:
@@ -72,6 +59,8 @@ def matmul_ceiling(n: int = 2048, dtype=jnp.float32, seconds: float = 2.0) -> fl
   return 2 * n**3 / statistics.median(times)
 
 
+# TODO(model spec): each model's FLOPs belong in its model module (bigjax/models/), not in a
+# switch on model names here.
 def model_flops(model: str, *, batch: int, width: int, real_tokens: int, embed_dim: int, hidden_dim: int,
                 num_classes: int, num_layers: int = 1, bidirectional: bool = False) -> dict:
   """Multiply-add FLOPs of one training step (forward + backward = 3x forward), by hand.

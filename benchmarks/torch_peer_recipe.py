@@ -2,12 +2,12 @@
 
 Runs under the peer's Python (torch and numpy; no bigjax). It adds three things the peer
 has no flag for, without touching the peer's loop, timing or evaluation: a starting
-embedding table (rows named by token, as experiments.time_to_accuracy writes it), the
+embedding table (rows named by token, as benchmarks.time_to_accuracy writes it), the
 forget-gate bias at initialization, and global-norm gradient clipping before each Adam
 step (torch.nn.utils.clip_grad_norm_, what optax.clip_by_global_norm does). Every other
 flag goes to torch_lstm.py unchanged.
 
-  python experiments/torch_peer_recipe.py --peers_dir=../shared/peers --init_table=table.npz \
+  python benchmarks/torch_peer_recipe.py --peers_dir=../shared/peers --init_table=table.npz \
       --forget_bias=1 --clip_norm=1 --data_dir=DIR --lr=2e-3 --epochs=10
 """
 import argparse

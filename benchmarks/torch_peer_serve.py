@@ -1,6 +1,6 @@
 """The PyTorch seed LSTM (../shared/peers/torch_lstm.py) behind bigjax's own HTTP service.
 
-  python -m experiments.torch_peer_serve --workdir=/tmp/torch_peer_sst2 --port=8001
+  python -m benchmarks.torch_peer_serve --workdir=/tmp/torch_peer_sst2 --port=8001
 
 The serving comparison of docs/deployment.md needs a peer answering through the same
 server: the same Starlette app, micro-batcher, limits and uvicorn, only the model differs.
@@ -22,11 +22,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from benchmarks.torch_peer_model import TorchPeerModel, import_peer, train_or_load
 from bigjax.serve import server
 from bigjax import errors
 from experiments import cli
 from experiments.configs import base
-from experiments.torch_peer_model import TorchPeerModel, import_peer, train_or_load
 
 _PEERS = os.path.join(os.path.dirname(base.SHARED_DATA), 'peers')
 

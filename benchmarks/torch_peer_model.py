@@ -1,5 +1,5 @@
 """torch_lstm.py's model (../shared/peers) trained or reloaded, and wrapped as a
-bigjax.serve.app.ServedModel: what experiments.torch_peer_serve serves. No flags here, so
+bigjax.serve.app.ServedModel: what benchmarks.torch_peer_serve serves. No flags here, so
 tests import it."""
 import importlib.util
 import json

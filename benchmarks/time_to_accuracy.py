@@ -1,6 +1,6 @@
 """Time to a test accuracy: bigjax's LSTM against the PyTorch peer LSTM, same recipe, one run.
 
-  python -m experiments.time_to_accuracy --config=experiments/configs/lstm_imdb.py \
+  python -m benchmarks.time_to_accuracy --config=experiments/configs/lstm_imdb.py \
       --config.init.embeddings=runs/w2v_imdb --peer_python=/path/to/torch-venv/bin/python \
       --target=0.85 --workdir=runs/race_imdb
 
@@ -11,14 +11,14 @@ Same recipe on both sides:
 - with init.embeddings, the same starting embedding table (bigjax's initial table, rows
   named by token);
 - embed and hidden sizes, dropout, Adam, learning rate, batch size, epochs, seed, and the
-  forget-gate bias and gradient clipping through experiments/torch_peer_recipe.py.
+  forget-gate bias and gradient clipping through benchmarks/torch_peer_recipe.py.
 Both evaluate dev and test after every epoch (bigjax with train.test_at_checkpoints).
 bigjax's curve is read from its workdir's metrics.jsonl ('test_curve' records, beside the
 'dev' ones), never from its log; the peer's from the JSON lines it prints. Each side's
 clock runs from launching its process to the moment it reports a test accuracy >=
 --target (bigjax: the 'time' of that record; the peer: when its line is read); it is
 stopped there, or after --max_minutes. The peer runs with
-bigjax's allocator setting (like for like; see experiments/compare_peers.py). Nothing
+bigjax's allocator setting (like for like; see benchmarks/compare_peers.py). Nothing
 else may run on the machine meanwhile: on 2 cores any other process skews both clocks.
 """
 import json
@@ -35,6 +35,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from benchmarks import peers
 from bigjax import hostmem
 from bigjax import workdirs
 from bigjax.errors import ConfigError
@@ -42,7 +43,6 @@ from bigjax import errors
 from bigjax import logs
 from bigjax.config import checks
 from experiments import cli
-from experiments import peers
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (an LSTM classifier).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for the peer data, both runs and race.json.')
@@ -121,7 +121,7 @@ def main(argv):
     unknown = [side for side in _SIDES.value if side not in SIDES]
     if unknown:
       raise ConfigError(f'--sides: {unknown} unknown; use {" and/or ".join(SIDES)}')
-    workdir = workdirs.claim(_WORKDIR.value, 'experiments.time_to_accuracy')
+    workdir = workdirs.claim(_WORKDIR.value, 'benchmarks.time_to_accuracy')
     if os.path.exists(os.path.join(workdir, 'bigjax')):
       # experiments.train would resume from the earlier run's checkpoints: not a race.
       raise ConfigError(f'--workdir={workdir} holds an earlier race; use a new one')

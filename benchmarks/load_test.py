@@ -1,9 +1,9 @@
 """A bounded load test of experiments.serve on loopback: throughput, p50/p99 latency, errors.
 
   # Start the model's service twice (micro-batched, then --max_batch=1) and compare:
-  python -m experiments.load_test --model=artifacts/mlp_sst2 --texts=texts.txt
+  python -m benchmarks.load_test --model=artifacts/mlp_sst2 --texts=texts.txt
   # Or load a service that is already running (loopback only):
-  python -m experiments.load_test --url=http://127.0.0.1:8000 --texts=texts.txt
+  python -m benchmarks.load_test --url=http://127.0.0.1:8000 --texts=texts.txt
 
 --concurrency clients (8) send --requests requests (2,000) in all, each as soon as its last
 answer came, with --texts_per_request texts taken in turn from --texts (one per line, or
@@ -12,8 +12,8 @@ counted. With --model each service compiles its shapes before opening its port (
 Prints (and --json_out writes) the figures and, with --model, the micro-batched/batch-1 ratios
 (of medians over --rounds alternating rounds).
 
-  # And the same server answering with the PyTorch seed LSTM, unbatched (experiments.torch_peer_serve):
-  python -m experiments.load_test --model=artifacts/lstm_sst2 --texts=texts.txt \
+  # And the same server answering with the PyTorch seed LSTM, unbatched (benchmarks.torch_peer_serve):
+  python -m benchmarks.load_test --model=artifacts/lstm_sst2 --texts=texts.txt \
       --torch_peer=/tmp/torch_peer_sst2 --torch_python=/path/to/python-with-torch
 """
 import asyncio
@@ -45,7 +45,7 @@ _BATCH1 = flags.DEFINE_bool('compare_batch1', True, 'With --model, also run the 
 _ROUNDS = flags.DEFINE_integer('rounds', 1, 'With --model: alternate the two modes this many times; the ratios are '
                                'of the medians (other processes drift less into one mode).')
 _TORCH_PEER = flags.DEFINE_string('torch_peer', '', 'With --model: also serve the PyTorch seed LSTM kept in this folder '
-                                  '(experiments.torch_peer_serve trains it there first) and give ratios against it.')
+                                  '(benchmarks.torch_peer_serve trains it there first) and give ratios against it.')
 _TORCH_PYTHON = flags.DEFINE_string('torch_python', sys.executable, 'The Python that runs the torch peer.')
 _LOG_DIR = flags.DEFINE_string('server_log_dir', '', 'Keep the services\' logs here.')
 _JSON_OUT = flags.DEFINE_string('json_out', '', 'Also write the figures here.')
@@ -81,7 +81,7 @@ def _serve_and_measure(name: str, max_batch: int, texts: list) -> dict:
   url = f'http://127.0.0.1:{port}'
   max_queue = max(1024, _CONCURRENCY.value * _PER_REQUEST.value)
   if name == 'torch-peer':
-    argv = [_TORCH_PYTHON.value, '-m', 'experiments.torch_peer_serve', f'--workdir={_TORCH_PEER.value}',
+    argv = [_TORCH_PYTHON.value, '-m', 'benchmarks.torch_peer_serve', f'--workdir={_TORCH_PEER.value}',
             f'--port={port}', f'--max_queue={max_queue}']
   else:
     argv = [sys.executable, '-m', 'experiments.serve', f'--model={_MODEL.value}', f'--port={port}', '--warm_up',

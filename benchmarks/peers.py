@@ -1,6 +1,6 @@
 """Running the PyTorch peers (../shared/peers) on bigjax's data and recipe.
 
-No flags here: experiments.time_to_accuracy is the command line, and tests import this.
+No flags here: benchmarks.time_to_accuracy is the command line, and tests import this.
 bigjax's side of a race is read from its workdir's metrics.jsonl (`MetricsFollower`,
 `BigjaxCurve`), never from its log lines; the peer's is the JSON lines it prints.
 """
@@ -56,7 +56,7 @@ def write_peer_data(config, folder: str) -> dict:
 
 
 def write_lm_peer_data(config, path: str, steps: int) -> dict:
-  """experiments/torch_peer_lm.py's input: the first `steps` windows of a language model's
+  """benchmarks/torch_peer_lm.py's input: the first `steps` windows of a language model's
   first epoch, exactly as bigjax's run reads them, and its sampling distribution (npz)."""
   exp = experiment.build_lm_experiment(config, workdir=None)
   batches = exp.train_batches
@@ -145,7 +145,7 @@ def lstm_command(config, python: str, peers_dir: str, data_dir: str, init_table:
   """torch_lstm.py (through torch_peer_recipe.py) with the config's recipe."""
   m, o, t = config.model, config.optim, config.train
   lstm = m.lstm
-  command = [python, os.path.join(ROOT, 'experiments', 'torch_peer_recipe.py'), f'--peers_dir={peers_dir}',
+  command = [python, os.path.join(ROOT, 'benchmarks', 'torch_peer_recipe.py'), f'--peers_dir={peers_dir}',
              f'--forget_bias={lstm.forget_bias}', f'--clip_norm={o.clip_norm}', f'--data_dir={data_dir}',
              '--threads=2', f'--embed_dim={m.embed_dim}', f'--hidden_dim={lstm.hidden_dim}', f'--dropout={m.dropout}',
              f'--batch_size={t.batch_size}', f'--lr={o.learning_rate}', f'--epochs={t.epochs}',

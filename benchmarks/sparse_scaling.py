@@ -1,9 +1,9 @@
 """Train steps per second of the dense and the row-sparse embedding updates against table size.
 
-  python -m experiments.sparse_scaling --out=docs/sparse_scaling   # ~10 min on 2 cores
+  python -m benchmarks.sparse_scaling --out=docs/sparse_scaling   # ~10 min on 2 cores
 
 For each bigram table size in --rows (the word table keeps its 30k rows) and each update
-in --updates, experiments.benchmark measures the MLP's train step on real IMDB batches
+in --updates, benchmarks.benchmark measures the MLP's train step on real IMDB batches
 (mlp_imdb.py, embeddings of --embed_dim, --overrides) in a process of its own, one after another.
 dense: optax Adam over every row of both tables; lazy_adam / sgd: optim.sparse_embeddings
 with that rule. Writes OUT.json, OUT.md (a table) and OUT.png (steps/s against rows, log x).
@@ -40,7 +40,7 @@ def measure(rows: int, update: str) -> dict:
     overrides += ['--config.optim.sparse_embeddings=embedding', f'--config.optim.sparse_rule={update}']
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, 'bench.json')
-    subprocess.run([sys.executable, '-m', 'experiments.benchmark', f'--config={_CONFIG.value}', *overrides,
+    subprocess.run([sys.executable, '-m', 'benchmarks.benchmark', f'--config={_CONFIG.value}', *overrides,
                     f'--windows={_WINDOWS.value}', f'--json_out={out}'], check=True, stdout=subprocess.DEVNULL)
     with open(out, encoding='utf-8') as f:
       result = json.load(f)

@@ -1,11 +1,11 @@
 """bigjax's MLP against fastText, launch to result, side by side in one run.
 
-  python -m experiments.compare_fasttext --peer_python=/path/to/venv-with-fasttext/bin/python \
+  python -m benchmarks.compare_fasttext --peer_python=/path/to/venv-with-fasttext/bin/python \
       --datasets=imdb,sst2 --rounds=2 --out=docs/fasttext
 
 For each dataset, fastText is first tuned on dev over its peer's grid (epochs x learning
 rate; not timed), then the rounds alternate, each one timing, from launch to exit:
-- fastText with the dev-best pair (experiments/fasttext_imdb.py, which reads the IMDB
+- fastText with the dev-best pair (benchmarks/fasttext_imdb.py, which reads the IMDB
   archive itself; ../shared/peers/fasttext_sst2.py for SST-2), 2 threads;
 - `python -m experiments.train` with mlp_DATASET.py on an empty cache ("cold": it reads,
   tokenizes and compiles), then again with another seed on that cache ("warm": the
@@ -48,7 +48,7 @@ def run_timed(cmd: list, cwd: str = ROOT) -> float:
 
 def fasttext_command(dataset: str, epochs: str, lr: str, json_out: str) -> list:
   if dataset == 'imdb':
-    script = [os.path.join(ROOT, 'experiments', 'fasttext_imdb.py'),
+    script = [os.path.join(ROOT, 'benchmarks', 'fasttext_imdb.py'),
               f'--archive={os.path.join(SHARED, "data", "imdb", "aclImdb_v1.tar.gz")}']
   else:
     script = [os.path.join(SHARED, 'peers', 'fasttext_sst2.py'), f'--data_dir={os.path.join(SHARED, "data", "sst2")}']

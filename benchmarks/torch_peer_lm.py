@@ -1,7 +1,7 @@
 """A PyTorch LSTM language model of lm_imdb.py's sizes and recipe: the peer of experiments.pretrain.
 
 Runs under any Python with torch and numpy (no bigjax). It trains on the token stream
-experiments.compare_peers writes from bigjax's own data (`peers.write_lm_peer_data`): the
+benchmarks.compare_peers writes from bigjax's own data (`peers.write_lm_peer_data`): the
 same rows of the same epoch, cut into the same truncated-BPTT windows, with the state
 carried from window to window and detached at each window's start. The model and step
 follow bigjax's `lstm_lm` (bigjax/models/lstm.py, bigjax/tasks/language_model.py):
@@ -16,7 +16,7 @@ Reports steady-state training speed in real tokens/s (steps after --warmup_steps
 time only) and the sampled loss of the first and last timed steps; the last line printed
 is one JSON object.
 
-  python experiments/torch_peer_lm.py --stream=lm_stream.npz --steps=60 --json_out=peer.json
+  python benchmarks/torch_peer_lm.py --stream=lm_stream.npz --steps=60 --json_out=peer.json
 """
 import argparse
 import json

@@ -4,9 +4,9 @@
 A standalone script for a Python that has fasttext-wheel and numpy (it imports nothing of
 bigjax), the IMDB counterpart of ../shared/peers/fasttext_sst2.py:
 
-  python experiments/fasttext_imdb.py --archive=../shared/data/imdb/aclImdb_v1.tar.gz \
+  python benchmarks/fasttext_imdb.py --archive=../shared/data/imdb/aclImdb_v1.tar.gz \
       --epochs=5,10 --lr=0.1,0.25,0.5,1.0          # the grid; the best dev pair is reported
-  python experiments/fasttext_imdb.py --epochs=10 --lr=0.5   # one run: launch to result
+  python benchmarks/fasttext_imdb.py --epochs=10 --lr=0.5   # one run: launch to result
 
 It reads the archive in plain Python and splits it as bigjax does (reviews sorted by
 member name, `<br />` removed; dev = 2,500 train reviews chosen by

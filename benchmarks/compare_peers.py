@@ -1,6 +1,6 @@
 """Train speed of bigjax against the PyTorch peers, side by side in one run.
 
-  python -m experiments.compare_peers --peer_python=/path/to/venv-with-torch/bin/python --rounds=3
+  python -m benchmarks.compare_peers --peer_python=/path/to/venv-with-torch/bin/python --rounds=3
 
 For each model the two programs alternate (bigjax, torch, bigjax, torch, ...) so that any
 drift of the machine hits both; the table shows medians and their ratio. Same data
@@ -21,7 +21,7 @@ train_tokens_per_s after 20 warm-up steps, over --peer_steps steps. The peers' R
 torch's first epochs slower than later ones, so a short --peer_steps favours bigjax.
 
 `--models=lm` races the language model of lm_imdb.py (IMDB text, 30k vocabulary, 64 × 70
-token windows, sampled softmax over 1,024 negatives) against experiments/torch_peer_lm.py,
+token windows, sampled softmax over 1,024 negatives) against benchmarks/torch_peer_lm.py,
 the same model and step in PyTorch, trained on the very windows bigjax reads (written once
 per comparison by peers.write_lm_peer_data). All of a language model's tokens are real.
 """
@@ -54,7 +54,7 @@ _LSTM_DTYPES = flags.DEFINE_list('lstm_dtypes', ['float32', 'bfloat16'],
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER_SCRIPT = {'lstm': 'torch_lstm.py', 'mlp': 'torch_bow_mlp.py'}
-LM_PEER = os.path.join(ROOT, 'experiments', 'torch_peer_lm.py')
+LM_PEER = os.path.join(ROOT, 'benchmarks', 'torch_peer_lm.py')
 LM_CONFIG = 'experiments/configs/lm_imdb.py'
 SAME_SETUP = ['--config.data.tokenizer=word', '--config.data.min_frequency=1', '--config.data.vocab_size=20000',
               '--config.data.max_len=64', '--config.model.embed_dim=300',
@@ -74,7 +74,7 @@ def peer_steps(model: str) -> int:
 
 
 def run_bigjax_lm(out: str, dtype: str) -> dict:
-  r = _json_of([sys.executable, '-m', 'experiments.benchmark', f'--config={LM_CONFIG}',
+  r = _json_of([sys.executable, '-m', 'benchmarks.benchmark', f'--config={LM_CONFIG}',
                 f'--config.model.lstm.dtype={dtype}', '--windows=5', '--window_steps=10'], out, cwd=ROOT)
   return {'tokens_per_s': r['train']['tokens_per_s']}
 
@@ -86,7 +86,7 @@ def run_peer_lm(out: str, extra_env: dict, stream: str) -> dict:
 
 
 def write_lm_stream(folder: str) -> str:
-  from experiments import peers  # pylint: disable=import-outside-toplevel  (jax and the data code: lm only)
+  from benchmarks import peers  # pylint: disable=import-outside-toplevel  (jax and the data code: lm only)
   from experiments.configs import lm_imdb  # pylint: disable=import-outside-toplevel
   path = os.path.join(folder, 'lm_stream.npz')
   peers.write_lm_peer_data(lm_imdb.get_config(), path, peer_steps('lm'))
@@ -97,7 +97,7 @@ def run_bigjax(model: str, out: str, dtype: str) -> dict:
   overrides = [f'--config.model.{model}.hidden_dim=256']
   if model == 'lstm':
     overrides.append(f'--config.model.lstm.dtype={dtype}')
-  r = _json_of([sys.executable, '-m', 'experiments.benchmark', f'--config=experiments/configs/{model}_sst2.py',
+  r = _json_of([sys.executable, '-m', 'benchmarks.benchmark', f'--config=experiments/configs/{model}_sst2.py',
                 *SAME_SETUP, *overrides], out, cwd=ROOT)
   return {'examples_per_s': r['train']['examples_per_s'], 'tokens_per_s': r['train']['tokens_per_s'],
           'with_input_pipeline_examples_per_s': r['train']['pipeline_examples_per_s']}

@@ -1,6 +1,6 @@
 """Kill trial: SIGKILL a training run at random moments, resume each time, compare with an uninterrupted run.
 
-  python -m experiments.kill_trial --config=experiments/configs/mlp_sst2.py --set=train.epochs=3 \
+  python -m benchmarks.kill_trial --config=experiments/configs/mlp_sst2.py --set=train.epochs=3 \
       --set=train.log_every_steps=10 --kills=10 --workdir=/tmp/kill_trial
 
 Runs `python -m experiments.train` as a user would: once uninterrupted (the reference),
@@ -27,7 +27,7 @@ import time
 from absl import app
 from absl import flags
 
-from experiments.peers import MetricsFollower
+from benchmarks.peers import MetricsFollower
 
 _CONFIG = flags.DEFINE_string('config', None, 'Config file, as for experiments.train.')
 _SET = flags.DEFINE_multi_string('set', [], 'KEY=VALUE: passed on as --config.KEY=VALUE.')

@@ -1,6 +1,6 @@
 """Measures training, evaluation and inference speed of a config; prints a table, writes JSON.
 
-  python -m experiments.benchmark --config=experiments/configs/lstm_sst2.py \
+  python -m benchmarks.benchmark --config=experiments/configs/lstm_sst2.py \
       --config.model.embed_dim=300 --config.model.lstm.hidden_dim=256 --json_out=bench.json
 
 Same data pipeline, model and step as experiments.train (built by experiment.build_experiment);
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from bigjax import bench
+from benchmarks import measure as bench  # Not `measure`: measure() below is this command's own.
 from bigjax import hostcpu
 from bigjax.models import registry
 from bigjax.train import loop
