@@ -5,8 +5,8 @@
 
 Rerunning the same command resumes from the newest checkpoint in --workdir. SIGTERM or
 SIGINT saves a checkpoint at the next step boundary and exits 0. Exit status 2: a user
-error, printed as one line (--verbose for the traceback). See docs/reliability.md.
-Multi-host jobs: one process per host (README, "Scaling out").
+error, printed as one line (--verbose for the traceback). See docs/guides/training.md.
+Multi-host jobs: one process per host (docs/guides/training.md, "Scaling out").
 """
 from absl import app
 from absl import flags

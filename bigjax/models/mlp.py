@@ -38,7 +38,7 @@ class MLPClassifier(nn.Module):
   bigram_buckets: int = 0  # Hash buckets (embedding rows) for token pairs; 0: unigrams only.
   embed_init_std: float = 1.0  # The tables start N(0, embed_init_std^2).
   # The hidden layers' f in y = f(Wx + b): 'relu', or a smooth one ('gelu', 'tanh'), along whose
-  # paths integrated gradients' quadrature converges fast (no kinks; docs/attributions.md).
+  # paths integrated gradients' quadrature converges fast (no kinks; docs/results/attributions.md).
   activation: str = 'relu'
   dtype: Any = None  # Compute dtype (e.g. jnp.bfloat16); None: that of the params.
   param_dtype: Any = jnp.float32

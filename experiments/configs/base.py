@@ -96,7 +96,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       word_dropout=(0.0, (0.0, 1.0, 'low')),  # Drop whole tokens from the average while training.
       bigram_buckets=(0, (0, None)),  # >0 adds hashed token-pair embeddings to the average.
       # The tables start N(0, std^2). 0.1 made the SST-2 source that prunes to 80 % within a
-      # point when distilled from itself (docs/compression.md).
+      # point when distilled from itself (docs/results/compression.md).
       embed_init_std=(1.0, (0.0, None, 'high')),
       activation='relu',  # relu | gelu | tanh: the hidden layers' f.
   )
@@ -114,7 +114,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # bfloat16 runs the LSTM's matmuls on bf16 operands with f32 sums (parameters,
       # gradients, gates and cell state stay f32). Fast where the hardware has bf16 dot
       # instructions (AVX512-BF16/AMX CPUs, GPUs, TPUs); on an AVX2-only CPU float32 trained
-      # 1.24-1.37x faster (docs/RESULTS.md), and a bf16 run there warns (bigjax/hostcpu.py).
+      # 1.24-1.37x faster (docs/results/RESULTS.md), and a bf16 run there warns (bigjax/hostcpu.py).
       dtype='float32',  # float32 | bfloat16
       tie_embeddings=False,  # Language model only: the output layer is the embedding table.
       # Language model only: drop whole input vectors (AWD-LSTM's embedding dropout, per position).
@@ -166,7 +166,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # experiments.time_to_accuracy). The checkpoint tested at the end is still chosen on dev.
       test_at_checkpoints=False,
       # Compile the other batch shapes' steps on a background thread while the first train
-      # (one driver: parallel='none'); the steps find them compiled (docs/sparse_embeddings.md).
+      # (one driver: parallel='none'); the steps find them compiled (docs/results/sparse_embeddings.md).
       compile_ahead=True,
   )
 
