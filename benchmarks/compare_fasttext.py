@@ -1,7 +1,7 @@
 """bigjax's MLP against fastText, launch to result, side by side in one run.
 
   python -m benchmarks.compare_fasttext --peer_python=/path/to/venv-with-fasttext/bin/python \
-      --datasets=imdb,sst2 --rounds=2 --out=docs/fasttext
+      --datasets=imdb,sst2 --rounds=2 --out=docs/results/fasttext
 
 For each dataset, fastText is first tuned on dev over its peer's grid (epochs x learning
 rate; not timed), then the rounds alternate, each one timing, from launch to exit:

@@ -1,7 +1,7 @@
 """Test accuracy against sparsity, from pruned runs' reports: a Markdown table and a PNG.
 
   python -m benchmarks.pruning_curve --runs=runs/pruned50,runs/pruned80,runs/pruned90 \
-      --out=docs/pruning_sst2 --title="SST-2 MLP"
+      --out=docs/results/pruning_sst2 --title="SST-2 MLP"
 
 Each run is an experiments.compress --method=prune output folder; its compression.json
 holds the source run's figures (plotted at 0 %) and its own. Writes OUT.md and OUT.png.

@@ -1,6 +1,6 @@
 """Train steps per second of the dense and the row-sparse embedding updates against table size.
 
-  python -m benchmarks.sparse_scaling --out=docs/sparse_scaling   # ~10 min on 2 cores
+  python -m benchmarks.sparse_scaling --out=docs/results/sparse_scaling   # ~10 min on 2 cores
 
 For each bigram table size in --rows (the word table keeps its 30k rows) and each update
 in --updates, benchmarks.benchmark measures the MLP's train step on real IMDB batches

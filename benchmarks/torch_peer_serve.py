@@ -2,7 +2,7 @@
 
   python -m benchmarks.torch_peer_serve --workdir=/tmp/torch_peer_sst2 --port=8001
 
-The serving comparison of docs/deployment.md needs a peer answering through the same
+The serving comparison of docs/results/deployment.md needs a peer answering through the same
 server: the same Starlette app, micro-batcher, limits and uvicorn, only the model differs.
 The model is torch_lstm.py's SentimentAnalysisModel, imported from the peers' folder (not
 copied), with its vocabulary (whitespace tokens of SST-2 train) and its encoding. It

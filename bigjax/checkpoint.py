@@ -6,7 +6,7 @@ state (parameters, optimizer moments, step, key); `best/` keeps the parameters o
 `keep_best` steps with the best dev metric. A best checkpoint needs no optimizer state, which
 for Adam is two more copies of every parameter. Each uses one plain preservation policy:
 Orbax's `max_to_keep` together with `best_fn` in one manager was seen to delete the newest
-step, which breaks resume after preemption (docs/FACTS.md).
+step, which breaks resume after preemption.
 
 Damage. Saves are atomic (Orbax writes `<step>.orbax-checkpoint-tmp` and renames it when
 complete); the leftovers of a killed save are removed when the next run opens the folder.

@@ -45,7 +45,7 @@ def warn_if_no_bf16_instructions(c: ml_collections.ConfigDict) -> None:
   if bf16 and jax.default_backend() == 'cpu' and hostcpu.native_bf16_matmuls() is False:
     logging.warning('%s=bfloat16 on a CPU without bf16 instructions (no avx512_bf16, amx_bf16 or bf16 in '
                     '/proc/cpuinfo): its bf16 matmuls are slower than float32 ones, and float32 trained 1.2-1.4x '
-                    'faster on such a CPU (docs/RESULTS.md); set --config.%s=float32 for speed', key, key)
+                    'faster on such a CPU (docs/results/RESULTS.md); set --config.%s=float32 for speed', key, key)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,7 @@ A bf16 LSTM (`model.lstm.dtype=bfloat16`, as lstm_sst2.py, lm_imdb.py and ulmfit
 is faster than float32 only where the CPU has bf16 dot-product instructions. Without them, on
 the 2-core AVX2 VM (AMD EPYC, Zen 3), a bf16 matmul ran at 58 % of an f32 one's speed, and
 float32 trained the IMDB language model 1.24x and the SST-2 LSTM 1.37x faster
-(docs/RESULTS.md, "bf16 on a CPU without bf16 instructions").
+(docs/results/RESULTS.md, "bf16 on a CPU without bf16 instructions").
 """
 from typing import Optional
 

@@ -22,11 +22,11 @@ def keep_freed_memory(one_arena: bool = True) -> bool:
   V x E floats, 18 MB for SST-2). glibc serves blocks that large with mmap and unmaps them
   on free, so every step faults the same pages in again. With mmap off and trimming at
   2 GiB the next step reuses heap memory: on the 2-core VM an SST-2 LSTM step went from
-  13.5k to 3.8k page faults and 13% more examples/s (docs/RESULTS.md, speed section).
+  13.5k to 3.8k page faults and 13% more examples/s (docs/results/RESULTS.md, speed section).
   Those two alone did not keep the temporaries of XLA:CPU's worker threads, each in a glibc
   arena of its own (a thread that finds the main arena locked gets one), so glibc also gets one
   arena and the threads allocate from the main heap too: the IMDB language model's f32 step went
-  from ~50k page faults to 2k and 7 % more tokens/s on an AMD EPYC VM (docs/RESULTS.md, "One
+  from ~50k page faults to 2k and 7 % more tokens/s on an AMD EPYC VM (docs/results/RESULTS.md, "One
   malloc arena").
 
   Returns whether the setting took effect (False off glibc, e.g. macOS: nothing to do).

@@ -76,7 +76,7 @@ def build_config(source: str, method: str, student: str):
   if method == 'prune':
     config.init.checkpoint = os.path.abspath(source)
     # The unpruned source's soft targets recover what the removed weights knew: on SST-2 the
-    # 80 % MLP keeps its accuracy with them and loses ~1.5 points without (docs/compression.md).
+    # 80 % MLP keeps its accuracy with them and loses ~1.5 points without (docs/results/compression.md).
     # --config.distill.teacher= (empty) prunes on the labels alone.
     config.distill.teacher = os.path.abspath(source)
     config.train.steps = 0

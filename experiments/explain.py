@@ -11,7 +11,7 @@ text's prediction and its tokens shaded by attribution (blue: for the predicted 
 against), then integrated gradients' completeness error and, over all texts, the
 faithfulness table (ERASER comprehensiveness / sufficiency AOPC, deletion curve, random
 scores as the floor). --html writes a self-contained page, --json one JSON line per text,
---summary_json the completeness statistics and the faithfulness table. docs/attributions.md.
+--summary_json the completeness statistics and the faithfulness table. docs/guides/attributions.md.
 
 A text the run's tokenizer reads no tokens in (empty, blank, only whitespace) has nothing to
 attribute: it is skipped and named (--text='...', FILE:LINE or DATA example N) in a line before

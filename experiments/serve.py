@@ -26,7 +26,7 @@ _HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to bind; 0.0.0.0 expos
 _PORT = flags.DEFINE_integer('port', 8000, 'Port to bind.')
 _MAX_BATCH = flags.DEFINE_integer('max_batch', 64, 'Most texts in one model call (1: no micro-batching).')
 _MAX_WAIT_MS = flags.DEFINE_float('max_wait_ms', 0.0, 'Longest a text waits for its batch to fill (0: a batch is what '
-                                   'queued while the previous one computed; see docs/deployment.md).')
+                                   'queued while the previous one computed; see docs/results/deployment.md).')
 _MAX_QUEUE = flags.DEFINE_integer('max_queue', 1024, 'Texts waiting at most; beyond it requests get 503.')
 _MAX_BODY = flags.DEFINE_integer('max_body_bytes', 1 << 20, 'Largest request body.')
 _MAX_TEXTS = flags.DEFINE_integer('max_texts', 256, 'Most texts in one request.')

@@ -7,10 +7,10 @@ or a language model (ULMFiT's stages 1 and 2), as the config's model.name is.
 
 Rerunning the same command resumes from the newest checkpoint in --workdir. SIGTERM or
 SIGINT saves a checkpoint at the next step boundary and exits 0. Exit status 2: a user
-error, printed as one line (--verbose for the traceback). See docs/reliability.md.
+error, printed as one line (--verbose for the traceback). See docs/guides/training.md.
 A language model reads the train and unlabelled text of config.data (never dev or test) in
 truncated-BPTT windows; its tokenizer is the one every finetuning run from it reuses.
-Multi-host jobs: one process per host (README, "Scaling out").
+Multi-host jobs: one process per host (docs/guides/training.md, "Scaling out").
 """
 from absl import app
 from absl import flags

@@ -269,7 +269,7 @@ def test_a_quantized_run_loads_and_matches_its_report(tmp_path):
   assert done.returncode == 0, done.stderr[-3000:]
   report, loaded = _check_report_matches_the_loaded_run(out, data)
   # At this toy size Orbax's own files outweigh the arrays on disk; the arrays themselves:
-  # int8 values and float32 scales, one per row of 16 (docs/compression.md has real sizes).
+  # int8 values and float32 scales, one per row of 16 (docs/results/compression.md has real sizes).
   stored = loaded.derived['quantization']['stored_bytes']
   assert sum(stored.values()) < 0.35 * 4 * report['before']['parameters']
   assert loaded.derived['quantization']['calibration_examples'] == 64

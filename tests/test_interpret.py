@@ -65,7 +65,7 @@ def test_completeness_on_tiny_models(kind):
   targets = np.array([0, 1, 2, 1], np.int32)
   for baseline in attr_lib.BASELINES:
     # Gauss-Legendre's points crowd the ends of the path: on the MLP's piecewise-linear path (its
-    # ReLUs) it can miss the kinks in between, and 1 % takes more than 64 points (docs/attributions.md).
+    # ReLUs) it can miss the kinks in between, and 1 % takes more than 64 points (docs/results/attributions.md).
     for rule in attr_lib.RULES if kind == 'lstm' else ('midpoint',):
       attributor = attr_lib.Attributor(fns, params, steps=64, baseline=baseline, rule=rule)
       result = attributor.integrated_gradients(ids, lengths, targets)
@@ -250,7 +250,8 @@ def _is_under(name: str, packages: tuple) -> bool:
 
 
 def test_interpret_imports_no_data_sources_training_or_checkpoints():
-  """docs/STYLE.md section 3: bigjax/interpret must not import data sources, train, checkpoint."""
+  """bigjax/interpret must not import data sources, train, checkpoint (the dependency direction,
+  docs/guides/contributing.md)."""
   banned = ('bigjax.data', 'bigjax.train', 'bigjax.checkpoint', 'bigjax.runs', 'orbax', 'experiments')
   for path in pathlib.Path(ROOT, 'bigjax', 'interpret').glob('*.py'):
     for name in imported_modules(path):
@@ -301,7 +302,7 @@ def test_explanations_of_a_trained_run_are_complete_and_faithful(trained_run):
   explained = explanations.explain_texts(trained_run, TEXTS * 10, attributor=attributor)
   assert [e.label_name for e in explained[:2]] == ['1', '0']
   # Each text's error is what it says; the median is well inside 1 % (a ReLU MLP's worst case
-  # is not, at 64 points: docs/attributions.md).
+  # is not, at 64 points: docs/results/attributions.md).
   assert np.median([e.completeness['relative_error'] for e in explained]) <= 0.01
   for e in explained:
     c, ig = e.completeness, e.attributions['integrated_gradients']
@@ -433,7 +434,7 @@ def test_html_report_renders_in_headless_chromium(request, tmp_path):
 
 def test_a_smooth_mlp_meets_completeness_far_inside_one_percent_with_gauss_legendre():
   # GELU instead of ReLU: no kinks on the path, so 64 Gauss-Legendre points integrate it to
-  # ~1e-5 of |f(x) - f(x')| (the SST-2 MLP's worst text: 0.0019 %, docs/attributions.md).
+  # ~1e-5 of |f(x) - f(x')| (the SST-2 MLP's worst text: 0.0019 %, docs/results/attributions.md).
   section = {'name': 'mlp', 'embed_dim': 8, 'dropout': 0.0,
              'mlp': {'hidden_dim': 8, 'num_layers': 2, 'word_dropout': 0.0, 'bigram_buckets': 16,
                      'activation': 'gelu'}}
@@ -455,7 +456,7 @@ def test_a_smooth_mlp_meets_completeness_far_inside_one_percent_with_gauss_legen
 # A classifier with a near-step on its path, in closed form: the log-odds of class 1 are
 # g(x) = 5 tanh(K (Σx - 1)) + 0.1 Σ_t x_t0, over the sum of every embedding value. From the
 # zero baseline, Σ(αx) crosses 1 at α* = 1 / Σx (between 0.08 and 0.67 here) within ~1 / (K Σx):
-# a step ~1e-4 wide, the shape of a bistable LSTM near the zero input (docs/attributions.md).
+# a step ~1e-4 wide, the shape of a bistable LSTM near the zero input (docs/results/attributions.md).
 STEP_SHARPNESS = 2000.0
 
 

@@ -1,4 +1,4 @@
-"""Preemption, kills, damaged checkpoints, NaN/Inf steps and a full disk (docs/reliability.md).
+"""Preemption, kills, damaged checkpoints, NaN/Inf steps and a full disk (docs/guides/training.md, "Reliability").
 
 The reference for "exact" is an uninterrupted in-process run of the same config: every
 interrupted run must end with its params_fingerprint, best step and test accuracy.

@@ -7,7 +7,7 @@ Its logits are computed in each step from the batch the student sees (one determ
 forward pass of the teacher per step), not cached: a cache would need an example index in
 every batch and a pass over the training set before the first step, and the student would
 then see one fixed view of each example (for the MLP teacher the extra forward pass costs
-less than the student's own backward pass; docs/compression.md measures it).
+less than the student's own backward pass; docs/results/compression.md measures it).
 Evaluation, reports and checkpoint selection are the base task's: on the labels alone.
 """
 import dataclasses

@@ -143,10 +143,10 @@ def _declare(ranges: Ranges) -> ml_collections.ConfigDict:  # pylint: disable=re
       nan_policy='stop',
       max_skipped_in_a_row=(10, (1, None)),
       # Also evaluate test at each checkpoint (a test-accuracy curve over time, for
-      # experiments.time_to_accuracy). The checkpoint tested at the end is still chosen on dev.
+      # benchmarks.time_to_accuracy). The checkpoint tested at the end is still chosen on dev.
       test_at_checkpoints=False,
       # Compile the other batch shapes' steps on a background thread while the first train
-      # (one driver: parallel='none'); the steps find them compiled (docs/sparse_embeddings.md).
+      # (one driver: parallel='none'); the steps find them compiled (docs/results/sparse_embeddings.md).
       compile_ahead=True,
   )
 

@@ -12,7 +12,7 @@ The folder holds (bigjax/export/loader.py reads it, and is copied in as predict.
   predict.py          the loader: python DIR/predict.py < texts.txt
 
 Why a symbolic length and not one module per trained bucket: measured on this project's
-CPU (docs/deployment.md), one module with t symbolic compiles, per concrete width, to the
+CPU (docs/results/deployment.md), one module with t symbolic compiles, per concrete width, to the
 same program as a module exported at that width — identical outputs, the same speed — and
 is one file instead of twelve. The loader still pads to the trained buckets, so a server
 compiles a handful of shapes, not one per text length.

@@ -2,5 +2,5 @@
 their faithfulness (ERASER's comprehensiveness and sufficiency, a deletion curve) and renderings.
 
 Takes a model as ModelFns and a trained run as a duck-typed `bigjax.runs.Run`; imports no data
-sources, training or checkpoint code (docs/attributions.md).
+sources, training or checkpoint code (docs/guides/contributing.md, "The dependency direction").
 """

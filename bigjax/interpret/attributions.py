@@ -26,7 +26,8 @@ BASELINES = ('zeros', 'padding')  # The embedding every slot moves away from: ze
 # What is attributed, for the target class y: its log-odds, logit_y - logsumexp(the other logits)
 # (log p_y / (1 - p_y); for two classes the logit difference), its logit, or its probability.
 OUTPUTS = ('log_odds', 'logit', 'probability')
-RULES = ('gauss_legendre', 'midpoint', 'adaptive')  # Quadrature of the path integral (docs/attributions.md).
+# Quadrature of the path integral (docs/results/attributions.md).
+RULES = ('gauss_legendre', 'midpoint', 'adaptive')
 # The adaptive rule: panels of this many Gauss-Legendre points, starting from this many equal panels.
 ADAPTIVE_NODES = 2
 ADAPTIVE_START = 8
@@ -64,7 +65,7 @@ def path_points(steps: int, rule: str = 'gauss_legendre') -> tuple[np.ndarray, n
 
   gauss_legendre (the default): exact for polynomials up to degree 2·steps - 1; on an
   LSTM's smooth but strongly curved path, 64 points leave a completeness error of ~1e-7
-  where the midpoint rule leaves ~5 % (docs/attributions.md). midpoint: alphas
+  where the midpoint rule leaves ~5 % (docs/results/attributions.md). midpoint: alphas
   (k + 1/2) / steps with equal weights, the Riemann sum most implementations use (error
   falling as 1/steps² on a smooth path). A ReLU MLP's path is only piecewise linear: both
   rules then err by up to a kink's jump times the spacing of their points, and
@@ -143,7 +144,7 @@ def adaptive_path(fns: ModelFns, params, x0, diff, lengths, targets, *, steps: i
   error is known exactly, without gradients: its quadrature of df/dα (forward mode)
   against f(end) - f(start) (forward passes). Starting from ADAPTIVE_START equal panels,
   the panel with the largest error is halved until there are steps / ADAPTIVE_NODES. A
-  near-step of f 1e-5 wide (a bistable LSTM near the zero input, docs/attributions.md)
+  near-step of f 1e-5 wide (a bistable LSTM near the zero input, docs/results/attributions.md)
   is found by ~17 halvings where no fixed rule with 64 points can see it. The search
   costs (2·ADAPTIVE_NODES + 1) forward-mode evaluations per halving; integrated
   gradients then takes its `steps` gradients at the points found.

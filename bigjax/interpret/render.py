@@ -220,7 +220,7 @@ def summary_lines(summary: dict) -> str:
                  f'|f(x) − f(x′)| ({_percent(c["share_within_1_percent"])} of texts within 1 %)')
     if c['max_relative_error'] > 0.01 and summary.get('settings', {}).get('rule') != 'adaptive':
       lines.append("  some paths have steps these points miss: --rule=adaptive places the points where f changes "
-                   "(an LSTM: with --baseline=padding; docs/attributions.md)")
+                   "(an LSTM: with --baseline=padding; docs/results/attributions.md)")
   table = summary.get('faithfulness')
   if table and not table['examples']:
     lines.append('faithfulness: no text with tokens to delete (nothing to measure)')

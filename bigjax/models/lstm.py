@@ -20,7 +20,7 @@ def _bf16_matmul(x, kernel, kernel_bf16, kernel_t_bf16):
   materialized once outside the recurrence, and x.T is materialized at each step. `kernel`
   itself (f32) only receives the gradient; the two bf16 copies are never differentiated.
   On the 2-core CPU a [64, 256] x [256, 1024] dot runs at ~360 GFLOP/s this way against ~140
-  in f32 (docs/RESULTS.md).
+  in f32 (docs/results/RESULTS.md).
   """
   del kernel, kernel_t_bf16
   return jnp.dot(x.astype(jnp.bfloat16), kernel_bf16, preferred_element_type=jnp.float32)
@@ -71,7 +71,7 @@ class LSTMLayer(nn.Module):
   """One LSTM direction over padded sequences: flax's OptimizedLSTMCell, owning its biases.
 
   It computes what nn.RNN(nn.OptimizedLSTMCell) computes, at the same speed on the CPU
-  (tests/test_models.py, docs/RESULTS.md), with gates (i, f, g, o) fused in one kernel as
+  (tests/test_models.py, docs/results/RESULTS.md), with gates (i, f, g, o) fused in one kernel as
   in flax and PyTorch, but `forget_bias` can start the forget gate open (Jozefowicz et al.
   2015; Keras's unit_forget_bias), which long IMDB reviews need. After a row's last real
   token its state stays frozen, so padding never changes the final state; `reverse` runs

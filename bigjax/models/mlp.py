@@ -39,7 +39,7 @@ class MLPClassifier(nn.Module):
   bigram_buckets: int = 0  # Hash buckets (embedding rows) for token pairs; 0: unigrams only.
   embed_init_std: float = 1.0  # The tables start N(0, embed_init_std^2).
   # The hidden layers' f in y = f(Wx + b): 'relu', or a smooth one ('gelu', 'tanh'), along whose
-  # paths integrated gradients' quadrature converges fast (no kinks; docs/attributions.md).
+  # paths integrated gradients' quadrature converges fast (no kinks; docs/results/attributions.md).
   activation: str = 'relu'
   dtype: Any = None  # Compute dtype (e.g. jnp.bfloat16); None: that of the params.
   param_dtype: Any = jnp.float32
@@ -128,7 +128,7 @@ SPEC = ModelSpec(
         word_dropout=(0.0, (0.0, 1.0, 'low')),  # Drop whole tokens from the average while training.
         bigram_buckets=(0, (0, None)),  # >0 adds hashed token-pair embeddings to the average.
         # The tables start N(0, std^2). 0.1 made the SST-2 model that prunes to 80 % within a
-        # point (docs/compression.md).
+        # point (docs/results/compression.md).
         embed_init_std=(1.0, (0.0, None, 'high')),
         activation='relu',  # The hidden layers' f.
     ),

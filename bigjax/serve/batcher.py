@@ -8,7 +8,7 @@ pads the batch to a trained length bucket (bigjax/export/loader.py: Artifact.run
 
 With max_wait_s=0 (the default) nothing waits on purpose: a batch is whatever queued up
 while the previous one computed, which on the 2-core CPU served more requests per second
-and lower p50 latency than a 2 ms wait for both the MLP and the LSTM (docs/deployment.md).
+and lower p50 latency than a 2 ms wait for both the MLP and the LSTM (docs/results/deployment.md).
 A wait pays where a batch of B costs far less than B batches of one (a GPU, a big model).
 
 A full queue refuses a request whole (QueueFull, which the app answers with 503 and

@@ -7,7 +7,7 @@ step passes it in as `carry`, and the loss returns the state after the window be
 sums. Gradients stop at the window's start (truncated BPTT).
 
 A full softmax over a 30k vocabulary is most of an LSTM LM's step on a CPU (4.3 s of a
-64 x 70 step against ~0.3 s for the rest; docs/pretraining.md). With `negatives=K` training
+64 x 70 step against ~0.3 s for the rest; docs/results/pretraining.md). With `negatives=K` training
 uses a sampled softmax instead (Jean et al. 2015): each step draws K shared negatives from
 the training stream's unigram distribution raised to `sampling_power`, and each logit is
 corrected by log(K q), so the loss estimates the full softmax's; evaluation always uses

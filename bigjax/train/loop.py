@@ -9,7 +9,7 @@ Read top to bottom: `train_and_evaluate` restores or initializes the state
 (`restore_or_init`), runs the steps with their periodic actions (`train_steps`: log,
 evaluate and checkpoint), and tests the best checkpoint (`final_test`).
 
-Reliability (docs/reliability.md): SIGTERM/SIGINT save at the next step boundary and
+Reliability (docs/guides/training.md, "Reliability"): SIGTERM/SIGINT save at the next step boundary and
 return; a run killed at any moment resumes bit-exactly from its newest complete
 checkpoint, because batch(step) and the dropout key are pure functions of the step; a
 checkpoint is never written from NaN/Inf parameters.

@@ -4,27 +4,13 @@
   python -m experiments.pretrain --config=experiments/configs/lm_imdb.py --workdir=runs/lm_imdb \
       --config.init.embeddings=runs/w2v_imdb
 
-The first command learns skip-gram vectors on the same reviews (80 s); the language model
-starts its (tied) embedding table from them and takes their tokenizer. In the same 12,000
-windows that takes test perplexity from 137.3 to 107.6 (docs/pretraining.md); without
-init.embeddings the model starts from scratch.
+The language model starts its (tied) embedding table from the word vectors and takes their
+tokenizer; without init.embeddings it starts from scratch. Its encoder has lstm_imdb.py's
+sizes and tokenizer, so an IMDB classifier starts from it leaf for leaf (ulmfit_imdb.py).
+The budget is train.steps windows of 64 x 70 tokens: lower it on a slower CPU; on a CPU without
+bf16 instructions (the run warns) add --config.model.lstm.dtype=float32.
 
-The encoder has lstm_imdb.py's sizes (300-dim embeddings, one 256-unit LSTM layer) and
-its tokenizer (words and punctuation, 30k entries), so an IMDB classifier starts from it
-leaf for leaf:
-
-  python -m experiments.train --config=experiments/configs/lstm_imdb.py --workdir=runs/lstm_imdb_lm \
-      --config.init.checkpoint=runs/lm_imdb
-
-The 72,500 reviews are the classifier's train split (dev carved from it as the classifier
-carves it, with the same seed) and the 50,000 unlabelled ones; never dev or test reviews.
-The training budget is the 2-core CPU's: train.steps windows of 64 x 70 tokens (2.7 epochs),
-a sampled softmax over 1,024 negatives (the full 30k softmax would be 90 % of every step),
-full-softmax perplexity on 0.2 % of the reviews carved out for dev and as many for test
-(docs/pretraining.md). 12,000 windows took 40 to 47 minutes on the 2-core VM on most days and
-would take ~80 on its slowest: lower --config.train.steps to keep within 60 minutes there.
-The LSTM's matmuls take bf16 operands; on a CPU without bf16 instructions (the run warns)
---config.model.lstm.dtype=float32 trains 1.24x faster (docs/RESULTS.md).
+Expected: test perplexity 107.6 from the word vectors, 137.3 without (docs/results/pretraining.md).
 """
 import os
 
