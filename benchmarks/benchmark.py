@@ -19,13 +19,13 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from benchmarks import measure as bench  # Not `measure`: measure() below is this command's own.
-from bigjax import hostcpu
-from bigjax.models import registry
-from bigjax.train import loop
 from bigjax import errors
 from bigjax import experiment
+from bigjax import hostcpu
 from bigjax import logs
 from bigjax.config import checks
+from bigjax.models import registry
+from bigjax.train import loop
 from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
@@ -85,14 +85,14 @@ def _measure(config, compiles: bench.CompileCounter) -> dict:
   pipeline_examples_per_s = statistics.median(e / t for (e, _), t in zip(window_totals, pipeline_times))
 
   m = config.model
-  own = m[registry.own_section_name(m.name)]
+  own = registry.own_section(m.to_dict())
   # A language model's training logits per token: the target and the sampled negatives, or the vocabulary.
   outputs = ((1 + config.lm.negatives) if config.lm.negatives else exp.derived['vocab_size']) if language_model \
       else exp.derived['num_classes']
-  flops = [bench.model_flops(m.name, batch=b.token_ids.shape[0], width=b.token_ids.shape[1],
-                             real_tokens=int((b.lengths * (b.weights > 0)).sum()), embed_dim=m.embed_dim,
-                             hidden_dim=own.hidden_dim, num_classes=outputs,
-                             num_layers=own.num_layers, bidirectional=own.get('bidirectional', False))
+  spec = registry.spec(m.name)
+  flops = [spec.training_flops(own, batch=b.token_ids.shape[0], width=b.token_ids.shape[1],
+                               real_tokens=int((b.lengths * (b.weights > 0)).sum()), embed_dim=m.embed_dim,
+                               num_classes=outputs)
            for b in batches]
   executed_per_s = statistics.median(sum(f['executed'] for f in flops[i * k:(i + 1) * k]) / t
                                      for i, t in enumerate(device_times))

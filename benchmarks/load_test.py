@@ -26,9 +26,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from bigjax import errors
 from bigjax.export import loader
 from bigjax.serve import load
-from bigjax import errors
 from experiments import cli
 
 _URL = flags.DEFINE_string('url', '', 'A running service (loopback only). Empty: start --model\'s service.')

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import monitoring
 
+from bigjax.models import registry
 from bigjax.types import Batch
 
 
@@ -59,33 +60,13 @@ def matmul_ceiling(n: int = 2048, dtype=jnp.float32, seconds: float = 2.0) -> fl
   return 2 * n**3 / statistics.median(times)
 
 
-# TODO(model spec): each model's FLOPs belong in its model module (bigjax/models/), not in a
-# switch on model names here.
 def model_flops(model: str, *, batch: int, width: int, real_tokens: int, embed_dim: int, hidden_dim: int,
                 num_classes: int, num_layers: int = 1, bidirectional: bool = False) -> dict:
-  """Multiply-add FLOPs of one training step (forward + backward = 3x forward), by hand.
-
-  XLA's cost analysis counts a scan's body once, whatever its length, so the LSTM's
-  recurrence would be undercounted by the sequence length; these formulas are exact for
-  the matmuls and ignore elementwise work. 'executed' counts padded positions (work done),
-  'useful' real tokens only.
-  """
-  if model == 'mlp':
-    per_example = 2 * embed_dim * hidden_dim + 2 * hidden_dim * (hidden_dim * (num_layers - 1) + num_classes)
-    forward = batch * per_example
-    return {'executed': 3 * forward, 'useful': 3 * forward}
-  directions = 2 if bidirectional else 1
-  per_token = 0
-  inputs = embed_dim
-  for _ in range(num_layers):
-    per_token += directions * 2 * (inputs + hidden_dim) * 4 * hidden_dim
-    inputs = directions * hidden_dim
-  if model == 'lstm_lm':  # num_classes: the logits per token (1 + negatives, or the vocabulary).
-    # A head at every token: the tied projection to embed_dim, then the output rows.
-    per_token += 2 * hidden_dim * embed_dim + 2 * embed_dim * num_classes
-    return {'executed': 3 * batch * width * per_token, 'useful': 3 * real_tokens * per_token}
-  head = 2 * batch * inputs * num_classes
-  return {'executed': 3 * (batch * width * per_token + head), 'useful': 3 * (real_tokens * per_token + head)}
+  """Multiply-add FLOPs of one training step (forward + backward = 3x forward), as the model's
+  module counts them (ModelSpec.training_flops), from the usual section keys."""
+  own = {'hidden_dim': hidden_dim, 'num_layers': num_layers, 'bidirectional': bidirectional}
+  return registry.spec(model).training_flops(own, batch=batch, width=width, real_tokens=real_tokens,
+                                             embed_dim=embed_dim, num_classes=num_classes)
 
 
 def peak_host_memory_mib() -> float:

@@ -11,10 +11,10 @@ from typing import Optional
 
 import numpy as np
 
-from bigjax.errors import ConfigError
-from bigjax import transfer
 from bigjax import experiment
+from bigjax import transfer
 from bigjax.config import checks
+from bigjax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -36,12 +36,12 @@ from absl import logging
 from ml_collections import config_flags
 
 from benchmarks import peers
-from bigjax import hostmem
-from bigjax import workdirs
-from bigjax.errors import ConfigError
 from bigjax import errors
+from bigjax import hostmem
 from bigjax import logs
+from bigjax import workdirs
 from bigjax.config import checks
+from bigjax.errors import ConfigError
 from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (an LSTM classifier).', lock_config=True)

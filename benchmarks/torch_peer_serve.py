@@ -23,8 +23,8 @@ from absl import flags
 from absl import logging
 
 from benchmarks.torch_peer_model import TorchPeerModel, import_peer, train_or_load
-from bigjax.serve import server
 from bigjax import errors
+from bigjax.serve import server
 from experiments import cli
 from experiments.configs import base
 

@@ -31,12 +31,12 @@ from absl import flags
 from ml_collections import config_flags
 
 from bigjax import runs
+from bigjax import training
 from bigjax import workdirs
 from bigjax.compress import pruning, quantized_run, report as report_lib
-from bigjax.errors import ConfigError
-from bigjax import training
 from bigjax.config import checks
 from bigjax.data import from_config
+from bigjax.errors import ConfigError
 from experiments import cli
 from experiments.configs import base
 

@@ -22,8 +22,8 @@ from absl import flags
 
 from bigjax import runs
 from bigjax import workdirs
-from bigjax.errors import ConfigError
 from bigjax.data import from_config
+from bigjax.errors import ConfigError
 from experiments import cli
 
 _WORKDIR = flags.DEFINE_list('workdir', None, 'The trained run; several (comma-separated): their ensemble.')

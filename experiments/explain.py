@@ -23,11 +23,11 @@ import sys
 from absl import app
 from absl import flags
 
+from bigjax import errors
 from bigjax import runs
 from bigjax import workdirs
-from bigjax.interpret import attributions, explanations, render
-from bigjax import errors
 from bigjax.data import from_config
+from bigjax.interpret import attributions, explanations, render
 from experiments import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run.')

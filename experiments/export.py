@@ -17,13 +17,13 @@ from absl import flags
 from absl import logging
 import ml_collections
 
+from bigjax import errors
 from bigjax import runs
 from bigjax import workdirs
+from bigjax.data import from_config
 from bigjax.data import sources
 from bigjax.errors import BigjaxError
 from bigjax.export import export, model_card
-from bigjax import errors
-from bigjax.data import from_config
 from experiments import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run.')

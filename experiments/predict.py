@@ -16,10 +16,10 @@ from absl import flags
 from absl import logging
 import tqdm
 
+from bigjax import errors
 from bigjax import workdirs
 from bigjax.errors import DataError
 from bigjax.export import loader
-from bigjax import errors
 from experiments import cli
 
 _MODEL = flags.DEFINE_string('model', None, 'The artifact folder (python -m experiments.export writes one).')

@@ -17,13 +17,13 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from bigjax import workdirs
-from bigjax.data import prepare, sources
-from bigjax.pretrain import embeddings
 from bigjax import errors
 from bigjax import logs
+from bigjax import workdirs
 from bigjax.config import checks
 from bigjax.data import from_config
+from bigjax.data import prepare, sources
+from bigjax.pretrain import embeddings
 from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Classifier config file.', lock_config=True)

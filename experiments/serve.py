@@ -16,9 +16,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from bigjax import errors
 from bigjax.export import loader
 from bigjax.serve import server
-from bigjax import errors
 from experiments import cli
 
 _MODEL = flags.DEFINE_string('model', None, 'The artifact folder (python -m experiments.export writes one).')

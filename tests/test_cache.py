@@ -7,10 +7,10 @@ from jax.experimental.compilation_cache import compilation_cache
 import numpy as np
 import pytest
 
-from bigjax.data import cache as cache_lib
-from bigjax.data import sources
 from bigjax import experiment
 from bigjax import training
+from bigjax.data import cache as cache_lib
+from bigjax.data import sources
 from experiments import cli
 from tests.test_train import tiny_config, write_corpus
 

@@ -13,16 +13,16 @@ import optax
 import pytest
 import qwix
 
+from bigjax import experiment
 from bigjax import runs
+from bigjax import training
 from bigjax.compress import distill, pruning, quantize, quantized_run
+from bigjax.config import checks
 from bigjax.data import sources
 from bigjax.errors import ConfigError
 from bigjax.export import export, loader
 from bigjax.models import registry
 from bigjax.train import loop
-from bigjax import experiment
-from bigjax import training
-from bigjax.config import checks
 from test_train import ROOT, tiny_config, write_corpus
 from tests.entry_points import run_cases
 

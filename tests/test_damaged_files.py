@@ -21,9 +21,9 @@ import pytest
 
 from bigjax import metrics
 from bigjax import runs
+from bigjax import training
 from bigjax.errors import DataError
 from bigjax.export import export
-from bigjax import training
 from tests.test_reliability import config_args
 from tests.test_train import tiny_config, write_corpus
 

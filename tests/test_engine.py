@@ -14,8 +14,11 @@ import numpy as np
 import optax
 import pytest
 
+from bigjax import experiment
 from bigjax import runs
+from bigjax import training
 from bigjax import transfer
+from bigjax.config import checks
 from bigjax.data import batching
 from bigjax.errors import ConfigError
 from bigjax.metrics import MetricWriter
@@ -24,9 +27,6 @@ from bigjax.tasks.language_model import LanguageModeling
 from bigjax.train import loop, optim, parallel
 from bigjax.train import step as step_lib
 from bigjax.types import Batch
-from bigjax import experiment
-from bigjax import training
-from bigjax.config import checks
 from test_train import ROOT, tiny_config, write_corpus
 
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, 'experiments', 'configs', '*.py'))
@@ -183,8 +183,8 @@ def test_finetuning_from_a_run_copies_all_but_the_dropped_output_layer(trained_r
   _, workdir, _ = trained_run
   three_classes = write_corpus(str(tmp_path / 'data3'), sizes=(300, 60, 60), num_classes=3)
   config = tiny_config(three_classes, **{'init.checkpoint': workdir, 'init.drop': '^head/', 'train.steps': 10})
-  workdir = training.claim_workdir(config, str(tmp_path / 'finetuned'))
-  exp = experiment.build_experiment(config, workdir)
+  claimed = training.claim_workdir(config, str(tmp_path / 'finetuned'))
+  exp = experiment.build_experiment(config, claimed)
   source = runs.load_run(workdir)
   start = exp.init_state().params
   assert exp.derived['init']['dropped'] == ['head/bias', 'head/kernel']
@@ -245,8 +245,8 @@ def test_a_frozen_group_keeps_its_bytes_and_a_multiplier_scales_its_updates():
 def test_freezing_through_the_config_keeps_the_embedding_table_bit_identical(tmp_path):
   data = write_corpus(tmp_path / 'data')
   config = tiny_config(data, **{'optim.param_groups': '^embedding/=freeze', 'train.steps': 10})
-  workdir = training.claim_workdir(config, str(tmp_path / 'run'))
-  exp = experiment.build_experiment(config, workdir)
+  claimed = training.claim_workdir(config, str(tmp_path / 'run'))
+  exp = experiment.build_experiment(config, claimed)
   before = np.asarray(exp.init_state().params['embedding']['embedding'])
   training.run_training(config, str(tmp_path / 'run'))
   after = runs.load_run(str(tmp_path / 'run')).params

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from bigjax import runs
+from bigjax import training
 from bigjax.errors import ConfigError
 from bigjax.export import export, loader, model_card
 from bigjax.models import registry
-from bigjax import training
 from tests.test_train import tiny_config, write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -3,8 +3,8 @@ import logging
 
 import pytest
 
-from bigjax import hostcpu
 from bigjax import experiment
+from bigjax import hostcpu
 from experiments.configs import lm_imdb, lstm_sst2, mlp_sst2
 
 _ZEN3 = 'processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma bmi2\n\nprocessor\t: 1\n'

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from bigjax import runs
+from bigjax import training
 from bigjax.errors import ConfigError
 from bigjax.interpret import attributions as attr_lib
 from bigjax.interpret import explanations, faithfulness, render
 from bigjax.models import mlp, registry
 from bigjax.types import ModelFns
-from bigjax import training
 from test_train import ROOT, tiny_config, write_corpus
 
 VOCAB = 30

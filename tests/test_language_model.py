@@ -12,18 +12,18 @@ import numpy as np
 import optax
 import pytest
 
+from bigjax import experiment
 from bigjax import runs
-from bigjax.metrics import MetricWriter
+from bigjax import training
 from bigjax.data import batching, streams
+from bigjax.data import from_config
 from bigjax.errors import ConfigError
+from bigjax.metrics import MetricWriter
 from bigjax.models import registry
 from bigjax.tasks.language_model import LanguageModeling, sampling_distribution
 from bigjax.train import loop, parallel
 from bigjax.train import step as step_lib
 from bigjax.types import Batch
-from bigjax import experiment
-from bigjax import training
-from bigjax.data import from_config
 from experiments.configs import lm_imdb
 from test_train import ROOT
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from benchmarks import peers
-from bigjax.pretrain import embeddings
 from bigjax import errors
 from bigjax import experiment
-from bigjax.data import from_config
 from bigjax import training
+from bigjax.data import from_config
+from bigjax.pretrain import embeddings
 from experiments import pretrain_embeddings
 from tests.test_train import tiny_config, write_corpus
 

@@ -3,13 +3,13 @@ import jax
 import numpy as np
 import pytest
 
+from bigjax import experiment
+from bigjax import training
 from bigjax import transfer
+from bigjax.config import checks
 from bigjax.errors import ConfigError
 from bigjax.pretrain import embeddings
 from bigjax.train import step as step_lib
-from bigjax.config import checks
-from bigjax import experiment
-from bigjax import training
 from experiments import pretrain_embeddings
 from test_train import tiny_config, write_corpus
 
@@ -48,8 +48,8 @@ def test_pretrained_vectors_start_the_embedding_table(tmp_path):
   assert not found[embeddings.special_ids(tokenizer)].any()
 
   config.init.embeddings = str(tmp_path / 'w2v')
-  workdir = training.claim_workdir(config, str(tmp_path / 'run'))
-  exp = experiment.build_experiment(config, workdir)
+  claimed = training.claim_workdir(config, str(tmp_path / 'run'))
+  exp = experiment.build_experiment(config, claimed)
   assert exp.tokenizer.vocab_size == tokenizer.vocab_size
   assert (tmp_path / 'run' / 'tokenizer.json').read_text() == (tmp_path / 'w2v' / 'tokenizer.json').read_text()
   table = np.asarray(exp.init_state().params['embedding']['embedding'])
@@ -89,8 +89,8 @@ def test_a_language_model_starts_from_word_vectors_and_keeps_their_tokenizer(tmp
   assert found.sum() > 10 and not found[embeddings.special_ids(tokenizer)].any()
 
   config.init.embeddings = str(tmp_path / 'w2v')
-  workdir = training.claim_workdir(config, str(tmp_path / 'lm'))
-  exp = experiment.build_lm_experiment(config, workdir)
+  claimed = training.claim_workdir(config, str(tmp_path / 'lm'))
+  exp = experiment.build_lm_experiment(config, claimed)
   assert (tmp_path / 'lm' / 'tokenizer.json').read_text() == (tmp_path / 'w2v' / 'tokenizer.json').read_text()
   assert exp.tokenizer.vocab_size == tokenizer.vocab_size
   start = jax.tree.map(np.asarray, exp.init_state().params)

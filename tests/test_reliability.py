@@ -22,10 +22,10 @@ import pytest
 
 from benchmarks import peers
 from bigjax import checkpoint as checkpoint_lib
-from bigjax.data import batching
-from bigjax.train import loop
 from bigjax import experiment
 from bigjax import training
+from bigjax.data import batching
+from bigjax.train import loop
 from experiments.configs import base
 from test_train import tiny_config, write_corpus
 

@@ -7,6 +7,9 @@ import numpy as np
 import optax
 import pytest
 
+from bigjax import experiment
+from bigjax import training
+from bigjax.config import checks
 from bigjax.data import batching
 from bigjax.errors import ConfigError
 from bigjax.models import registry
@@ -14,9 +17,6 @@ from bigjax.tasks.classification import Classification
 from bigjax.train import parallel, sparse
 from bigjax.train import step as step_lib
 from bigjax.types import Batch
-from bigjax import experiment
-from bigjax import training
-from bigjax.config import checks
 from tests.test_train import tiny_config, write_corpus
 
 TASK = Classification(2)

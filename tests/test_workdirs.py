@@ -11,9 +11,9 @@ import shutil
 
 import pytest
 
+from bigjax import training
 from bigjax import workdirs
 from bigjax.errors import ConfigError, DataError
-from bigjax import training
 from tests.entry_points import run_cases, snapshot
 from tests.test_reliability import config_args
 from tests.test_train import tiny_config, write_corpus

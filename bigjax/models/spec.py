@@ -11,7 +11,6 @@ from typing import Any, Callable, Mapping, Optional
 CLASSIFIER = 'classifier'
 LANGUAGE_MODEL = 'language_model'
 KINDS = (CLASSIFIER, LANGUAGE_MODEL)
-COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,8 +28,8 @@ from typing import Callable, Iterator, Optional, Sequence
 import jax
 import numpy as np
 
-from bigjax import clock
 from bigjax import checkpoint as checkpoint_lib
+from bigjax import clock
 from bigjax import metrics as metrics_lib
 from bigjax.checkpoint import Checkpointer
 from bigjax.errors import BigjaxError, CheckpointError, ConfigError

@@ -26,8 +26,8 @@ from bigjax.data.sources.common import ON_BAD_LINES
 from bigjax.data.sources.common import Split
 from bigjax.data.sources.common import TextDataset
 from bigjax.data.sources.splits import with_train_limit
-from bigjax.data.sources.text_forms import TEXT_FORMS
 from bigjax.data.sources.text_forms import ptb_to_plain
+from bigjax.data.sources.text_forms import TEXT_FORMS
 from bigjax.errors import DataError
 
 __all__ = ['ON_BAD_LINES', 'TEXT_FORMS', 'Split', 'TextDataset', 'load_labelled_examples',
