@@ -181,8 +181,8 @@ def test_finetuning_from_a_run_copies_all_but_the_dropped_output_layer(trained_r
   _, workdir, _ = trained_run
   three_classes = write_corpus(str(tmp_path / 'data3'), sizes=(300, 60, 60), num_classes=3)
   config = tiny_config(three_classes, **{'init.checkpoint': workdir, 'init.drop': '^head/', 'train.steps': 10})
-  workdir = common.claim_workdir(config, str(tmp_path / 'finetuned'), 'experiments.train')
-  exp = common.build_experiment(config, workdir)
+  claimed = common.claim_workdir(config, str(tmp_path / 'finetuned'), 'experiments.train')
+  exp = common.build_experiment(config, claimed)
   source = runs.load_run(workdir)
   start = exp.init_state().params
   assert exp.derived['init']['dropped'] == ['head/bias', 'head/kernel']
@@ -243,8 +243,8 @@ def test_a_frozen_group_keeps_its_bytes_and_a_multiplier_scales_its_updates():
 def test_freezing_through_the_config_keeps_the_embedding_table_bit_identical(tmp_path):
   data = write_corpus(tmp_path / 'data')
   config = tiny_config(data, **{'optim.param_groups': '^embedding/=freeze', 'train.steps': 10})
-  workdir = common.claim_workdir(config, str(tmp_path / 'run'), 'experiments.train')
-  exp = common.build_experiment(config, workdir)
+  claimed = common.claim_workdir(config, str(tmp_path / 'run'), 'experiments.train')
+  exp = common.build_experiment(config, claimed)
   before = np.asarray(exp.init_state().params['embedding']['embedding'])
   common.run_training(config, str(tmp_path / 'run'))
   after = runs.load_run(str(tmp_path / 'run')).params

@@ -45,8 +45,8 @@ def test_pretrained_vectors_start_the_embedding_table(tmp_path):
   assert not found[embeddings.special_ids(tokenizer)].any()
 
   config.init.embeddings = str(tmp_path / 'w2v')
-  workdir = common.claim_workdir(config, str(tmp_path / 'run'), 'experiments.train')
-  exp = common.build_experiment(config, workdir)
+  claimed = common.claim_workdir(config, str(tmp_path / 'run'), 'experiments.train')
+  exp = common.build_experiment(config, claimed)
   assert exp.tokenizer.vocab_size == tokenizer.vocab_size
   assert (tmp_path / 'run' / 'tokenizer.json').read_text() == (tmp_path / 'w2v' / 'tokenizer.json').read_text()
   table = np.asarray(exp.init_state().params['embedding']['embedding'])
@@ -86,8 +86,8 @@ def test_a_language_model_starts_from_word_vectors_and_keeps_their_tokenizer(tmp
   assert found.sum() > 10 and not found[embeddings.special_ids(tokenizer)].any()
 
   config.init.embeddings = str(tmp_path / 'w2v')
-  workdir = common.claim_workdir(config, str(tmp_path / 'lm'), 'experiments.pretrain')
-  exp = common.build_lm_experiment(config, workdir)
+  claimed = common.claim_workdir(config, str(tmp_path / 'lm'), 'experiments.pretrain')
+  exp = common.build_lm_experiment(config, claimed)
   assert (tmp_path / 'lm' / 'tokenizer.json').read_text() == (tmp_path / 'w2v' / 'tokenizer.json').read_text()
   assert exp.tokenizer.vocab_size == tokenizer.vocab_size
   start = jax.tree.map(np.asarray, exp.init_state().params)
