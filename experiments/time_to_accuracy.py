@@ -118,10 +118,10 @@ def main(argv):
     unknown = [side for side in _SIDES.value if side not in SIDES]
     if unknown:
       raise ConfigError(f'--sides: {unknown} unknown; use {" and/or ".join(SIDES)}')
-    workdir = workdirs.claim(_WORKDIR.value, 'experiments.time_to_accuracy')
-    if os.path.exists(os.path.join(workdir, 'bigjax')):
+    if _WORKDIR.value and os.path.exists(os.path.join(_WORKDIR.value, 'bigjax')):
       # experiments.train would resume from the earlier run's checkpoints: not a race.
-      raise ConfigError(f'--workdir={workdir} holds an earlier race; use a new one')
+      raise ConfigError(f'--workdir={_WORKDIR.value} holds an earlier race; use a new one')
+    workdir = workdirs.claim(_WORKDIR.value, 'experiments.time_to_accuracy')
     results = {'target': _TARGET.value, 'max_minutes': _MAX_MINUTES.value, 'sides': {}}
     peer_data = os.path.join(workdir, 'peer_data')
     if 'torch' in _SIDES.value:
