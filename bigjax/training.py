@@ -46,13 +46,14 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
     return loop.train_and_evaluate(
         driver=exp.driver, task=exp.task, init_state=exp.init_state, batch_at=exp.train_batches.batch,
         dev=exp.dev, test=exp.test,
-        periods=loop.Periods(exp.total_steps, exp.checkpoint_every_steps, config.train.log_every_steps,
-                             config.checkpoint.keep_latest, config.checkpoint.keep_best,
-                             select_from_step=experiment_lib.pruning_end_step(config.prune, exp.total_steps)),
+        config=loop.LoopConfig(
+            periods=loop.Periods(exp.total_steps, exp.checkpoint_every_steps, config.train.log_every_steps,
+                                 config.checkpoint.keep_latest, config.checkpoint.keep_best,
+                                 select_from_step=experiment_lib.pruning_end_step(config.prune, exp.total_steps)),
+            nan=loop.NanPolicy(config.train.nan_policy, config.train.max_skipped_in_a_row),
+            test_at_checkpoints=config.train.test_at_checkpoints, stop_after_steps=stop_after_steps),
         workdir=workdir, meta={'compatibility': exp.compatibility, 'config': config.to_dict()}, writer=writer,
-        constants=exp.constants, stop_after_steps=stop_after_steps,
-        nan=loop.NanPolicy(config.train.nan_policy, config.train.max_skipped_in_a_row),
-        test_at_checkpoints=config.train.test_at_checkpoints,
+        constants=exp.constants,
         train_shapes=exp.train_batches.shape_examples if config.train.compile_ahead else None,
         # config.json only once the workdir's checkpoints are known to be this run's.
         on_start=lambda: is_main and write_run_info(workdir, config, exp.derived))

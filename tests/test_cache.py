@@ -97,6 +97,7 @@ def test_compiled_steps_go_to_the_persistent_cache(tmp_path):
   config = config_with_cache(data, cache_dir, **{'train.steps': 4})
   previous = jax.config.jax_compilation_cache_dir
   try:
+    cli.use_compilation_cache(config)  # A global JAX setting: the command's, as experiments.train does.
     training.run_training(config, str(tmp_path / 'run'))
     assert jax.config.jax_compilation_cache_dir == str(cache_dir / 'jax')
     assert len(os.listdir(cache_dir / 'jax')) > 0

@@ -66,7 +66,7 @@ def test_a_language_model_trains_through_the_same_loop_and_dev_perplexity_picks_
   writer = MetricWriter(str(tmp_path))
   results = loop.train_and_evaluate(
       driver=driver, task=task, init_state=lambda: step_lib.create_train_state(fns, tx, jax.random.PRNGKey(0), train[0]),
-      batch_at=lambda step: train[step], dev=dev, test=toy_lm_batches(2, 2), periods=loop.Periods(60, 10, 10),
+      batch_at=lambda step: train[step], dev=dev, test=toy_lm_batches(2, 2), config=loop.LoopConfig(loop.Periods(60, 10, 10)),
       workdir=str(tmp_path), meta={}, writer=writer)
   writer.close()
   records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
