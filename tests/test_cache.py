@@ -2,16 +2,14 @@
 import json
 import os
 
-import jax
-from jax.experimental.compilation_cache import compilation_cache
 import numpy as np
-import pytest
 
 from bigjax import experiment
 from bigjax import training
 from bigjax.data import cache as cache_lib
 from bigjax.data import sources
-from experiments import cli
+from tests.entry_points import run_cases
+from tests.test_reliability import config_args
 from tests.test_train import tiny_config, write_corpus
 
 
@@ -91,25 +89,18 @@ def test_cache_entries_are_complete_or_absent(tmp_path):
   assert json.load(open(os.path.join(where, 'key.json'))) == {'a': 1}
 
 
-def test_compiled_steps_go_to_the_persistent_cache(tmp_path):
+def test_compiled_steps_go_to_the_persistent_cache_unless_it_is_off(tmp_path):
   data = write_corpus(tmp_path / 'data')
-  cache_dir = tmp_path / 'cache'
-  config = config_with_cache(data, cache_dir, **{'train.steps': 4})
-  previous = jax.config.jax_compilation_cache_dir
-  try:
-    cli.use_compilation_cache(config)  # A global JAX setting: the command's, as experiments.train does.
-    training.run_training(config, str(tmp_path / 'run'))
-    assert jax.config.jax_compilation_cache_dir == str(cache_dir / 'jax')
-    assert len(os.listdir(cache_dir / 'jax')) > 0
-  finally:
-    compilation_cache.set_cache_dir(previous)
-    compilation_cache.reset_cache()
-
-
-@pytest.mark.parametrize('key', ['cache.compilation'])
-def test_compilation_cache_is_off_with_one_key(tmp_path, key):
-  config = config_with_cache('', tmp_path, **{key: False})
-  assert cli.use_compilation_cache(config) is None
+  on, off = tmp_path / 'cache_on', tmp_path / 'cache_off'
+  # Through the command: the persistent cache is a process-wide JAX setting, which the
+  # command makes (the library never touches JAX's global settings).
+  cases = {name: ('experiments.train', config_args(config_with_cache(data, folder, **{'train.steps': 4, **extra}))
+                  + [f'--workdir={tmp_path / name}'])
+           for name, folder, extra in (('on', on, {}), ('off', off, {'cache.compilation': False}))}
+  for name, outcome in run_cases(cases, str(tmp_path)).items():
+    assert outcome['rc'] == 0, (name, outcome['output'][-3000:])
+  assert len(os.listdir(on / 'jax')) > 0
+  assert not (off / 'jax').exists()
 
 
 def test_a_backward_run_does_not_read_a_forward_runs_cached_rows(tmp_path):

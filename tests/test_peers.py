@@ -13,7 +13,7 @@ from bigjax import experiment
 from bigjax import training
 from bigjax.data import from_config
 from bigjax.pretrain import embeddings
-from experiments import pretrain_embeddings
+from bigjax.pretrain import word_vectors
 from tests.test_train import tiny_config, write_corpus
 
 
@@ -47,7 +47,7 @@ def test_peer_data_holds_the_token_sequences_bigjax_trains_on(tmp_path):
 def test_peer_gets_the_pretrained_starting_table(tmp_path):
   data = write_corpus(tmp_path / 'data')
   config = tiny_config(data, 'lstm', **{'pretrain.min_count': 1})
-  pretrain_embeddings.pretrain(config, str(tmp_path / 'w2v'))
+  word_vectors.pretrain_from_config(config, str(tmp_path / 'w2v'))
   config.init.embeddings = str(tmp_path / 'w2v')
   info = peers.write_peer_data(config, str(tmp_path / 'peer'))
   with np.load(info['init_table']) as saved:

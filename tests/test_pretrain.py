@@ -10,7 +10,7 @@ from bigjax.config import checks
 from bigjax.errors import ConfigError
 from bigjax.pretrain import embeddings
 from bigjax.train import step as step_lib
-from experiments import pretrain_embeddings
+from bigjax.pretrain import word_vectors
 from test_train import tiny_config, write_corpus
 
 
@@ -32,17 +32,17 @@ def test_words_in_the_same_contexts_get_similar_vectors():
 
 def test_pretraining_reads_train_and_unlabelled_text_only(tmp_path):
   config = tiny_config(write_corpus(tmp_path / 'data', sizes=(60, 20, 20)))
-  texts, dataset = pretrain_embeddings.corpus_texts(config)
+  texts, dataset = word_vectors.corpus_texts(config)
   assert texts == dataset.splits['train'].texts
   config.pretrain.corpus_path = str(write_corpus(tmp_path / 'more', sizes=(30, 5, 5), seed=1))
-  texts, _ = pretrain_embeddings.corpus_texts(config)
+  texts, _ = word_vectors.corpus_texts(config)
   assert len(texts) == 60 + 30
 
 
 def test_pretrained_vectors_start_the_embedding_table(tmp_path):
   data = write_corpus(tmp_path / 'data')
   config = tiny_config(data, **{'pretrain.min_count': 1, 'train.steps': 4})
-  stats = pretrain_embeddings.pretrain(config, str(tmp_path / 'w2v'))
+  stats = word_vectors.pretrain_from_config(config, str(tmp_path / 'w2v'))
   tokenizer, vectors, found = embeddings.load(str(tmp_path / 'w2v'))
   assert stats['vectors_found'] == found.sum() > 20
   assert not found[embeddings.special_ids(tokenizer)].any()
@@ -70,7 +70,7 @@ def test_bad_pretrained_embeddings_get_one_clear_error(tmp_path):
   with pytest.raises(ConfigError, match='no embeddings.npz there; write one with python -m '
                                         'experiments.pretrain_embeddings'):
     checks.check_config(config)
-  pretrain_embeddings.pretrain(config, str(tmp_path / 'w2v'))
+  word_vectors.pretrain_from_config(config, str(tmp_path / 'w2v'))
   config.init.embeddings = str(tmp_path / 'w2v')
   config.model.embed_dim = 24
   with pytest.raises(ConfigError, match=r'the model\'s embedding table \d+x24: set model.embed_dim=16'):
@@ -84,7 +84,7 @@ def test_a_language_model_starts_from_word_vectors_and_keeps_their_tokenizer(tmp
   from test_language_model import lm_config, write_reviews  # pylint: disable=g-import-not-at-top
   config = lm_config(write_reviews(str(tmp_path / 'data')), **{'pretrain.min_count': 1, 'train.steps': 4,
                                                                'checkpoint.every_steps': 2})
-  pretrain_embeddings.pretrain(config, str(tmp_path / 'w2v'))  # The language model's own config.
+  word_vectors.pretrain_from_config(config, str(tmp_path / 'w2v'))  # The language model's own config.
   tokenizer, vectors, found = embeddings.load(str(tmp_path / 'w2v'))
   assert found.sum() > 10 and not found[embeddings.special_ids(tokenizer)].any()
 

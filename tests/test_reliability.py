@@ -24,9 +24,9 @@ from benchmarks import peers
 from bigjax import checkpoint as checkpoint_lib
 from bigjax import experiment
 from bigjax import training
+from bigjax.config import schema
 from bigjax.data import batching
 from bigjax.train import loop
-from experiments.configs import base
 from test_train import tiny_config, write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +43,7 @@ def config_args(config) -> list[str]:
         yield from flat(value, f'{prefix}{key}.')
       else:
         yield f'{prefix}{key}', value
-  defaults = dict(flat(base.get_config()))
+  defaults = dict(flat(schema.get_config()))
   return ['--config=experiments/configs/base.py'] + [f'--config.{k}={v}' for k, v in flat(config)
                                                      if defaults.get(k) != v]
 

@@ -9,7 +9,7 @@ import pytest
 
 from bigjax import errors
 from bigjax import training
-from experiments.configs import base
+from bigjax.config import schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POSITIVE = 'good great fine superb lovely charming'.split()
@@ -35,7 +35,7 @@ def write_corpus(folder, sizes=(240, 40, 40), num_classes=2, seed=0):
 
 
 def tiny_config(data_path, model='mlp', **overrides):
-  c = base.get_config()
+  c = schema.get_config()
   c.data.path = str(data_path)
   c.data.vocab_size = 120
   c.data.max_len = 24
