@@ -131,6 +131,7 @@ def main(argv):
       except ValueError as e:  # A mode the model does not take.
         raise ConfigError(str(e)) from None
     else:
+      cli.use_compilation_cache(config)
       training.run_training(config, workdir, command=command)
       compressed = runs.load_run(workdir)
     result = compare(_METHOD.value, source, compressed, dataset, config, _ROUNDS.value)
