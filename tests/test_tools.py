@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from benchmarks import peers
+from bigjax import learning_curves as curves
 from tests.test_train import write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,7 +115,6 @@ def test_time_to_accuracy_follows_bigjax_through_its_metrics(tmp_path):
 
 
 def test_learning_curve_runs_each_point_once_and_tabulates_them(tmp_path):
-  from experiments import curves  # pylint: disable=g-import-not-at-top
   data = write_corpus(tmp_path / 'data', sizes=(120, 40, 40))
   tiny = ' '.join(f'--config.{o}' for o in TINY if not o.startswith('train.steps')) + ' --config.train.steps=8'
   args = [sys.executable, '-m', 'experiments.learning_curve', f'--workdir={tmp_path / "curve"}', '--budgets=30,0',

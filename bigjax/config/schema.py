@@ -244,7 +244,9 @@ def variant(c: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict
   """The config's variant named by `arg`: '' as it is, 'tiny' at toy sizes (same recipe)."""
   if arg == 'tiny':
     c.data.vocab_size, c.data.max_len = min(c.data.vocab_size, 400), min(c.data.max_len, 32)
-    c.data.smallest_bucket = min(c.data.smallest_bucket, 16)
+    # Two length buckets at most (16 and 32 tokens): a compiled shape costs seconds, an LSTM's
+    # several (lstm_sst2's 7 buckets made its tiny run 40 s, nearly all compiling).
+    c.data.smallest_bucket, c.data.bucket_growth = min(16, c.data.max_len), max(c.data.bucket_growth, 2.0)
     c.model.embed_dim, c.model.mlp.hidden_dim, c.model.lstm.hidden_dim = 16, 16, 16
     c.model.mlp.bigram_buckets = min(c.model.mlp.bigram_buckets, 64)
     c.train.steps, c.train.batch_size, c.train.log_every_steps = 12, 16, 4

@@ -1,33 +1,25 @@
 """Learning curves: test accuracy against the number of labels, for several starts.
 
-The library half of experiments.learning_curve (no flags here, so tests import it). Each
-point is an ordinary `experiments.train` run in its own folder, OUT/START/nBUDGET_sSEED,
-launched as a subprocess with `--config.data.train_limit=BUDGET --config.seed=SEED` on top
-of the start's own config and overrides (its log beside it, OUT/START/nBUDGET_sSEED.log). A folder that already holds results.json is read,
-not rerun, and an interrupted one resumes from its checkpoints: a killed curve loses at
-most the run in progress's steps since its last checkpoint.
+The library half of experiments.learning_curve, which launches the runs: what a curve is
+(its starts and points, each point's folder), reading a finished point's record, and the
+curve's table and plot. Each point is an ordinary `experiments.train` run in its own folder,
+OUT/START/nBUDGET_sSEED, of the start's own config and overrides with
+`--config.data.train_limit=BUDGET --config.seed=SEED` on top (its log beside it,
+OUT/START/nBUDGET_sSEED.log).
 """
 import dataclasses
 import json
 import math
 import os
 import shlex
-import subprocess
-import sys
-import time
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use('Agg')  # Files only: no display here.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from bigjax import files
 from bigjax.errors import ConfigError
 
 ALL = 0  # The budget that keeps every training label (data.train_limit=0).
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,15 +66,16 @@ class Point:
     return self.folder(out) + '.log'
 
 
-def input_folders(starts: Sequence[Start], extra: Sequence[str] = ()) -> dict:
+def input_folders(starts: Sequence[Start], extra: Sequence[str], cwd: str) -> dict:
   """{override: folder} of the folders the runs start or learn from (init.checkpoint,
-  init.embeddings, distill.teacher), which the curve's folder must stay apart from."""
+  init.embeddings, distill.teacher), relative ones from `cwd` (where the runs are launched),
+  which the curve's folder must stay apart from."""
   keys = ('--config.init.checkpoint=', '--config.init.embeddings=', '--config.distill.teacher=')
   found = {}
   for word in [*extra, *(o for s in starts for o in s.overrides)]:
     for key in keys:
       if word.startswith(key) and word[len(key):]:
-        found[f'{key[:-1]} (in a --start)'] = os.path.join(ROOT, word[len(key):])
+        found[f'{key[:-1]} (in a --start)'] = os.path.join(cwd, word[len(key):])
   return found
 
 
@@ -95,54 +88,8 @@ def plan(starts: Sequence[Start], budgets: Sequence[int], seeds: int, full_seeds
   return [Point(s.name, b, seed) for s in starts for b in budgets for seed in range(seeds if b != ALL else full_seeds)]
 
 
-def command(start: Start, point: Point, out: str, extra: Sequence[str] = ()) -> list[str]:
-  """The point's experiments.train command: the overrides for every run, then the start's own
-  (the more specific wins), then the point's label budget and seed."""
-  return [sys.executable, '-m', 'experiments.train', f'--config={start.config}', f'--workdir={point.folder(out)}',
-          *extra, *start.overrides, f'--config.data.train_limit={point.budget}', f'--config.seed={point.seed}']
-
-
-def _stderr(message: str) -> None:
-  print(message, file=sys.stderr, flush=True)
-
-
-def run_all(starts: Sequence[Start], points: Sequence[Point], out: str, extra: Sequence[str] = (),
-            log=_stderr) -> list[dict]:
-  """Runs (or reads) every point, in order; one record per point. Progress (and, once a run
-  has finished here, an ETA from their mean time) goes to `log`."""
-  by_name = {s.name: s for s in starts}
-  records, trained_seconds, trained = [], 0.0, 0
-  for i, point in enumerate(points, 1):
-    folder = point.folder(out)
-    results_path = os.path.join(folder, 'results.json')
-    if os.path.exists(results_path):
-      log(f'[{i}/{len(points)}] {folder}: done before, read')
-    else:
-      to_train = sum(not os.path.exists(os.path.join(p.folder(out), 'results.json')) for p in points[i - 1:])
-      eta = f', ETA {_duration(trained_seconds / trained * to_train)}' if trained else ''
-      log(f'[{i}/{len(points)}] {folder}: training ({to_train} {"run" if to_train == 1 else "runs"} to go{eta})')
-      began = time.perf_counter()
-      os.makedirs(os.path.dirname(folder), exist_ok=True)
-      # The log sits beside the run's folder: the run claims its folder (bigjax.workdirs) and
-      # refuses one that holds files it did not write.
-      log_path = point.log(out)
-      with open(log_path, 'a', encoding='utf-8') as log_file:
-        finished = subprocess.run(command(by_name[point.start], point, out, extra), cwd=ROOT, stdout=log_file,
-                                  stderr=subprocess.STDOUT, check=False)
-      if finished.returncode != 0 or not os.path.exists(results_path):
-        raise ConfigError(f'the run in {folder} failed (exit {finished.returncode}); its log: {log_path}. Rerun '
-                          'the same command to go on from there.')
-      trained_seconds, trained = trained_seconds + time.perf_counter() - began, trained + 1
-    records.append(read_record(point, folder))
-  return records
-
-
-def _duration(seconds: float) -> str:
-  seconds = int(seconds)
-  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
-
-
 def read_record(point: Point, folder: str) -> dict:
+  """A finished point's record, from its run's results.json and config.json."""
   results = files.read_json(os.path.join(folder, 'results.json'), ('test', 'dev'))
   path = os.path.join(folder, 'config.json')
   derived = files.check_object(files.read_json(path, ('derived',))['derived'], f'{path} (its derived)',
@@ -190,7 +137,12 @@ def markdown(rows: Sequence[dict]) -> str:
 
 def plot(rows: Sequence[dict], path: str, title: str) -> None:
   """Test accuracy against labels (log axis), one line per start, error bars of one sd."""
-  figure, axis = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+  # The object-oriented API, not pyplot: no global figure state, no display backend needed.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  figure = Figure(figsize=(5.5, 3.8), dpi=120)
+  FigureCanvasAgg(figure)
+  axis = figure.subplots()
   for start in dict.fromkeys(r['start'] for r in rows):
     mine = sorted((r for r in rows if r['start'] == start), key=lambda r: r['labels'])
     axis.errorbar([r['labels'] for r in mine], [100 * r['test_mean'] for r in mine],
@@ -203,7 +155,6 @@ def plot(rows: Sequence[dict], path: str, title: str) -> None:
   axis.legend()
   figure.tight_layout()
   figure.savefig(path)
-  plt.close(figure)
 
 
 def write(out: str, records: Sequence[dict], title: str = '') -> list[dict]:
