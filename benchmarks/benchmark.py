@@ -87,8 +87,8 @@ def _measure(config, compiles: bench.CompileCounter) -> dict:
   m = config.model
   own = registry.own_section(m.to_dict())
   # A language model's training logits per token: the target and the sampled negatives, or the vocabulary.
-  outputs = ((1 + config.lm.negatives) if config.lm.negatives else exp.derived['vocab_size']) if language_model \
-      else exp.derived['num_classes']
+  outputs = ((1 + config.lm.negatives) if config.lm.negatives else exp.derived.vocab_size) if language_model \
+      else exp.derived.num_classes
   spec = registry.spec(m.name)
   flops = [spec.training_flops(own, batch=b.token_ids.shape[0], width=b.token_ids.shape[1],
                                real_tokens=int((b.lengths * (b.weights > 0)).sum()), embed_dim=m.embed_dim,
@@ -135,7 +135,7 @@ def _measure(config, compiles: bench.CompileCounter) -> dict:
       'compilation': {'train_shapes': len(first_of_shape), 'train_compiles': train_compiles[0],
                       'train_compile_s': train_compiles[1], 'all_compiles': compiles.count,
                       'all_compile_s': compiles.seconds},
-      'padding': exp.derived['train_batches'],
+      'padding': exp.derived.train_batches,
       'flops': {'executed_per_s': executed_per_s, 'useful_per_s': useful_per_s, 'matmul_operand_dtype': matmul_dtype,
                 'matmul_ceiling_per_s': ceilings['float32'],
                 'executed_fraction_of_ceiling': executed_per_s / ceilings['float32'],

@@ -8,7 +8,7 @@ import functools
 import hashlib
 import logging
 import os
-from typing import Any, Callable, Optional
+from typing import Callable, Optional, Union
 
 import jax
 import ml_collections
@@ -17,6 +17,7 @@ import optax
 
 from bigjax import hostcpu
 from bigjax import runs
+from bigjax import tasks
 from bigjax import transfer
 from bigjax.compress import distill as distill_lib
 from bigjax.compress import pruning as pruning_lib
@@ -27,10 +28,12 @@ from bigjax.data.tokenizer import EOS, Tokenizer
 from bigjax.errors import ConfigError
 from bigjax.models import registry
 from bigjax.pretrain import embeddings as embeddings_lib
+from bigjax.run_record import Derived
 from bigjax.tasks.classification import Classification
 from bigjax.tasks.language_model import LanguageModeling, sampling_distribution
 from bigjax.train import optim, parallel, sparse
 from bigjax.train import step as step_lib
+from bigjax.types import Batch, ModelFns, Params
 
 
 def build_model(c: ml_collections.ConfigDict, vocab_size: int, num_classes: int):
@@ -53,19 +56,20 @@ class Experiment:
   """Everything a config resolves to, before any training: what the loop and the benchmark use."""
   dataset: Optional[sources.TextDataset]  # The texts and labels; None where the encoded splits were cached.
   tokenizer: Tokenizer
-  task: Any  # bigjax.tasks.Task
-  fns: Any  # ModelFns
-  tx: Any  # optax.GradientTransformation
+  task: tasks.Task
+  fns: ModelFns
+  tx: Union[optax.GradientTransformation, sparse.RowSparseOptimizer]
   driver: parallel.Driver
-  train_batches: batching.TrainBatches
-  dev: list
-  test: list
+  # A classifier's length-bucketed batches, or a language model's BPTT windows.
+  train_batches: Union[batching.TrainBatches, streams.StreamBatches]
+  dev: list[Batch]  # This process's rows.
+  test: list[Batch]
   init_state: Callable[[], step_lib.TrainState]
   total_steps: int
   checkpoint_every_steps: int
-  derived: dict
-  compatibility: dict
-  constants: Any = None  # Passed to every train step, never trained: a teacher's parameters.
+  derived: Derived  # What config.json records of the run (bigjax.run_record).
+  compatibility: dict  # What a checkpoint must agree on to be resumed into this run.
+  constants: Optional[Params] = None  # Passed to every train step, never trained: a teacher's parameters.
 
 
 def _start(config: ml_collections.ConfigDict, teacher: Optional[runs.Run]):
@@ -102,7 +106,7 @@ def _check_direction(config: ml_collections.ConfigDict, flag: str, source: Optio
   trained backward reads a forward text as noise, and nothing else would say so."""
   if source is None:
     return
-  theirs = source.config['data'].get('direction', 'forward')
+  theirs = source.data['direction']
   if theirs != config.data.direction:
     raise ConfigError(f'{flag}={source.workdir} reads its texts {theirs}, and this run reads them '
                       f'{config.data.direction}: set --config.data.direction={theirs}')
@@ -156,17 +160,18 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   example = train_batches.batch(0)
   _record_transfer(init_record, fns, example, source_params)
   _check_sparse_tables(tx, fns, example)
-  derived = {'vocab_size': tokenizer.vocab_size, 'num_classes': num_classes,
-             'label_names': list(data.label_names), 'task': task.name,
-             'selection_metric': f'dev_{task.selection_metric}', 'higher_is_better': task.higher_is_better,
-             'total_steps': total_steps, 'steps_per_epoch': steps_per_epoch, 'checkpoint_every_steps': every,
-             'data_fingerprint': data.fingerprint, 'train_batches': stats,
-             'bucket_boundaries': list(boundaries), 'devices': jax.device_count(),
-             'processes': jax.process_count(), 'global_batch_rows': sharding.rows(config.train.batch_size)[0],
-             'init': init_record, 'data_from_cache': data.from_cache, 'train_examples': len(train)}
+  derived = Derived(
+      vocab_size=tokenizer.vocab_size, num_classes=num_classes, label_names=list(data.label_names), task=task.name,
+      selection_metric=f'dev_{task.selection_metric}', higher_is_better=task.higher_is_better,
+      total_steps=total_steps, steps_per_epoch=steps_per_epoch, checkpoint_every_steps=every,
+      data_fingerprint=data.fingerprint, train_batches=stats, bucket_boundaries=list(boundaries),
+      devices=jax.device_count(), processes=jax.process_count(),
+      global_batch_rows=sharding.rows(config.train.batch_size)[0], init=init_record,
+      data_from_cache=data.from_cache, train_examples=len(train),
+      distill={'teacher': os.path.abspath(config.distill.teacher)} if config.distill.teacher else None)
   # What a checkpoint must agree on to be resumed into this run.
   compatibility = {'model': registry.section_of(config.model.to_dict()), 'vocab_size': tokenizer.vocab_size,
-                   'num_classes': num_classes, 'data': derived['data_fingerprint'],
+                   'num_classes': num_classes, 'data': derived.data_fingerprint,
                    'batch_size': config.train.batch_size, 'seed': config.seed}
   # Pruning changes the optimizer state, distillation what is learnt: a resume must agree.
   if config.prune.target_sparsity:
@@ -175,7 +180,6 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
     compatibility['sparse_embeddings'] = {k: config.optim[k] for k in ('sparse_embeddings', 'sparse_rule')}
   if config.distill.teacher:
     compatibility['distill'] = config.distill.to_dict()
-    derived['distill'] = {'teacher': os.path.abspath(config.distill.teacher)}
   return Experiment(
       dataset=data.dataset, tokenizer=tokenizer, task=task, fns=fns, tx=tx, driver=driver, train_batches=train_batches,
       dev=batching.eval_batches(dev, config.train.eval_batch_size, boundaries, sharding),
@@ -245,16 +249,16 @@ def build_lm_experiment(config: ml_collections.ConfigDict, workdir: Optional[str
   dev_batches, test_batches = (streams.eval_windows(split, eos, eval_rows, config.lm.window, config.lm.eval_context,
                                                     sharding) for split in (dev, test))
   fingerprint = _documents_fingerprint(documents)
-  derived = {'vocab_size': tokenizer.vocab_size, 'num_classes': 0, 'label_names': [], 'task': task.name,
-             'selection_metric': f'dev_{task.selection_metric}', 'higher_is_better': task.higher_is_better,
-             'total_steps': total_steps, 'steps_per_epoch': steps_per_epoch, 'checkpoint_every_steps': every,
-             'data_fingerprint': fingerprint, 'train_batches': train_batches.epoch_stats(),
-             'bucket_boundaries': [config.lm.window], 'devices': jax.device_count(),
-             'processes': jax.process_count(), 'global_batch_rows': config.train.batch_size,
-             'documents': {'train': len(train), 'dev': len(dev), 'test': len(test)},
-             'tokens': {'train': train_batches.tokens_per_epoch, 'dev': int(dev.lengths.sum()) + len(dev),
-                        'test': int(test.lengths.sum()) + len(test)},
-             'init': init_record}
+  derived = Derived(
+      vocab_size=tokenizer.vocab_size, num_classes=0, label_names=[], task=task.name,
+      selection_metric=f'dev_{task.selection_metric}', higher_is_better=task.higher_is_better,
+      total_steps=total_steps, steps_per_epoch=steps_per_epoch, checkpoint_every_steps=every,
+      data_fingerprint=fingerprint, train_batches=train_batches.epoch_stats(), bucket_boundaries=[config.lm.window],
+      devices=jax.device_count(), processes=jax.process_count(), global_batch_rows=config.train.batch_size,
+      documents={'train': len(train), 'dev': len(dev), 'test': len(test)},
+      tokens={'train': train_batches.tokens_per_epoch, 'dev': int(dev.lengths.sum()) + len(dev),
+              'test': int(test.lengths.sum()) + len(test)},
+      init=init_record)
   compatibility = {'model': registry.section_of(config.model.to_dict()), 'vocab_size': tokenizer.vocab_size,
                    'data': fingerprint, 'batch_size': config.train.batch_size, 'seed': config.seed,
                    'lm': config.lm.to_dict()}
@@ -274,7 +278,8 @@ def _documents_fingerprint(documents: batching.EncodedSplit) -> str:
   return digest.hexdigest()[:16]
 
 
-def build_optimizer(config: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int):
+def build_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                    steps_per_epoch: int) -> Union[optax.GradientTransformation, sparse.RowSparseOptimizer]:
   """optim.* (and prune.*) as one optax transformation, or a RowSparseOptimizer around one."""
   c = config.optim
   schedule = optim.make_schedule(c.schedule, c.learning_rate, total_steps, c.warmup_steps)
@@ -312,8 +317,8 @@ def distillation(c: ml_collections.ConfigDict, task, teacher: Optional[runs.Run]
   """(task, constants): the distillation task and the teacher's parameters, or the task as it is."""
   if teacher is None:
     return task, None
-  if teacher.derived['num_classes'] != task.num_classes:
-    raise ConfigError(f'distill.teacher={c.teacher} has {teacher.derived["num_classes"]} classes; this data has '
+  if teacher.derived.num_classes != task.num_classes:
+    raise ConfigError(f'distill.teacher={c.teacher} has {teacher.derived.num_classes} classes; this data has '
                       f'{task.num_classes}')
   return distill_lib.Distillation(task, teacher.fns, c.temperature, c.alpha), teacher.params
 

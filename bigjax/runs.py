@@ -14,11 +14,13 @@ import numpy as np
 from bigjax import checkpoint as checkpoint_lib
 from bigjax import files
 from bigjax import metrics
+from bigjax import run_record
 from bigjax.compress import quantize as quantize_lib
 from bigjax.data import batching
 from bigjax.data.tokenizer import Tokenizer
 from bigjax.errors import ConfigError, DataError
 from bigjax.models import registry
+from bigjax.run_record import Derived
 from bigjax.tasks.classification import Classification, at_least_f32
 from bigjax.types import ModelFns
 
@@ -26,8 +28,8 @@ from bigjax.types import ModelFns
 @dataclasses.dataclass(frozen=True)
 class Run:
   workdir: str
-  config: dict  # The resolved config, as config.json holds it.
-  derived: dict  # What the run computed: vocab_size, num_classes, label_names, ...
+  config: dict  # The resolved config, as config.json holds it (bigjax.run_record.RunRecord.config).
+  derived: Derived  # What the run computed: vocab_size, num_classes, label_names, ...
   model: Any  # The Flax module.
   fns: ModelFns
   params: Any  # Host arrays.
@@ -36,7 +38,16 @@ class Run:
 
   @property
   def label_names(self) -> list:
-    return self.derived.get('label_names') or [str(i) for i in range(self.derived['num_classes'])]
+    return self.derived.label_names or [str(i) for i in range(self.derived.num_classes)]
+
+  @property
+  def data(self) -> dict:
+    """config.data: how the run read and encoded its texts (older runs' defaults filled on reading)."""
+    return self.config['data']
+
+  @property
+  def model_name(self) -> str:
+    return self.config['model']['name']
 
   def with_max_len(self, max_len: int) -> 'Run':
     """This run reading at most `max_len` tokens of each text (its data.keep saying which),
@@ -46,21 +57,19 @@ class Run:
     """
     if max_len < 1:
       raise ConfigError(f'max_len must be at least 1, got {max_len}')
-    data = dict(self.config['data'], max_len=max_len)
+    data = dict(self.data, max_len=max_len)
     boundaries = batching.bucket_boundaries(max_len, data['smallest_bucket'], data['bucket_growth'])
     return dataclasses.replace(self, config=dict(self.config, data=data),
-                               derived=dict(self.derived, bucket_boundaries=list(boundaries)))
+                               derived=dataclasses.replace(self.derived, bucket_boundaries=list(boundaries)))
 
   def encode(self, texts):
     """Token id rows, as the run encoded its data (max_len, truncation side, direction)."""
-    data = self.config['data']
-    return self.tokenizer.encode(texts, data['max_len'], data['keep'], data.get('direction', 'forward'))
+    return self.tokenizer.encode(texts, self.data['max_len'], self.data['keep'], self.data['direction'])
 
   def batches(self, texts, labels, batch_size: int = 256) -> list:
     """Evaluation batches of texts, padded to the run's own length buckets (its compiled shapes)."""
     split = batching.EncodedSplit.from_rows(self.encode(texts), labels)
-    boundaries = self.derived.get('bucket_boundaries') or [self.config['data']['max_len']]
-    return batching.eval_batches(split, batch_size, boundaries)
+    return batching.eval_batches(split, batch_size, self.derived.bucket_boundaries)
 
   def probabilities(self, texts, batch_size: int = 256) -> np.ndarray:
     """float32[N, K]: the model's class probabilities for each text, in the order of texts."""
@@ -68,7 +77,7 @@ class Run:
     order = np.argsort(split.lengths, kind='stable')  # The rows of the batches, as eval_batches cuts them.
     softmax = jax.jit(lambda params, batch: jax.nn.softmax(
         at_least_f32(self.fns.logits(params, batch.token_ids, batch.lengths, None)), -1))
-    out = np.zeros((len(texts), self.derived['num_classes']), np.float32)
+    out = np.zeros((len(texts), self.derived.num_classes), np.float32)
     for start, batch in zip(range(0, len(order), batch_size), self.batches(texts, split.labels, batch_size)):
       rows = order[start:start + batch_size]
       out[rows] = np.asarray(softmax(self.params, batch))[:len(rows)]
@@ -76,7 +85,7 @@ class Run:
 
   def evaluate(self, texts, labels, batch_size: int = 256) -> dict:
     """The report results.json gives for test (accuracy, macro-F1, per-class F1, confusion, loss)."""
-    task = Classification(self.derived['num_classes'])
+    task = Classification(self.derived.num_classes)
     sums = jax.jit(lambda params, batch: task.eval_sums(self.fns, params, batch))
     totals = [jax.device_get(sums(self.params, batch)) for batch in self.batches(texts, labels, batch_size)]
     return task.report(jax.tree.map(lambda *xs: np.sum(np.asarray(xs, np.float64), axis=0), *totals))
@@ -112,30 +121,6 @@ def ensemble_report(members: Sequence[Run], texts, labels, batch_size: int = 256
   return report
 
 
-def read_run_info(workdir: str) -> dict:
-  """The run's config.json, checked for what the post-training stages read of it (a DataError
-  naming the file if it is damaged)."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise ConfigError(f'{workdir} is not a bigjax run: it has no config.json (a training run writes it when it '
-                      'starts)')
-  info = files.read_json(path, ('config', 'derived'))
-  config = files.check_object(info['config'], f'{path} (its config)', ('model', 'data'))
-  for section in ('model', 'data'):
-    files.check_object(config[section], f'{path} (its config.{section})')
-  derived = files.check_object(info['derived'], f'{path} (its derived)', ('vocab_size', 'num_classes'))
-  num_classes, names = derived['num_classes'], derived.get('label_names')
-  if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
-    raise DataError(f'{path}: derived.num_classes is {num_classes!r}, not a count; {files.COPY_AGAIN}')
-  # The label names are the classes' names in every report and prediction: a wrong list would
-  # mislabel them silently. [] or none: the names are the class ids.
-  if names and not (isinstance(names, list) and len(names) == num_classes
-                    and all(isinstance(name, str) for name in names)):
-    raise DataError(f'{path}: derived.label_names is {repr(names)[:80]}, not the names of the {num_classes} '
-                    f'classes; {files.COPY_AGAIN}')
-  return info
-
-
 def load_run(workdir: str) -> Run:
   """The run's model, best parameters, tokenizer, label names and config.
 
@@ -143,18 +128,17 @@ def load_run(workdir: str) -> Run:
   ready to run as its mode says (bigjax.compress.quantize).
   """
   workdir = os.path.abspath(workdir)
-  info = read_run_info(workdir)
-  config, derived = info['config'], info['derived']
+  record = run_record.read(workdir)
+  config, derived = record.config, record.derived
   # Before the checkpoint (seconds to restore): a damaged file of the run fails at once.
   tokenizer = Tokenizer.load(workdir, remedy=files.COPY_AGAIN)
-  if tokenizer.vocab_size != derived['vocab_size']:  # Ids past the embedding table would be read as others.
+  if tokenizer.vocab_size != derived.vocab_size:  # Ids past the embedding table would be read as others.
     raise DataError(f'{os.path.join(workdir, "tokenizer.json")} has {tokenizer.vocab_size} entries where the run\'s '
-                    f'config.json says {derived["vocab_size"]}: it is another run\'s; copy the run\'s own again')
-  model = registry.from_section(config['model'], vocab_size=derived['vocab_size'],
-                                num_classes=derived['num_classes'])
-  width = max(derived.get('bucket_boundaries') or [config['data']['max_len']])
+                    f'config.json says {derived.vocab_size}: it is another run\'s; copy the run\'s own again')
+  model = registry.from_section(record.model, vocab_size=derived.vocab_size, num_classes=derived.num_classes)
+  width = max(derived.bucket_boundaries)
   example = jax.ShapeDtypeStruct((1, width), 'int32'), jax.ShapeDtypeStruct((1,), 'int32')
-  quantization = derived.get('quantization')
+  quantization = derived.quantization
   if quantization:
     target = quantize_lib.stored_shapes(model, example, quantization['mode'], quantization['activations'])
   else:
@@ -166,8 +150,8 @@ def load_run(workdir: str) -> Run:
     raise ConfigError(f'{workdir} has no best/ checkpoint yet (one is saved at the first dev evaluation); train '
                       'it further first')
   checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), best_directory=best,
-                                             metric=derived.get('selection_metric', 'dev_accuracy'),
-                                             higher_is_better=derived.get('higher_is_better', True))
+                                             metric=derived.selection_metric,
+                                             higher_is_better=derived.higher_is_better)
   try:
     step, params = checkpointer.restore_best(target)
   finally:

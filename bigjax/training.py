@@ -11,6 +11,7 @@ import ml_collections
 
 from bigjax import experiment as experiment_lib
 from bigjax import metrics as metrics_lib
+from bigjax import run_record
 from bigjax import workdirs
 from bigjax.train import loop
 
@@ -61,16 +62,6 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
     writer.close()
 
 
-def write_run_info(workdir: str, config: ml_collections.ConfigDict, derived: dict) -> None:
+def write_run_info(workdir: str, config: ml_collections.ConfigDict, derived: run_record.Derived) -> None:
   """config.json: the resolved config, what the run derived from its data, argv and versions."""
-  versions = {}
-  for package in ('jax', 'flax', 'optax', 'orbax.checkpoint', 'tokenizers', 'numpy'):
-    try:
-      versions[package] = __import__(package, fromlist=['__version__']).__version__
-    except (ImportError, AttributeError):
-      pass
-  info = {'config': json.loads(config.to_json()), 'derived': derived, 'argv': sys.argv, 'versions': versions}
-  path = os.path.join(workdir, 'config.json')
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(info, f, indent=2)
-  os.replace(path + '.tmp', path)
+  run_record.write(workdir, run_record.new_record(json.loads(config.to_json()), derived))

@@ -16,13 +16,16 @@ import tempfile
 from typing import Mapping, Optional
 
 from bigjax import files
+from bigjax import run_record
 from bigjax.errors import ConfigError
 
 ORIGIN_FILE = 'origin.json'
 # Write probes of other processes of the same job (see claim): not content.
 _PROBE_PREFIX = '.write_test_'
 # The files a run's own resume rewrites; a tool's report must not land on one of them.
-RUN_FILES = ('config.json', 'results.json', 'metrics.jsonl', 'tokenizer.json', ORIGIN_FILE)
+RUN_FILES = (run_record.FILE, 'results.json', 'metrics.jsonl', 'tokenizer.json', ORIGIN_FILE)
+# What to do about a damaged file of a folder about to be written.
+_REMEDY = 'the file is damaged: restore it, or choose another folder'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,23 +90,19 @@ def _older_origin(folder: str) -> Optional[Origin]:
     return Origin('experiments.pretrain_embeddings')
   if os.path.exists(os.path.join(folder, 'learning_curve.json')):
     return Origin('experiments.learning_curve')
-  path = os.path.join(folder, 'config.json')
-  if not os.path.exists(path):
+  if not os.path.exists(os.path.join(folder, run_record.FILE)):
     return None
-  info = _read_json(path)
-  if not isinstance(info, dict) or not isinstance(info.get('config'), dict):
-    raise ConfigError(f'{path}: not a run\'s config record (expected {{"config": ..., "derived": ...}}); the file '
-                      'is damaged: restore it, or choose another folder')
-  argv = [str(a) for a in info.get('argv') or []]
+  record = run_record.read(folder, remedy=_REMEDY)
+  argv = record.argv
   script = os.path.splitext(os.path.basename(argv[0]))[0] if argv else ''
   method = next((a.split('=', 1)[1] for a in argv if a.startswith('--method=')), '')
   if script == 'compress' and method:
     command = f'experiments.compress --method={method}'
   else:  # experiments.train or .pretrain (now one command), or trained from Python (a test, a notebook).
-    command = f'experiments.train (model {info["config"].get("model", {}).get("name")})'
+    command = f'experiments.train (model {record.model_name})'
   # A quantized run's config is its source's, whose own start it does not read.
-  quantization = (info.get('derived') or {}).get('quantization')
-  read = [quantization.get('source', '')] if quantization else list(config_inputs(info['config']).values())
+  quantization = record.derived.quantization
+  read = [quantization['source']] if quantization else list(config_inputs(record.config).values())
   return Origin(command, frozenset(_real(p) for p in read if p))
 
 
@@ -173,4 +172,4 @@ def check_report_file(path: str, flag: str) -> None:
 
 
 def _read_json(path: str):
-  return files.read_json(path, remedy='the file is damaged: restore it, or choose another folder')
+  return files.read_json(path, remedy=_REMEDY)

@@ -30,6 +30,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from bigjax import run_record
 from bigjax import runs
 from bigjax import training
 from bigjax import workdirs
@@ -58,7 +59,7 @@ def _flag_value(argv: list[str], name: str) -> str:
 
 def build_config(source: str, method: str, student: str):
   """The config the method runs with, before --config.KEY overrides."""
-  saved = runs.read_run_info(source)['config']
+  saved = run_record.read(source).config
   if method == 'distill':
     if not student:
       raise ConfigError('--method=distill needs --student=CONFIG_FILE (the student\'s recipe)')
@@ -93,7 +94,7 @@ def compare(method: str, source: runs.Run, compressed: runs.Run, dataset, config
   result = report_lib.compare(source, compressed, dataset.splits['dev'], dataset.splits['test'], rounds)
   result['method'] = method
   if method == 'quantize':
-    result['int8'] = compressed.derived['quantization']
+    result['int8'] = compressed.derived.quantization
     result['description'] = (f'int8 ({config.quantize.mode}, activations {config.quantize.activations}) of '
                              f'{source.workdir}')
   elif method == 'prune':
@@ -105,7 +106,7 @@ def compare(method: str, source: runs.Run, compressed: runs.Run, dataset, config
     result['description'] = (f'magnitude pruning to {config.prune.target_sparsity:.0%} ({config.prune.scope}), '
                              f'{config.train.epochs} epochs of finetuning from {source.workdir}{taught}')
   else:
-    result['description'] = (f'student {compressed.config["model"]["name"]} distilled from {source.workdir} '
+    result['description'] = (f'student {compressed.model_name} distilled from {source.workdir} '
                              f'(T={config.distill.temperature}, alpha={config.distill.alpha})')
   return result
 

@@ -66,7 +66,7 @@ def _texts(trained):
   sources = [f'--text={_short(t)}' for t in texts]
   if _FILE.value:
     try:
-      with open(_FILE.value, encoding=trained.config['data']['encoding']) as f:
+      with open(_FILE.value, encoding=trained.data['encoding']) as f:
         lines = [line.strip() for line in f]
     except (OSError, UnicodeDecodeError) as e:
       raise errors.ConfigError(f'--file={_FILE.value}: cannot read it ({e}); give a text file, one text per line')
@@ -140,7 +140,7 @@ def main(argv):
                'settings': {**attributor.settings, 'float32': _FLOAT32.value, 'methods': _METHODS.value},
                'completeness': completeness, 'faithfulness': table}
     print(render.summary_lines(summary))
-    meta = {'run': trained.workdir, 'step': trained.step, 'model': trained.config['model']['name'],
+    meta = {'run': trained.workdir, 'step': trained.step, 'model': trained.model_name,
             **{k: v for k, v in summary['settings'].items() if k != 'methods'}}
     if _HTML.value:
       with open(_HTML.value, 'w', encoding='utf-8') as f:

@@ -39,11 +39,11 @@ _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.
 
 def _data(trained):
   """((name, texts, labels) of the test split or None, the training-data summary)."""
-  data = trained.config['data']
+  data = trained.data
   if _DATA.value:
     split = sources.load_labelled_examples(_DATA.value, label_names=trained.label_names, encoding=data['encoding'],
                                            text_column=data['text_column'], label_column=data['label_column'],
-                                           text_form=data.get('text_form', 'plain'))
+                                           text_form=data['text_form'])
     return (_DATA.value, split.texts, split.labels), model_card.training_summary('', {}, trained.derived)
   try:
     dataset = from_config.load_data(ml_collections.ConfigDict(data), trained.config['seed'])

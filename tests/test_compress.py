@@ -270,9 +270,9 @@ def test_a_quantized_run_loads_and_matches_its_report(tmp_path):
   report, loaded = _check_report_matches_the_loaded_run(out, data)
   # At this toy size Orbax's own files outweigh the arrays on disk; the arrays themselves:
   # int8 values and float32 scales, one per row of 16 (docs/results/compression.md has real sizes).
-  stored = loaded.derived['quantization']['stored_bytes']
+  stored = loaded.derived.quantization['stored_bytes']
   assert sum(stored.values()) < 0.35 * 4 * report['before']['parameters']
-  assert loaded.derived['quantization']['calibration_examples'] == 64
+  assert loaded.derived.quantization['calibration_examples'] == 64
   # It exports as any run does: int8 arrays in the artifact, int8 matmuls in its program, and
   # the artifact's probabilities equal the quantized run's.
   test = sources.load_labelled_examples(str(data / 'test.txt'), label_names=loaded.label_names)

@@ -167,7 +167,7 @@ def test_a_run_told_another_max_len_reads_that_many_tokens_of_each_text(trained_
   whole = run.with_max_len(200)
   rows = whole.encode(texts)
   assert min(len(row) for row in rows[:2]) > 24 and [len(r) for r in rows[2:]] == [len(r) for r in run.encode(texts[2:])]
-  assert max(whole.derived['bucket_boundaries']) == 200 and run.derived['bucket_boundaries'][-1] == 24
+  assert max(whole.derived.bucket_boundaries) == 200 and run.derived.bucket_boundaries[-1] == 24
   # Each text's probabilities are the model's on all of its tokens, whatever the batch's padding.
   alone = [np.asarray(jax.nn.softmax(run.fns.logits(run.params, jnp.asarray(row)[None], jnp.array([len(row)]), None)))[0]
            for row in rows]
@@ -187,8 +187,8 @@ def test_finetuning_from_a_run_copies_all_but_the_dropped_output_layer(trained_r
   exp = experiment.build_experiment(config, claimed)
   source = runs.load_run(workdir)
   start = exp.init_state().params
-  assert exp.derived['init']['dropped'] == ['head/bias', 'head/kernel']
-  assert 'embedding/embedding' in exp.derived['init']['copied']
+  assert exp.derived.init['dropped'] == ['head/bias', 'head/kernel']
+  assert 'embedding/embedding' in exp.derived.init['copied']
   for path, leaf in transfer.leaf_paths(start).items():
     if path.startswith('head/'):
       assert leaf.shape[-1] == 3

@@ -48,8 +48,8 @@ def tiny_artifact(tmp_path_factory, kind: str):
       f32, _, data = tiny_artifact(tmp_path_factory, 'lstm_f32')
       config = copy.deepcopy(f32.config)
       config['model']['lstm']['dtype'] = 'bfloat16'
-      model = registry.from_section(config['model'], vocab_size=f32.derived['vocab_size'],
-                                    num_classes=f32.derived['num_classes'])
+      model = registry.from_section(config['model'], vocab_size=f32.derived.vocab_size,
+                                    num_classes=f32.derived.num_classes)
       run = dataclasses.replace(f32, config=config, model=model, fns=registry.model_fns(model))
     else:
       data = str(write_corpus(base / 'data'))
@@ -92,7 +92,7 @@ def test_artifact_probabilities_equal_the_checkpoints(tmp_path_factory, kind):
     np.testing.assert_allclose(got, reference, atol=1e-6, rtol=0)
   assert [r['label'] for r in artifact.predict(texts)] == [run.label_names[i] for i in reference.argmax(1)]
   meta = artifact.metadata
-  assert meta['input']['bucket_boundaries'] == run.derived['bucket_boundaries']
+  assert meta['input']['bucket_boundaries'] == run.derived.bucket_boundaries
   assert meta['labels'] == run.label_names and meta['config'] == run.config
   assert 'cpu' in meta['platforms']
   # One module for every batch size and width: both dimensions are symbolic.
@@ -287,6 +287,6 @@ def test_run_probabilities_are_in_text_order_and_an_ensemble_averages_its_member
 
 def test_an_ensemble_of_runs_with_other_labels_is_refused(tmp_path_factory):
   forward, _, data = tiny_artifact(tmp_path_factory, 'lstm_f32')
-  relabelled = dataclasses.replace(forward, derived={**forward.derived, 'label_names': ['neg', 'pos']})
+  relabelled = dataclasses.replace(forward, derived=dataclasses.replace(forward.derived, label_names=['neg', 'pos']))
   with pytest.raises(ConfigError, match='different labels'):
     runs.ensemble_report([forward, relabelled], corpus_texts(data), [0] * 40)

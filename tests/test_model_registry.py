@@ -96,7 +96,7 @@ def test_a_model_defined_in_a_test_trains_evaluates_quantizes_and_exports(toy_mo
                                          dev_texts=texts, dev_labels=labels, calibration_texts=test_texts)
   agree = quantized.probabilities(test_texts).argmax(1) == run.probabilities(test_texts).argmax(1)
   assert agree.mean() >= 0.95
-  stored = quantized.derived['quantization']['stored_bytes']
+  stored = quantized.derived.quantization['stored_bytes']
   assert stored['int8_values'] > 3 * stored['float']  # The embedding table and the kernel are int8.
 
   metadata = export.write_artifact(run, str(tmp_path / 'artifact'))

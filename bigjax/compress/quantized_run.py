@@ -6,7 +6,6 @@ arrays and their scales (bigjax.compress.quantize), and config.json's derived.qu
 says how to run them.
 """
 import dataclasses
-import json
 import os
 import sys
 from typing import Optional, Sequence
@@ -14,6 +13,7 @@ from typing import Optional, Sequence
 import jax
 
 from bigjax import checkpoint as checkpoint_lib
+from bigjax import run_record
 from bigjax import runs
 from bigjax.compress import quantize
 
@@ -26,7 +26,7 @@ def quantize_run(source: runs.Run, workdir: str, *, mode: str, activations: str,
   calibration_texts (training texts) give static activation scales (activations='static').
   """
   quantize.check_choice(source.model, mode, activations)
-  width = max(source.derived.get('bucket_boundaries') or [source.config['data']['max_len']])
+  width = max(source.derived.bucket_boundaries)
   example = jax.ShapeDtypeStruct((1, width), 'int32'), jax.ShapeDtypeStruct((1,), 'int32')
   stats = None
   if mode == 'int8' and activations == 'static':
@@ -38,22 +38,20 @@ def quantize_run(source: runs.Run, workdir: str, *, mode: str, activations: str,
   record = {'method': 'quantize', 'mode': mode, 'activations': activations, 'source': source.workdir,
             'source_step': source.step, 'calibration_examples': len(calibration_texts or []) if stats else 0,
             'stored_bytes': quantize.int8_bytes(stored)}
-  derived = dict(source.derived, quantization=record)
+  derived = dataclasses.replace(source.derived, quantization=record)
   module, params, fns = quantize.for_inference(source.model, stored, mode, activations)
   in_memory = dataclasses.replace(source, workdir=workdir, derived=derived, model=module, fns=fns, params=params)
   dev_accuracy = in_memory.evaluate(dev_texts, dev_labels)['accuracy']
 
   os.makedirs(workdir, exist_ok=True)
-  info = dict(runs.read_run_info(source.workdir), derived=derived, argv=sys.argv)
-  path = os.path.join(workdir, 'config.json')
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(info, f, indent=2)
-  os.replace(path + '.tmp', path)
+  # The source's config and versions: the model and how it reads its texts are the source's.
+  run_record.write(workdir, dataclasses.replace(run_record.read(source.workdir), derived=derived,
+                                                argv=list(sys.argv)))
   source.tokenizer.save(workdir)
   checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                              best_directory=os.path.join(workdir, 'best'),
-                                             metric=derived.get('selection_metric', 'dev_accuracy'),
-                                             higher_is_better=derived.get('higher_is_better', True))
+                                             metric=derived.selection_metric,
+                                             higher_is_better=derived.higher_is_better)
   try:
     checkpointer.save_best(source.step, stored, {'compression': record}, dev_accuracy)
   finally:

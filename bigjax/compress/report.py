@@ -33,7 +33,7 @@ def parameter_count(params) -> int:
 
 def latency_batches(run, texts: Sequence[str], batch_size: int, count: int) -> list:
   """`count` batches of `batch_size` texts (the first ones, in order), each padded to its own bucket."""
-  boundaries = run.derived.get('bucket_boundaries') or [run.config['data']['max_len']]
+  boundaries = run.derived.bucket_boundaries
   rows = run.encode(list(texts[:batch_size * count]))
   split = batching.EncodedSplit.from_rows(rows, np.zeros(len(rows), np.int32))
   return [batching.make_batch(split, np.arange(i, min(i + batch_size, len(split))), batch_size, boundaries,

@@ -6,7 +6,7 @@ import re
 
 import ml_collections
 
-from bigjax import runs
+from bigjax import run_record
 from bigjax.compress import pruning as pruning_lib
 from bigjax.compress import quantize as quantize_lib
 from bigjax.config import schema
@@ -85,9 +85,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError('init.checkpoint and init.embeddings are both set; a run starts from one of them (a '
                       'checkpoint already holds trained embeddings)')
   if config.init.checkpoint:
-    runs.read_run_info(config.init.checkpoint)
+    run_record.read(config.init.checkpoint)
   if config.distill.teacher:
-    runs.read_run_info(config.distill.teacher)
+    run_record.read(config.distill.teacher)
     if config.init.embeddings:
       raise ConfigError('distill.teacher and init.embeddings are both set: a student reads the teacher\'s '
                         'tokens, so it cannot take another vocabulary\'s vectors')

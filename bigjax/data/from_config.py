@@ -25,16 +25,15 @@ def load_data(c: ml_collections.ConfigDict, seed: int) -> sources.TextDataset:
       path=c.path, name=c.name, encoding=c.encoding, data_dir=c.data_dir, dev_fraction=c.dev_fraction,
       test_fraction=c.test_fraction, seed=c.get('split_seed', seed), text_column=c.text_column,
       label_column=c.label_column, num_classes=c.num_classes, max_line_mb=c.max_line_mb,
-      on_bad_lines=c.on_bad_lines, text_form=c.get('text_form', 'plain'))
+      on_bad_lines=c.on_bad_lines, text_form=c.text_form)
 
 
 def reading_settings(trained, **overrides) -> dict:
   """How a trained run read its data (its data section's encoding, columns, line limits and
   text form, unless `overrides` say otherwise): the settings a labelled file is read with."""
-  data = trained.config['data']
+  data = trained.data
   settings = dict(encoding=data['encoding'], text_column=data['text_column'], label_column=data['label_column'],
-                  max_line_mb=data['max_line_mb'], on_bad_lines=data['on_bad_lines'],
-                  text_form=data.get('text_form', 'plain'))
+                  max_line_mb=data['max_line_mb'], on_bad_lines=data['on_bad_lines'], text_form=data['text_form'])
   settings.update(overrides)
   return settings
 

@@ -131,7 +131,7 @@ def _prepare_out(out: str, overwrite: bool) -> str:
 def write_artifact(run: Run, out: str, *, platforms: Sequence[str] = PLATFORMS, overwrite: bool = False) -> dict:
   """Exports run into the folder out (written aside, then moved in place); returns its metadata."""
   if run.fns.logits is None:
-    raise ConfigError(f'{run.workdir} is a {run.config["model"]["name"]} run; only classifiers export')
+    raise ConfigError(f'{run.workdir} is a {run.model_name} run; only classifiers export')
   out = _prepare_out(out, overwrite)
   results = _read_results(run.workdir)  # Before the lowering (seconds): a damaged file fails at once.
   exported, skipped = export_function(run.fns, run.params, platforms)
@@ -148,17 +148,16 @@ def write_artifact(run: Run, out: str, *, platforms: Sequence[str] = PLATFORMS, 
       json.dump(tree, f, indent=1)
     run.tokenizer.save(staging)
     shutil.copyfile(loader.__file__, os.path.join(staging, loader.LOADER_FILE))
-    data, derived = run.config['data'], run.derived
+    data, derived = run.data, run.derived
     metadata = {
         'format': loader.FORMAT,
         'format_version': loader.FORMAT_VERSION,
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'labels': run.label_names,
-        'model': run.config['model']['name'],
-        'input': {'max_len': data['max_len'], 'keep': data['keep'], 'direction': data.get('direction', 'forward'),
-                  'bucket_boundaries':
-                  derived.get('bucket_boundaries') or [data['max_len']], 'pad_id': loader.PAD_ID,
-                  'add_special_tokens': False, 'vocab_size': derived['vocab_size'], 'tokenizer': data['tokenizer']},
+        'model': run.model_name,
+        'input': {'max_len': data['max_len'], 'keep': data['keep'], 'direction': data['direction'],
+                  'bucket_boundaries': derived.bucket_boundaries, 'pad_id': loader.PAD_ID,
+                  'add_special_tokens': False, 'vocab_size': derived.vocab_size, 'tokenizer': data['tokenizer']},
         'signature': 'probabilities(params, token_ids: int32[b, t], lengths: int32[b]) -> float32[b, K]; b, t '
                      'symbolic; a row\'s tokens first, then pad id 0',
         'platforms': list(exported.platforms),
@@ -169,7 +168,7 @@ def write_artifact(run: Run, out: str, *, platforms: Sequence[str] = PLATFORMS, 
         'run': {'workdir': run.workdir, 'step': run.step, 'params_fingerprint': results.get('params_fingerprint'),
                 'test': results.get('test')},
         'config': run.config,
-        'derived': derived,
+        'derived': derived.to_json(),
         'files': {name: {'sha256': loader.sha256_of(os.path.join(staging, name)),
                          'bytes': os.path.getsize(os.path.join(staging, name))} for name in loader.HASHED_FILES},
     }
@@ -198,7 +197,7 @@ def checkpoint_probabilities(run: Run, texts: Sequence[str], batch_size: int = 2
   """
   fn = jax.jit(inference_fn(run.fns))
   params = jax.device_put(run.params)
-  boundaries = run.derived.get('bucket_boundaries') or [run.config['data']['max_len']]
+  boundaries = run.derived.bucket_boundaries
   rows = run.encode(texts)
   out = []
   for start in range(0, len(rows), batch_size):
@@ -208,7 +207,7 @@ def checkpoint_probabilities(run: Run, texts: Sequence[str], batch_size: int = 2
     for i, row in enumerate(part):
       token_ids[i, :len(row)] = row
     out.append(np.asarray(fn(params, token_ids, np.pad(lengths, (0, batch_size - len(part)))))[:len(part)])
-  return np.concatenate(out) if out else np.zeros((0, run.derived['num_classes']), np.float32)
+  return np.concatenate(out) if out else np.zeros((0, run.derived.num_classes), np.float32)
 
 
 def export_run(run: Run, out: str, *, platforms: Sequence[str] = PLATFORMS, overwrite: bool = False,
@@ -237,7 +236,7 @@ def export_run(run: Run, out: str, *, platforms: Sequence[str] = PLATFORMS, over
                   'data': name, 'same_labels': bool(np.all(exported.argmax(1) == reference.argmax(1)))}
     calib = model_card.calibration(exported, labels, bins)
     model_card.reliability_diagram(calib, os.path.join(out, model_card.DIAGRAM_FILE),
-                                   f'{run.config["model"]["name"]} on {os.path.basename(name) or name}')
+                                   f'{run.model_name} on {os.path.basename(name) or name}')
     evaluation = {'data': name, 'report': model_card.classification_metrics(exported, labels, len(artifact.labels)),
                   'calibration': calib}
     metadata['evaluation'] = {'data': name, 'report': evaluation['report'],

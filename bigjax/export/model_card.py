@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from bigjax import metrics as metrics_lib
+from bigjax import run_record
 from bigjax.models import registry
 
 DEFAULT_BINS = 15  # Guo et al. 2017's choice, so the figure compares with published ones.
@@ -94,15 +95,15 @@ def _pct(x: Optional[float]) -> str:
   return 'not measured' if x is None else f'{100 * x:.2f} %'
 
 
-def compression_text(config: dict, derived: dict) -> str:
+def compression_text(record: run_record.RunRecord) -> str:
   """What bigjax.compress did to the run, as the card's line says it ('' for nothing)."""
   parts = []
-  prune = config.get('prune') or {}
-  if prune.get('target_sparsity'):
-    parts.append(f'magnitude pruning to {prune["target_sparsity"]:.0%} sparsity ({prune.get("scope")})')
-  if derived.get('distill'):
-    parts.append(f'distilled from the run `{derived["distill"]["teacher"]}`')
-  quantization = derived.get('quantization')
+  prune = record.pruning
+  if prune:
+    parts.append(f'magnitude pruning to {prune["target_sparsity"]:.0%} sparsity ({prune["scope"]})')
+  if record.derived.distill:
+    parts.append(f'distilled from the run `{record.derived.distill["teacher"]}`')
+  quantization = record.derived.quantization
   if quantization:
     parts.append(f'int8 quantization with qwix ({quantization["mode"]} mode, {quantization["activations"]} '
                  f'activation scales) of the run `{quantization["source"]}`')
@@ -112,11 +113,14 @@ def compression_text(config: dict, derived: dict) -> str:
 def write_card(directory: str, *, metadata: dict, evaluation: Optional[dict], training: dict,
                language: str, round_trip: Optional[dict] = None) -> str:
   """MODEL_CARD.md in directory (the artifact). evaluation: {'data', 'report', 'calibration'} or None."""
-  config, derived, labels = metadata['config'], metadata['derived'], metadata['labels']
-  data, model, spec = config['data'], config['model'], metadata['input']
+  # The run's config.json record, as the artifact carries it.
+  record = run_record.RunRecord.from_json({'config': metadata['config'], 'derived': metadata['derived']},
+                                          os.path.join(directory, 'metadata.json'))
+  config, derived, labels = record.config, record.derived, metadata['labels']
+  data, model, spec = record.data, record.model, metadata['input']
   model_spec = registry.spec(model['name'])
-  own = model.get(model_spec.section, {})
-  compression = compression_text(config, derived)
+  own = registry.own_section(model)
+  compression = compression_text(record)
   lines = [
       f'# Model card: {model["name"]} text classifier ({", ".join(labels)})', '',
       f'Artifact: this folder (format {metadata["format"]} v{metadata["format_version"]}), exported '
@@ -130,7 +134,7 @@ def write_card(directory: str, *, metadata: dict, evaluation: Optional[dict], tr
       'plain arrays (params.npz).',
       f'- Compression: {compression if compression else "none (full-precision parameters as trained)"}.',
       f'- Training config: seed {config["seed"]}, optimizer {config["optim"]["name"]} at learning rate '
-      f'{config["optim"]["learning_rate"]}, batch {config["train"]["batch_size"]}, {derived.get("total_steps")} '
+      f'{config["optim"]["learning_rate"]}, batch {config["train"]["batch_size"]}, {derived.total_steps} '
       'steps; the whole resolved config is in metadata.json under `config`.',
       '- License, citation, contact: as for the bigjax project and the training corpus.',
       '', '## Intended use', '',
@@ -151,7 +155,7 @@ def write_card(directory: str, *, metadata: dict, evaluation: Optional[dict], tr
       '- Evaluated on the whole test split only; no breakdown by domain, length, dialect or demographic group '
       'was made (the corpus has no such annotations).',
       '', '## Training data', '',
-      f'- {training.get("description") or data.get("path") or data.get("name")}',
+      f'- {training.get("description") or data["path"] or data["name"]}',
       f'- Size: {training.get("size_text", "unknown")}.',
       '', '## Evaluation data', '',
   ]
@@ -194,14 +198,14 @@ def write_card(directory: str, *, metadata: dict, evaluation: Optional[dict], tr
   return path
 
 
-def training_summary(description: str, split_sizes: dict, derived: dict) -> dict:
+def training_summary(description: str, split_sizes: dict, derived: run_record.Derived) -> dict:
   """What the card says about the training data: its origin and example counts per split."""
   if split_sizes:
     size = ', '.join(f'{name} {count:,}' for name, count in split_sizes.items()) + ' examples'
   else:
-    size = (f'at most {derived.get("steps_per_epoch", 0) * derived.get("global_batch_rows", 0):,} training '
+    size = (f'at most {derived.steps_per_epoch * derived.global_batch_rows:,} training '
             'examples (steps per epoch x batch; the data was not readable at export time)')
-  tokens = (derived.get('train_batches') or {}).get('real_tokens')
+  tokens = derived.train_batches.get('real_tokens')  # {} where the run did not record its batches.
   if tokens:
     size += f'; {tokens:,} training tokens after truncation'
   return {'description': description, 'size_text': size}

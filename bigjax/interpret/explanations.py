@@ -1,8 +1,8 @@
 """Texts -> per-token explanations of a trained run's predictions, and their summaries.
 
-Works on anything shaped like `bigjax.runs.Run` (fns, params, tokenizer, config, derived,
-label_names, encode); it never loads one itself, so this package stays clear of the
-checkpoint code.
+Works on anything shaped like `bigjax.runs.Run` (fns, params, tokenizer, config, data,
+derived (a bigjax.run_record.Derived), label_names, encode); it never loads one itself, so
+this package stays clear of the checkpoint code.
 """
 import dataclasses
 from typing import Optional, Sequence
@@ -55,14 +55,13 @@ def float32_fns(run):
   for own in section.values():
     if isinstance(own, dict) and 'dtype' in own:
       own['dtype'] = 'float32'
-  model = registry.from_section(section, vocab_size=run.derived['vocab_size'],
-                                num_classes=run.derived['num_classes'])
+  model = registry.from_section(section, vocab_size=run.derived.vocab_size, num_classes=run.derived.num_classes)
   return registry.model_fns(model)
 
 
 def widths_of(run) -> list:
   """The run's padded widths (its length buckets, or data.max_len): the shapes it compiles."""
-  return list(run.derived.get('bucket_boundaries') or [run.config['data']['max_len']])
+  return list(run.derived.bucket_boundaries)
 
 
 def explain_rows(attributor: attr_lib.Attributor, rows: Sequence[np.ndarray], *, widths: Sequence[int],
@@ -109,7 +108,7 @@ def explain_rows(attributor: attr_lib.Attributor, rows: Sequence[np.ndarray], *,
 def _text_order(run) -> slice:
   """From a row as the run reads it to the text's own order, and back: a backward run reads its
   rows last token first, and explanations show tokens in the order of the text."""
-  return slice(None, None, -1 if run.config['data'].get('direction') == 'backward' else 1)
+  return slice(None, None, -1 if run.data['direction'] == 'backward' else 1)
 
 
 def explain_texts(run, texts: Sequence[str], *, attributor: attr_lib.Attributor,
@@ -117,8 +116,7 @@ def explain_texts(run, texts: Sequence[str], *, attributor: attr_lib.Attributor,
                   gold: Optional[Sequence[int]] = None) -> list[Explanation]:
   """Explanations of texts' predictions by a run (and the attributor built for its model)."""
   rows = run.encode(texts)
-  data = run.config['data']
-  full_lengths = [len(r) for r in run.tokenizer.encode(texts, 1 << 30, data['keep'])]
+  full_lengths = [len(r) for r in run.tokenizer.encode(texts, 1 << 30, run.data['keep'])]
   result = explain_rows(attributor, rows, widths=widths_of(run), methods=methods, batch_size=batch_size)
   names = run.label_names
   order = _text_order(run)
