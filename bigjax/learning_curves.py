@@ -17,7 +17,8 @@ from typing import Sequence
 import numpy as np
 
 from bigjax import files
-from bigjax.errors import ConfigError
+from bigjax import run_record
+from bigjax.errors import ConfigError, DataError
 
 ALL = 0  # The budget that keeps every training label (data.train_limit=0).
 
@@ -91,11 +92,12 @@ def plan(starts: Sequence[Start], budgets: Sequence[int], seeds: int, full_seeds
 def read_record(point: Point, folder: str) -> dict:
   """A finished point's record, from its run's results.json and config.json."""
   results = files.read_json(os.path.join(folder, 'results.json'), ('test', 'dev'))
-  path = os.path.join(folder, 'config.json')
-  derived = files.check_object(files.read_json(path, ('derived',))['derived'], f'{path} (its derived)',
-                               ('train_examples',))
+  derived = run_record.read(folder).derived
+  if derived.train_examples is None:
+    raise DataError(f'{os.path.join(folder, "config.json")}: derived.train_examples is not recorded; '
+                    f'{files.COPY_AGAIN}')
   return {'start': point.start, 'budget': point.budget, 'seed': point.seed, 'workdir': folder,
-          'train_examples': derived['train_examples'], 'test_accuracy': results['test']['accuracy'],
+          'train_examples': derived.train_examples, 'test_accuracy': results['test']['accuracy'],
           'dev_accuracy': results['dev']['accuracy']}
 
 

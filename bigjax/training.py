@@ -2,8 +2,6 @@
 the best-dev checkpoint, and records the resolved config in config.json.
 """
 import json
-import os
-import sys
 from typing import Callable, Optional
 
 import jax
