@@ -34,7 +34,7 @@ from bigjax import run_record
 from bigjax import runs
 from bigjax import training
 from bigjax import workdirs
-from bigjax.compress import pruning, quantized_run, report as report_lib
+from bigjax.compress import quantized_run, report as report_lib
 from bigjax.config import checks
 from bigjax.data import from_config
 from bigjax.errors import ConfigError
@@ -90,27 +90,6 @@ def build_config(source: str, method: str, student: str):
   return config
 
 
-def compare(method: str, source: runs.Run, compressed: runs.Run, dataset, config, rounds: int) -> dict:
-  result = report_lib.compare(source, compressed, dataset.splits['dev'], dataset.splits['test'], rounds)
-  result['method'] = method
-  if method == 'quantize':
-    result['int8'] = compressed.derived.quantization
-    result['description'] = (f'int8 ({config.quantize.mode}, activations {config.quantize.activations}) of '
-                             f'{source.workdir}')
-  elif method == 'prune':
-    sparsity = pruning.sparsity_report(compressed.params, config.prune.include)
-    result['per_leaf_sparsity'] = sparsity.pop('per_leaf')
-    result['sparsity'] = sparsity
-    taught = (f', distilled from {config.distill.teacher} (T={config.distill.temperature}, '
-              f'alpha={config.distill.alpha})' if config.distill.teacher else ', on the labels alone')
-    result['description'] = (f'magnitude pruning to {config.prune.target_sparsity:.0%} ({config.prune.scope}), '
-                             f'{config.train.epochs} epochs of finetuning from {source.workdir}{taught}')
-  else:
-    result['description'] = (f'student {compressed.model_name} distilled from {source.workdir} '
-                             f'(T={config.distill.temperature}, alpha={config.distill.alpha})')
-  return result
-
-
 def main(argv):
   def run():
     config = _CONFIG.value
@@ -135,7 +114,7 @@ def main(argv):
       cli.use_compilation_cache(config)
       training.run_training(config, workdir, command=command)
       compressed = runs.load_run(workdir)
-    result = compare(_METHOD.value, source, compressed, dataset, config, _ROUNDS.value)
+    result = report_lib.method_report(_METHOD.value, source, compressed, dataset, config, _ROUNDS.value)
     with open(os.path.join(workdir, 'compression.md'), 'w', encoding='utf-8') as f:
       f.write(report_lib.markdown(result))
     cli.print_report(result, os.path.join(workdir, 'compression.json'))

@@ -13,7 +13,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from bigjax.compress import quantize
+from bigjax.compress import pruning, quantize
 from bigjax.data import batching
 
 
@@ -109,3 +109,25 @@ def markdown(report: dict) -> str:
     if key in report:
       lines += ['', f'{key}: {report[key]}']
   return '\n'.join(lines) + '\n'
+
+
+def method_report(method: str, source, compressed, dataset, config, rounds: int) -> dict:
+  """compare()'s report with what the method did: its description, and int8's or pruning's figures."""
+  result = compare(source, compressed, dataset.splits['dev'], dataset.splits['test'], rounds)
+  result['method'] = method
+  if method == 'quantize':
+    result['int8'] = compressed.derived.quantization
+    result['description'] = (f'int8 ({config.quantize.mode}, activations {config.quantize.activations}) of '
+                             f'{source.workdir}')
+  elif method == 'prune':
+    sparsity = pruning.sparsity_report(compressed.params, config.prune.include)
+    result['per_leaf_sparsity'] = sparsity.pop('per_leaf')
+    result['sparsity'] = sparsity
+    taught = (f', distilled from {config.distill.teacher} (T={config.distill.temperature}, '
+              f'alpha={config.distill.alpha})' if config.distill.teacher else ', on the labels alone')
+    result['description'] = (f'magnitude pruning to {config.prune.target_sparsity:.0%} ({config.prune.scope}), '
+                             f'{config.train.epochs} epochs of finetuning from {source.workdir}{taught}')
+  else:
+    result['description'] = (f'student {compressed.model_name} distilled from {source.workdir} '
+                             f'(T={config.distill.temperature}, alpha={config.distill.alpha})')
+  return result
