@@ -66,9 +66,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.train.accum_steps > config.train.batch_size:
     raise ConfigError(f'train.accum_steps={config.train.accum_steps} must be between 1 and train.batch_size')
   # Choices checked here too, so that a typo fails before minutes of data loading.
-  # The chosen model's choices are its module's (an unknown model.name is reported just below).
-  model = registry.MODELS.get(config.model.name)
-  model_choices = tuple((f'model.{model.section}.{key}', values) for key, values in model.choices.items()) if model else ()
+  # Each model's choices are its module's; every section's are checked, as its ranges are: a typo in
+  # another model's section is still a typo.
+  model_choices = tuple((f'model.{name}.{key}', values) for name, spec in registry.sections().items()
+                        if name in config.model for key, values in spec.choices.items())
   for key, choices in (('model.name', registry.names()), ('parallel', parallel.MODES),
                        ('data.tokenizer', KINDS), ('data.keep', TRUNCATIONS), ('data.direction', DIRECTIONS),
                        ('data.on_bad_lines', sources.ON_BAD_LINES), ('data.text_form', sources.TEXT_FORMS),
