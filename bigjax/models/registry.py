@@ -6,11 +6,11 @@ adds a model at run time (a test's toy model, a research fork) without touching 
 """
 from typing import Optional
 
-from bigjax.models import lstm, mlp
+from bigjax.models import lstm, mlp, transformer
 from bigjax.models.spec import CLASSIFIER, LANGUAGE_MODEL, ModelSpec
 from bigjax.types import ModelFns
 
-_BUILT_IN = (mlp.SPEC, lstm.CLASSIFIER_SPEC, lstm.LANGUAGE_MODEL_SPEC)
+_BUILT_IN = (mlp.SPEC, lstm.CLASSIFIER_SPEC, lstm.LANGUAGE_MODEL_SPEC, transformer.SPEC)
 MODELS: dict = {spec.name: spec for spec in _BUILT_IN}
 
 
