@@ -285,7 +285,7 @@ BAD_OVERRIDES = {
     'unknown_on_bad_lines': ('--config.data.on_bad_lines=warn', "data.on_bad_lines='warn' is unknown",
                              "'error', 'skip'"),
     'negative_bigram_buckets': ('--config.model.mlp.bigram_buckets=-1', 'model.mlp.bigram_buckets=-1 must be >= 0'),
-    'unknown_model': ('--config.model.name=transformer', "model.name='transformer' is unknown"),
+    'unknown_model': ('--config.model.name=gpt', "model.name='gpt' is unknown"),
     'unknown_dtype': ('--config.model.lstm.dtype=float16', "model.lstm.dtype='float16' is unknown", "'float32', 'bfloat16'"),
     'full_sparsity': ('--config.prune.target_sparsity=1.0', 'prune.target_sparsity=1.0 must be in [0.0, 1.0)'),
     'unknown_prune_scope': ('--config.prune.scope=row', "prune.scope='row' is unknown", "'global', 'layer'"),

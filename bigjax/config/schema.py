@@ -96,7 +96,7 @@ def _declare(ranges: Ranges) -> ml_collections.ConfigDict:  # pylint: disable=re
 
   c.model = section(
       'model',
-      name='mlp',  # A registered model: mlp | lstm (classifiers) | lstm_lm (a language model).
+      name='mlp',  # A registered model (bigjax.models.registry): mlp | lstm | transformer | lstm_lm.
       embed_dim=(300, (1, None)),
       dropout=(0.5, (0.0, 1.0, 'low')),
   )
