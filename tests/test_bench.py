@@ -73,6 +73,8 @@ def test_language_model_flops_count_the_head_at_every_token():
   assert classifier['useful'] == 40 * lstm_per_token + 3 * 2 * 4 * 6 * 17  # One head per row, not per token.
 
 
+# Slow tier: the benchmark tool end to end, as test_benchmark_entry_point; its FLOPs are checked above.
+@pytest.mark.slow
 def test_benchmark_entry_point_on_a_language_model(tmp_path):
   from test_language_model import write_reviews  # pylint: disable=import-outside-toplevel
   data = write_reviews(str(tmp_path / 'data'))

@@ -60,6 +60,8 @@ def test_environment_form_gives_a_program_the_same_setting():
   assert by_env < 0.7 * default, (default, by_env)
 
 
+# Slow tier: a measurement of the allocator, as its two siblings.
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc settings: Linux only')
 def test_one_arena_keeps_the_worker_threads_temporaries():
   """mmap off and a high trim threshold alone do not keep the temporaries of XLA:CPU's worker

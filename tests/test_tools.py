@@ -63,6 +63,8 @@ def test_bigjax_curve_pairs_each_test_curve_record_with_its_dev_record(tmp_path)
   assert curve.poll() == []
 
 
+# Slow tier: a benchmark tool end to end; SIGKILL resumes are checked in test_reliability and test_engine.
+@pytest.mark.slow
 def test_kill_trial_kills_where_it_means_to_and_resumes_exactly(tmp_path):
   """The real tool on a tiny run: each SIGKILL lands after its target step is recorded."""
   data = write_corpus(tmp_path / 'data')

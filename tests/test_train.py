@@ -137,7 +137,7 @@ def test_entry_point_trains_and_resumes(tmp_path):
 
 @pytest.mark.parametrize('args, expected', [
     (['--config.data.path=/nonexistent/corpus'], '/nonexistent/corpus'),
-    (['--config.model.name=transformer'], 'model.name'),
+    (['--config.model.name=gpt'], 'model.name'),
 ])
 def test_entry_point_user_errors_are_one_line(tmp_path, args, expected):
   done = run_entry_point('--config=experiments/configs/mlp_sst2.py', f'--workdir={tmp_path / "run"}', *args)
