@@ -8,33 +8,25 @@ here the point is what the user sees end to end.
 
 Not covered: a mismatched `init_from` (finetuning does not exist yet).
 
-Speed: a fresh interpreter per case would spend ~5 s importing JAX each. One helper
-process imports the libraries once (no JAX backend, no threads yet), then forks a
-child per case that runs experiments/train.py as __main__ with the case's argv: the
-same flag parsing, config loading and error handling as the real command.
+Speed: the cases run through tests/entry_points.py, which imports the libraries once and
+forks a child per case that runs experiments/train.py as __main__ with the case's argv:
+the same flag parsing, config loading and error handling as the real command.
 """
 import dataclasses
 import gzip
-import hashlib
 import io
-import json
 import os
-import runpy
 import shutil
-import subprocess
-import sys
 import tarfile
-import time
-import traceback
 
 import pytest
 
 from bigjax import training
 from test_reliability import config_args
+from tests.entry_points import run_cases, snapshot
 from test_train import tiny_config, write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.join(ROOT, 'tests')
 
 
 @dataclasses.dataclass
@@ -367,61 +359,6 @@ def verbose_shows_the_traceback(env):
 # ---------------------------------------------------------------------------------------
 
 
-def snapshot(folder):
-  """{relative path: sha256} of every file under folder."""
-  out = {}
-  for root, _, files in os.walk(folder):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-  return out
-
-
-def serve(cases_path, results_path, timeout=180):
-  """Runs each case's argv through experiments/train.py in a forked child (see the docstring)."""
-  with open(cases_path) as f:
-    cases = json.load(f)
-  results = {}
-  for name, argv in cases.items():
-    log_path = f'{results_path}.{name}.log'
-    started = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # The child: the entry point, exactly as `python -m experiments.train ARGV`.
-      fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-      os.dup2(fd, 1)
-      os.dup2(fd, 2)
-      sys.argv = [os.path.join(ROOT, 'experiments', 'train.py')] + argv
-      code = 0
-      try:
-        runpy.run_module('experiments.train', run_name='__main__', alter_sys=True)
-      except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if isinstance(e.code, str):
-          print(e.code, file=sys.stderr)
-      except BaseException:  # pylint: disable=broad-except
-        traceback.print_exc()
-        code = 1
-      sys.stdout.flush()
-      sys.stderr.flush()
-      os._exit(code)  # pylint: disable=protected-access
-    while True:
-      done, status = os.waitpid(pid, os.WNOHANG)
-      if done:
-        code = os.waitstatus_to_exitcode(status)
-        break
-      if time.monotonic() - started > timeout:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        code = 'timeout'
-        break
-      time.sleep(0.02)
-    with open(log_path, errors='replace') as f:
-      results[name] = {'rc': code, 'output': f.read(), 'seconds': time.monotonic() - started}
-  with open(results_path, 'w') as f:
-    json.dump(results, f)
-
-
 @pytest.fixture(scope='module')
 def outcomes(tmp_path_factory):
   """Prepares every case, runs them all in one helper process, returns {name: outcome}."""
@@ -440,12 +377,7 @@ def outcomes(tmp_path_factory):
     argvs[name] = fn(env)
     before[name] = snapshot(env.workdir)
     envs[name] = env
-  cases_path, results_path = tmp / 'cases.json', tmp / 'results.json'
-  cases_path.write_text(json.dumps(argvs))
-  subprocess.run([sys.executable, '-c', f'import sys; sys.path[:0] = {[ROOT, TESTS]!r}; import test_bad_inputs; '
-                  f'test_bad_inputs.serve({str(cases_path)!r}, {str(results_path)!r})'],
-                 cwd=ROOT, check=True, timeout=900)
-  results = json.loads(results_path.read_text())
+  results = run_cases({name: ('experiments.train', argv) for name, argv in argvs.items()}, str(tmp))
   for name, env in envs.items():
     after = snapshot(env.workdir)
     results[name]['lost'] = sorted(p for p, digest in before[name].items() if after.get(p) != digest)
