@@ -34,8 +34,8 @@ def get_config(arg: str = ''):
   c.optim.schedule = 'linear'
   c.optim.weight_decay = 0.01
   c.optim.clip_norm = 1.0
-  c.train.epochs = 5  # ~1,050 steps an epoch at batch 64.
-  c.optim.warmup_steps = 500  # About a tenth of the run.
+  c.train.epochs = 5  # 109 steps an epoch at batch 64 (6,920 sentences): 545 steps.
+  c.optim.warmup_steps = 55  # About a tenth of the run.
   c = base.variant(c, arg)
   if arg == 'tiny':  # variant sets model.embed_dim = 16: sizes that fit it (16 / 2 heads).
     t.num_layers, t.num_heads, t.intermediate_dim = 2, 2, 32
