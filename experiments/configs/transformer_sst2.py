@@ -2,8 +2,10 @@
 
   python -m experiments.train --config=experiments/configs/transformer_sst2.py --workdir=runs/transformer_sst2
 
-Expected: not measured yet (no run of this recipe has been logged in docs/results/). The
-':tiny' variant (2 layers of width 16) is what the tests train.
+Expected: 79.74 ± 1.19 % test over 3 seeds, about 3 1/2 minutes a run on 2 CPU cores
+(docs/results/RESULTS.md, "A Transformer from scratch on SST-2"): below the MLP, as a
+Transformer trained from scratch on 6,920 sentences is. The ':tiny' variant (2 layers of
+width 16) is what the tests train.
 
 The recipe is BERT's fine-tuning one (Devlin et al. 2019) at a small size: AdamW, a linear
 warmup then a linear decay to 0, weight decay 0.01, gradients clipped at norm 1, dropout 0.1.
