@@ -53,9 +53,6 @@ _SUMMARY_JSON = flags.DEFINE_string('summary_json', '', 'Write the completeness 
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors.')
 
 
-_NAMED = 5  # Texts without tokens named in a message; the rest are counted.
-
-
 def _short(text: str, width: int = 40) -> str:
   return repr(text if len(text) <= width else text[:width - 1] + '…')
 
@@ -84,33 +81,20 @@ def _texts(trained):
   return texts, gold, sources
 
 
-def _named(sources: list) -> str:
-  more = len(sources) - _NAMED
-  return ', '.join(sources[:_NAMED]) + (f' and {more} more' if more > 0 else '')
-
-
 def _with_tokens(trained, texts, gold, sources):
-  """The texts the run reads tokens in (the first --limit of them), their gold labels, and the
-  sources of those before them it reads none in.
-
-  A text without tokens has nothing to attribute or delete: left in, it would show an empty
-  heat-map, and alone, summaries over no texts (NaN).
-  """
-  has_tokens = [len(row) > 0 for row in trained.encode(texts)]
-  kept, skipped = [], []
-  for i, ok in enumerate(has_tokens):
-    if 0 < _LIMIT.value <= len(kept):
-      break
-    (kept if ok else skipped).append(i)
+  """The texts with tokens (explanations.with_tokens), their gold labels, and the sources of
+  those skipped; an error if none has a token."""
+  kept, skipped = explanations.with_tokens(trained.encode(texts), _LIMIT.value)
+  skipped_sources = [sources[i] for i in skipped]
   if not kept:
     if not _TEXT.value and not _DATA.value:  # All from --file: name the file (its lines are in it).
       raise errors.ConfigError(f'nothing to explain: --file={_FILE.value} has no line with a token (each of its '
                                f'{len(texts)} lines is blank or has only what the tokenizer drops)')
     if len(skipped) == 1:
-      raise errors.ConfigError(f'nothing to explain: {sources[skipped[0]]} has no tokens')
+      raise errors.ConfigError(f'nothing to explain: {skipped_sources[0]} has no tokens')
     raise errors.ConfigError(f'nothing to explain: none of the {len(skipped)} texts has a token (each is blank '
-                             f'or has only what the tokenizer drops): {_named([sources[i] for i in skipped])}')
-  return [texts[i] for i in kept], [gold[i] for i in kept], [sources[i] for i in skipped]
+                             f'or has only what the tokenizer drops): {explanations.named(skipped_sources)}')
+  return [texts[i] for i in kept], [gold[i] for i in kept], skipped_sources
 
 
 def main(argv):
@@ -135,7 +119,7 @@ def main(argv):
       print(render.terminal(e, _METHODS.value[0], color=color, gold_names=trained.label_names))
     if skipped:
       print(f'skipped {len(skipped)} text{"s" if len(skipped) > 1 else ""} with no tokens (nothing to '
-            f'attribute): {_named(skipped)}')
+            f'attribute): {explanations.named(skipped)}')
     summary = {'workdir': trained.workdir, 'step': trained.step, 'texts': len(explained), 'skipped': skipped,
                'settings': {**attributor.settings, 'float32': _FLOAT32.value, 'methods': _METHODS.value},
                'completeness': completeness, 'faithfulness': table}

@@ -26,15 +26,16 @@ def markdown_files() -> list:
   return [ROOT / 'README.md'] + sorted((ROOT / 'docs').rglob('*.md'))
 
 
-def prose_lines(text: str):
-  """(line number, line) of the lines outside fenced code blocks, inline code removed."""
+def prose_lines(text: str, keep_code: bool = False):
+  """(line number, line) of the lines outside fenced code blocks, inline code removed unless
+  keep_code (a heading's `code` is part of its slug)."""
   fenced = False
   for number, line in enumerate(text.splitlines(), 1):
     if _FENCE.match(line):
       fenced = not fenced
       continue
     if not fenced:
-      yield number, _INLINE_CODE.sub('', line)
+      yield number, line if keep_code else _INLINE_CODE.sub('', line)
 
 
 def slug(heading: str) -> str:
@@ -50,7 +51,7 @@ def anchors(path: pathlib.Path) -> set:
   """Every heading's slug; a repeated heading gets -1, -2, ... as on GitHub."""
   seen = collections.Counter()
   found = set()
-  for _, line in prose_lines_with_code(path.read_text(encoding='utf-8')):
+  for _, line in prose_lines(path.read_text(encoding='utf-8'), keep_code=True):
     match = _HEADING.match(line)
     if not match:
       continue
@@ -58,17 +59,6 @@ def anchors(path: pathlib.Path) -> set:
     found.add(f'{base}-{seen[base]}' if seen[base] else base)
     seen[base] += 1
   return found
-
-
-def prose_lines_with_code(text: str):
-  """Lines outside fenced code blocks, inline code kept (a heading's `code` is part of its slug)."""
-  fenced = False
-  for number, line in enumerate(text.splitlines(), 1):
-    if _FENCE.match(line):
-      fenced = not fenced
-      continue
-    if not fenced:
-      yield number, line
 
 
 def links(path: pathlib.Path):

@@ -59,7 +59,8 @@ def _flops(own, *, batch, width, real_tokens, embed_dim, num_classes):
   return {'executed': 3 * batch * 2 * embed_dim * num_classes, 'useful': 3 * batch * 2 * embed_dim * num_classes}
 
 
-TOY = ModelSpec(name='toy_bag', kind=CLASSIFIER, section='toy_bag', build=_build, training_flops=_flops,
+TOY = ModelSpec(name='toy_bag', kind=CLASSIFIER, section='toy_bag', module=BagOfEmbeddings, build=_build,
+                training_flops=_flops,
                 fields={'scale': (2.0, (0.0, None, 'neither'))}, description='a toy bag of embeddings')
 
 
@@ -110,7 +111,8 @@ def test_a_model_defined_in_a_test_trains_evaluates_quantizes_and_exports(toy_mo
 def test_the_registry_refuses_a_taken_name_and_a_section_declared_otherwise(toy_model):
   with pytest.raises(ValueError, match='registered already'):
     registry.register(toy_model)
-  other = ModelSpec(name='other', kind=CLASSIFIER, section='mlp', fields={'width': 3}, build=_build)
+  other = ModelSpec(name='other', kind=CLASSIFIER, section='mlp', fields={'width': 3}, module=BagOfEmbeddings,
+                    build=_build)
   with pytest.raises(ValueError, match="declares section 'mlp' otherwise than 'mlp'"):
     registry.register(other)
   with pytest.raises(ValueError, match="unknown model 'nope'"):

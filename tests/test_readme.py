@@ -39,6 +39,14 @@ SKIPPED = {  # Command -> why it does not run here.
     'python3 -m venv .venv': _SETUP,
     '.venv/bin/pip install -e ".[test]"': _SETUP,
     '.venv/bin/python -m pytest -q': 'Command 2: the test suite, which is running this test',
+    ('.venv/bin/python -m experiments.compress --from=runs/mlp_sst2 --method=prune --workdir=runs/mlp_sst2_pruned '
+     '--config.prune.target_sparsity=0.8'):
+        'five epochs of finetuning (compress takes no tiny config); tests/test_compress.py runs this command '
+        'on a tiny run (test_pruning_learns_from_its_source_by_default)',
+    ('.venv/bin/python -m experiments.learning_curve --workdir=runs/curve_sst2 --budgets=100,1000,0 '
+     '--start="scratch=experiments/configs/mlp_sst2.py" '
+     '--start="word2vec=experiments/configs/mlp_sst2.py --config.init.embeddings=runs/w2v_sst2"'):
+        'fourteen training runs; tests/test_tools.py runs experiments.learning_curve end to end on tiny runs',
 }
 
 

@@ -163,3 +163,27 @@ def faithfulness_table(run, explanations: Sequence[Explanation], *, attributor: 
       attributor.probabilities, [e.token_ids[order] for e in explanations], [e.label for e in explanations],
       {m: [e.attributions[m][order] for e in explanations] for m in methods}, batch_size=batch_size,
       widths=widths_of(run), seed=seed)
+
+
+NAMED = 5  # Texts without tokens a message names; the rest are counted.
+
+
+def with_tokens(rows: Sequence[Sequence[int]], limit: int = 0) -> tuple[list, list]:
+  """(kept, skipped): the indices of the rows with tokens (the first `limit` of them; 0: all),
+  and of the rows without any before the last kept one.
+
+  A text without tokens has nothing to attribute or delete: left in, it would show an empty
+  heat-map, and alone, summaries over no texts (NaN).
+  """
+  kept, skipped = [], []
+  for i, row in enumerate(rows):
+    if 0 < limit <= len(kept):
+      break
+    (kept if len(row) else skipped).append(i)
+  return kept, skipped
+
+
+def named(sources: Sequence[str]) -> str:
+  """The first NAMED sources, then how many more."""
+  more = len(sources) - NAMED
+  return ', '.join(sources[:NAMED]) + (f' and {more} more' if more > 0 else '')

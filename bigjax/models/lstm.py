@@ -397,10 +397,11 @@ def _language_model_flops(own: dict, *, batch: int, width: int, real_tokens: int
 # Static activation scales: the recurrent matmuls run inside a lax.scan, where qwix cannot keep
 # activation ranges.
 CLASSIFIER_SPEC = ModelSpec(
-    name='lstm', kind=CLASSIFIER, section='lstm', fields=_FIELDS, choices=_CHOICES, build=_build_classifier,
+    name='lstm', kind=CLASSIFIER, section='lstm', module=LSTMClassifier, fields=_FIELDS, choices=_CHOICES,
+    build=_build_classifier,
     training_flops=_classifier_flops, static_activation_scales=False,
     description='LSTM over the tokens, classified from its state at the last real token')
 LANGUAGE_MODEL_SPEC = ModelSpec(
-    name='lstm_lm', kind=LANGUAGE_MODEL, section='lstm', fields=_FIELDS, choices=_CHOICES,
+    name='lstm_lm', kind=LANGUAGE_MODEL, section='lstm', module=LSTMLanguageModel, fields=_FIELDS, choices=_CHOICES,
     build=_build_language_model, training_flops=_language_model_flops, static_activation_scales=False,
     description='LSTM language model (next-token prediction)')

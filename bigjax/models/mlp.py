@@ -120,7 +120,7 @@ def _training_flops(own: dict, *, batch: int, width: int, real_tokens: int, embe
 
 
 SPEC = ModelSpec(
-    name='mlp', kind=CLASSIFIER, section='mlp', build=_build, training_flops=_training_flops,
+    name='mlp', kind=CLASSIFIER, section='mlp', module=MLPClassifier, build=_build, training_flops=_training_flops,
     description='deep averaging network (the mean of token embeddings, then an MLP)',
     fields=dict(
         hidden_dim=(256, (1, None)),

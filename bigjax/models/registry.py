@@ -51,21 +51,13 @@ def sections() -> dict:
 
 def build_model(name: str, **kwargs):
   """The module of model `name` from its constructor's own arguments (tests, benchmarks)."""
-  return _module_class(name)(**kwargs)
-
-
-def _module_class(name: str):
-  """The Flax module class a spec builds (its build function's return annotation)."""
-  cls = spec(name).build.__annotations__.get('return')
-  if cls is None:
-    raise ValueError(f'model {name!r}: its build function does not name the class it returns')
-  return cls
+  return spec(name).module(**kwargs)
 
 
 def spec_of_module(module) -> ModelSpec:
-  """The spec whose build function makes modules of this one's class."""
+  """The spec whose module class this one is."""
   for s in MODELS.values():
-    if type(module) is _module_class(s.name):  # pylint: disable=unidiomatic-typecheck  # Not subclasses.
+    if type(module) is s.module:  # pylint: disable=unidiomatic-typecheck  # Not subclasses.
       return s
   raise ValueError(f'no registered model builds a {type(module).__name__}')
 

@@ -24,6 +24,8 @@ class ModelSpec:
   fields: that section's keys as KEY=DEFAULT or KEY=(DEFAULT, (low, high[, closed])), the
     form configs declare numbers with their valid ranges (bigjax.config.schema).
   choices: {key: valid values} of the section's keys that take one of a few values.
+  module: the Flax module class `build` makes (registry.build_model constructs it directly, and
+    registry.spec_of_module finds a module's spec by it).
   build(own, *, vocab_size, num_classes, embed_dim, dropout) -> the Flax module; own is the
     section as a dict (a run's config.json may predate newer keys: build reads them with .get).
   training_flops(own, *, batch, width, real_tokens, embed_dim, num_classes) ->
@@ -37,6 +39,7 @@ class ModelSpec:
   kind: str
   section: str
   fields: Mapping[str, Any]
+  module: type  # The Flax module class build returns.
   build: Callable[..., Any]
   choices: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
   training_flops: Optional[Callable[..., dict]] = None

@@ -370,7 +370,8 @@ def _training_flops(own: dict, *, batch: int, width: int, real_tokens: int, embe
 # Static activation scales: the attention's matmuls are einsums inside jax.nn.dot_product_attention,
 # which qwix does not see as layers to calibrate.
 SPEC = ModelSpec(
-    name='transformer', kind=CLASSIFIER, section='transformer', build=_build, training_flops=_training_flops,
+    name='transformer', kind=CLASSIFIER, section='transformer', module=TransformerClassifier, build=_build,
+    training_flops=_training_flops,
     static_activation_scales=False,
     description='BERT-style Transformer encoder (self-attention over the tokens), classified from a pooled state',
     fields=dict(
