@@ -21,7 +21,7 @@ from bigjax import tasks
 from bigjax import transfer
 from bigjax.compress import distill as distill_lib
 from bigjax.compress import pruning as pruning_lib
-from bigjax.config.checks import drop_patterns, param_groups
+from bigjax.config.checks import drop_patterns, mesh_options, param_groups
 from bigjax.data import batching, prepare, sources, streams
 from bigjax.data.from_config import load_data, prepare_classification_data, tokenizer_trainer
 from bigjax.data.tokenizer import EOS, Tokenizer
@@ -156,7 +156,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   task = Classification(num_classes)
   tx = build_optimizer(config, total_steps, steps_per_epoch)
   task, constants = distillation(config.distill, task, teacher)
-  driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps)
+  driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps,
+                               mesh=mesh_options(config, jax.device_count()))
   example = train_batches.batch(0)
   _record_transfer(init_record, fns, example, source_params)
   _check_sparse_tables(tx, fns, example)
@@ -242,7 +243,7 @@ def build_lm_experiment(config: ml_collections.ConfigDict, workdir: Optional[str
     log_q = sampling_distribution(streams.concatenate(train, eos), tokenizer.vocab_size, config.lm.sampling_power)
   task = LanguageModeling(negatives=config.lm.negatives, log_q=log_q)
   tx = build_optimizer(config, total_steps, steps_per_epoch)
-  driver = parallel.task_driver(config.parallel, task, fns, tx)
+  driver = parallel.task_driver(config.parallel, task, fns, tx, mesh=mesh_options(config, jax.device_count()))
   example = train_batches.batch(0)
   _record_transfer(init_record, fns, example, source_params)
   eval_rows = config.train.eval_batch_size

@@ -48,6 +48,9 @@ class ModelFns(NamedTuple):
     negatives=None) -> (logits, carry): token_logits starting from `carry`, and the state
     after each row's last token; with targets [B, T] and negatives [K] (a sampled softmax)
     the logits are [B, T, 1 + K]: each target's, then the negatives'.
+  logical_axes() -> a tree like init's params of PartitionSpecs of logical axis names
+    ('vocab', 'embed', ...), where the model declares them; None where it does not (its
+    parameters are then placed on a mesh by shape: bigjax.train.sharding).
   """
   init: Callable[..., Params]
   logits: Optional[Callable[..., Array]] = None
@@ -58,3 +61,4 @@ class ModelFns(NamedTuple):
   token_logits: Optional[Callable[..., Array]] = None
   initial_carry: Optional[Callable[[int], Any]] = None
   token_logits_carried: Optional[Callable[..., Any]] = None
+  logical_axes: Optional[Callable[[], Any]] = None

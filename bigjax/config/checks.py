@@ -2,7 +2,9 @@
 with a traceback, or train nonsense (numeric ranges, choices, patterns, the folders a run
 starts from), as one ConfigError naming the key.
 """
+import math
 import re
+from typing import Optional
 
 import ml_collections
 
@@ -15,7 +17,7 @@ from bigjax.data.tokenizer import DIRECTIONS, KINDS, TRUNCATIONS
 from bigjax.errors import ConfigError
 from bigjax.models import registry
 from bigjax.pretrain import embeddings as embeddings_lib
-from bigjax.train import loop, optim, parallel, sparse
+from bigjax.train import loop, optim, parallel, sharding, sparse
 
 
 def param_groups(c: ml_collections.ConfigDict) -> list:
@@ -23,6 +25,22 @@ def param_groups(c: ml_collections.ConfigDict) -> list:
     return optim.parse_param_groups(c.param_groups)
   except ValueError as e:
     raise ConfigError(f'optim.param_groups={c.param_groups!r}: {e}') from None
+
+
+def mesh_options(config: ml_collections.ConfigDict, devices: Optional[int] = None) -> Optional[dict]:
+  """The mesh driver's options from config.mesh (None unless parallel='mesh'); a bad shape or
+  rule is a ConfigError. devices: the job's device count to check the shape against (None
+  before JAX is started: a multi-process job must not touch the backend before it joins)."""
+  if config.parallel != 'mesh' or 'mesh' not in config:
+    return None
+  c = config.mesh
+  shape = sharding.MeshShape(c.data, c.fsdp, c.tensor)
+  try:
+    shape.resolve(devices if devices is not None else math.prod(abs(getattr(shape, a)) for a in sharding.AXES))
+    rules = sharding.parse_rules(c.rules)
+  except ValueError as e:
+    raise ConfigError(f'mesh: {e}') from None
+  return dict(mesh_shape=shape, rules=rules, fsdp_min_size=c.fsdp_min_size)
 
 
 def drop_patterns(c: ml_collections.ConfigDict) -> list[str]:
@@ -81,6 +99,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if value not in choices:
       raise ConfigError(f'{key}={value!r} is unknown; use one of {tuple(choices)}')
   param_groups(config.optim)
+  mesh_options(config)
   _check_sparse_embeddings(config)
   if config.init.checkpoint and config.init.embeddings:
     raise ConfigError('init.checkpoint and init.embeddings are both set; a run starts from one of them (a '

@@ -51,6 +51,20 @@ def _declare(ranges: Ranges) -> ml_collections.ConfigDict:  # pylint: disable=re
   c.seed = 0
   ranges['seed'] = (0, None, 'both')
   c.parallel = 'none'  # none | pmap | mesh
+  # parallel='mesh': a data x fsdp x tensor device mesh (bigjax/train/sharding.py). Batch rows
+  # split over data and fsdp; parameters and optimizer state split over fsdp (each device keeps
+  # 1/fsdp) and tensor (heads, MLP, vocabulary). -1: the devices the other axes leave.
+  c.mesh = section(
+      'mesh',
+      data=-1,
+      fsdp=1,
+      tensor=1,
+      # LOGICAL=MESH_AXIS,...: where the parameters' logical axes (the Transformer's) are split.
+      rules='embed=fsdp,vocab=tensor,heads=tensor,mlp=tensor',
+      # Parameters without logical names (the MLP's, the LSTM's) split over fsdp along their
+      # largest axis it divides, if they hold at least this many numbers.
+      fsdp_min_size=(1 << 16, (1, None)),
+  )
 
   c.data = section(
       'data',

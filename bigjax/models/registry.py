@@ -6,6 +6,8 @@ adds a model at run time (a test's toy model, a research fork) without touching 
 """
 from typing import Optional
 
+import jax.numpy as jnp
+
 from bigjax.models import lstm, mlp, transformer
 from bigjax.models.spec import CLASSIFIER, LANGUAGE_MODEL, ModelSpec
 from bigjax.types import ModelFns
@@ -116,9 +118,14 @@ def model_fns(module) -> ModelFns:
   def logits_from_embeddings(params, embeddings, lengths, dropout_key=None):
     return run('logits_from_embeddings', params, embeddings, lengths, dropout_key=dropout_key)
 
+  logical_axes = None
+  if hasattr(module, 'logical_axes'):
+    # Names only depend on the parameters' shapes, which do not depend on the batch's.
+    logical_axes = lambda: module.logical_axes(jnp.ones((1, 1), jnp.int32), jnp.ones((1,), jnp.int32))
   return ModelFns(init=init, logits=outputs, embed=embed, logits_from_embeddings=logits_from_embeddings,
                   slot_tokens=module.slot_tokens,
-                  sequence_states=sequence_states if hasattr(module, 'token_states') else None)
+                  sequence_states=sequence_states if hasattr(module, 'token_states') else None,
+                  logical_axes=logical_axes)
 
 
 __all__ = ['CLASSIFIER', 'LANGUAGE_MODEL', 'MODELS', 'ModelSpec', 'build_model', 'from_section', 'model_fns',

@@ -136,7 +136,7 @@ class TransformerBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, lengths, deterministic: bool = True):
-    """float32[B, T, H], int32[B] -> float32[B, T, H]. `deterministic` is positional (nn.remat's static arg)."""
+    """float32[B, T, H], int32[B] -> float32[B, T, H]."""
     heads, head_dim = self.num_heads, self.embed_dim // self.num_heads
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
     projection = functools.partial(nn.DenseGeneral, features=(heads, head_dim), dtype=self.dtype,
@@ -236,13 +236,7 @@ class TransformerClassifier(nn.Module):
     self.type_embedding = self.param('type_embedding', _init((None, 'embed'), std=self.init_std),
                                      (self.type_vocab_size, self.embed_dim), self.param_dtype)
     self.embedding_norm = _layer_norm(self.layer_norm_eps, self.param_dtype)
-    block = TransformerBlock
-    if self.remat:
-      # Argument 3 of __call__(self, x, lengths, deterministic) is a Python bool: static.
-      block = nn.remat(TransformerBlock, policy=getattr(jax.checkpoint_policies, self.remat), static_argnums=(3,))
-    self.layers = [block(self.embed_dim, self.num_heads, self.intermediate_dim, self.layer_norm_eps, self.pre_ln,
-                         self.gelu, self.dropout, self.attention_dropout, self.attention, self.init_std, self.dtype,
-                         self.param_dtype) for _ in range(self.num_layers)]
+    self.layers = [self._block() for _ in range(self.num_layers)]
     if self.pre_ln:
       self.final_norm = _layer_norm(self.layer_norm_eps, self.param_dtype)
     self.drop = nn.Dropout(self.dropout)
@@ -255,6 +249,38 @@ class TransformerClassifier(nn.Module):
     # A submodule: its parameters exist only where mlm_logits ran (a classifier's init has none).
     self.mlm_head = MLMHead(self.vocab_size, self.embed_dim, self.layer_norm_eps, self.gelu, self.init_std,
                             self.dtype, self.param_dtype)
+
+  @nn.nowrap
+  def _block(self, **kwargs) -> TransformerBlock:
+    return TransformerBlock(self.embed_dim, self.num_heads, self.intermediate_dim, self.layer_norm_eps, self.pre_ln,
+                            self.gelu, self.dropout, self.attention_dropout, self.attention, self.init_std, self.dtype,
+                            self.param_dtype, **kwargs)
+
+  def _rematerialized_layers(self, x, lengths, deterministic: bool):
+    """The blocks as one jax.lax.scan over their stacked parameters, each step under
+    jax.checkpoint with the remat policy: the backward pass recomputes a block's activations
+    from its input, keeping only what the policy saves.
+
+    A scan, not a Python loop of checkpointed blocks: XLA:CPU schedules the recomputations of
+    an unrolled loop all at once, which keeps every block's activations alive again (a
+    12-layer step's temporaries were the same with and without remat, 83 MB both). The loop
+    of a scan runs one block's recomputation at a time. The parameters stay one set per layer
+    (layers_i, as a checkpoint or an importer expects); the step stacks them, a copy of the
+    blocks' weights.
+    """
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(layer.variables['params'] for layer in self.layers))
+    block = self._block(parent=None)  # Unbound: applied functionally to each layer's parameters.
+    keys = jnp.zeros((self.num_layers, 2), jnp.uint32)
+    if not deterministic and (self.dropout or self.attention_dropout):
+      keys = jax.random.split(self.make_rng('dropout'), self.num_layers)
+
+    def run_block(x, params_and_key):
+      params, key = params_and_key
+      rngs = None if deterministic else {'dropout': key}
+      return block.apply({'params': params}, x, lengths, deterministic, rngs=rngs), None
+
+    run_block = jax.checkpoint(run_block, policy=getattr(jax.checkpoint_policies, self.remat))
+    return jax.lax.scan(run_block, x, (stacked, keys))[0]
 
   @nn.nowrap
   def init(self, *args, **kwargs):
@@ -301,8 +327,11 @@ class TransformerClassifier(nn.Module):
     # Single texts: every position is of token type 0 (BERT's segment A).
     x = embeddings + positions[None] + self.type_embedding[0]
     x = self.drop(self.embedding_norm(x), deterministic=deterministic)
-    for layer in self.layers:
-      x = layer(x, lengths, deterministic)
+    if self.remat and not self.is_initializing():
+      x = self._rematerialized_layers(x, lengths, deterministic)
+    else:
+      for layer in self.layers:
+        x = layer(x, lengths, deterministic)
     return self.final_norm(x) if self.pre_ln else x
 
   def token_states(self, token_ids, lengths, *, deterministic: bool = True):

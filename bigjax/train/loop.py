@@ -137,9 +137,12 @@ def _differences(saved: dict, ours: dict, prefix: str = '') -> list[str]:
   return out
 
 
-def restore_or_init(checkpointer: Checkpointer, init_state: Callable, compatibility: dict):
-  """(step, host state): the newest intact checkpoint of this run, or a fresh state at step 0.
+def restore_or_init(checkpointer: Checkpointer, init_state: Callable, compatibility: dict,
+                    target: Callable = lambda state: state):
+  """(step, state): the newest intact checkpoint of this run, or a fresh state at step 0.
 
+  target(fresh state) -> what to restore onto (its shapes and shardings: a driver's
+  abstract_state, so a sharded state is read straight into its shards, whatever mesh wrote it).
   A checkpoint whose meta 'compatibility' differs from this run's is refused (the user's
   mistake, not damage to skip).
   """
@@ -152,7 +155,7 @@ def restore_or_init(checkpointer: Checkpointer, init_state: Callable, compatibil
           f'{checkpointer.directory}: the checkpoint at step {step} was written by an incompatible run '
           f'({"; ".join(_differences(saved, compatibility))}); use another --workdir, or the config that wrote it')
 
-  restored = checkpointer.restore_latest(fresh, check_compatible)
+  restored = checkpointer.restore_latest(target(fresh), check_compatible)
   if restored is None:
     logging.info('no checkpoint in %s: starting at step 0', checkpointer.directory)
     return 0, fresh
@@ -209,7 +212,7 @@ def train_steps(device_state, batch_at: Callable[[int], Batch], *, driver: Drive
 
 
 def final_test(checkpointing: hooks_lib.Checkpointing, device_state, step: int, throughput: hooks_lib.Throughput,
-               skipped_steps: int, workdir: str) -> dict:
+               skipped_steps: int, workdir: str, memory: Optional[dict] = None) -> dict:
   """Evaluates the best checkpoint on dev and test; the results (also in results.json)."""
   driver, task, checkpointer, writer = (checkpointing.driver, checkpointing.task, checkpointing.checkpointer,
                                         checkpointing.writer)
@@ -241,6 +244,8 @@ def final_test(checkpointing: hooks_lib.Checkpointing, device_state, step: int, 
       'params_l2': {jax.tree_util.keystr(path): float(np.linalg.norm(np.asarray(leaf)))
                     for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(final_params))[0]},
       'bytes_on_disk': _bytes_under(workdir),
+      # Per device, as this invocation's driver placed the state and compiled its first step's shape.
+      'memory': memory,
       # From this process's launch (a resumed run's own, not the first one's).
       'timing': {'launch_to_first_step_s': throughput.first_step_at,
                  'launch_to_first_step_done_s': throughput.first_step_done_at,
@@ -276,7 +281,8 @@ def train_and_evaluate(*, driver: Driver, task: Task, init_state: Callable, batc
   checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), best_directory=os.path.join(workdir, 'best'),
                               keep_latest=periods.keep_latest, keep_best=periods.keep_best,
                               metric=f'dev_{task.selection_metric}', higher_is_better=task.higher_is_better)
-  start_step, state = restore_or_init(checkpointer, init_state, meta.get('compatibility') or {})
+  start_step, state = restore_or_init(checkpointer, init_state, meta.get('compatibility') or {},
+                                      driver.abstract_state)
   writer.start(start_step)
   # One record per attempt: tools see a resume (and from where) without reading the log.
   writer.write(start_step, 'start', {'start_step': start_step, 'total_steps': periods.total_steps})
@@ -300,6 +306,10 @@ def train_and_evaluate(*, driver: Driver, task: Task, init_state: Callable, batc
   if train_shapes is not None and start_step < end_step:
     ahead = driver.compile_ahead(device_state, train_shapes(start_step), _distinct_shapes([*dev, *test]), constants)
   try:
+    memory = None
+    if start_step < end_step:  # The first step's program, compiled here: the step finds it in jit's cache.
+      memory = driver.memory(device_state, batch_at(start_step), constants)
+      log_memory(memory)
     try:
       device_state, step, stopped_by = train_steps(
           device_state, batch_at, driver=driver, task=task, start_step=start_step, end_step=end_step,
@@ -314,10 +324,18 @@ def train_and_evaluate(*, driver: Driver, task: Task, init_state: Callable, batc
       reason = f'received {stopped_by}' if stopped_by else f'stopped after {step - start_step} steps as asked'
       logging.info('%s: checkpoint at step %d saved; rerun the same command to resume', reason, step)
       return {'step': step, 'stopped': reason}
-    return final_test(checkpointing, device_state, step, throughput, guard.skipped_steps, workdir)
+    return final_test(checkpointing, device_state, step, throughput, guard.skipped_steps, workdir, memory)
   finally:
     if ahead is not None:
       ahead.close()
+
+
+def log_memory(memory: dict) -> None:
+  """One line: what each device holds, so a mesh shape's cost shows before a long job runs."""
+  mib = lambda key: 'unknown' if memory.get(key) is None else f'{memory[key] / 2**20:.1f} MiB'
+  where = f' on mesh {memory["mesh"]}' if 'mesh' in memory else ''
+  logging.info('memory per device%s: parameters %s, optimizer state %s, train step temporaries %s', where,
+               mib('params_bytes_per_device'), mib('optimizer_bytes_per_device'), mib('step_temp_bytes_per_device'))
 
 
 def _distinct_shapes(batches: Sequence[Batch]) -> list[Batch]:

@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from bigjax import checkpoint
+from bigjax.train import sharding as sharding_lib
 from bigjax.train import step as step_lib
 from bigjax.types import Batch
 
@@ -61,6 +63,15 @@ class Driver:
     raise NotImplementedError
 
   def eval_step(self, device_state, batch: Batch):
+    raise NotImplementedError
+
+  def abstract_state(self, state):
+    """Where a checkpoint restores to: `state`'s shapes in the layout the steps take."""
+    return checkpoint.abstract_like(state)
+
+  def memory(self, device_state, batch: Batch, constants=None) -> dict:
+    """Per-device bytes of the parameters, the optimizer state and the train step's
+    temporaries (the compiled program's own analysis) for a batch of this shape."""
     raise NotImplementedError
 
   def fetch(self, sums: list) -> list:
@@ -192,6 +203,10 @@ class JitDriver(Driver):
   def eval_step(self, device_state, batch):
     return self._eval(device_state.params, batch)
 
+  def memory(self, device_state, batch, constants=None):
+    compiled = self._train.lower(device_state, pad_rows(batch, self.accum_steps), constants).compile()
+    return _memory(device_state, compiled)
+
   def compile_ahead(self, device_state, train_examples, eval_examples, constants=None):
     state, params, constants = jax.tree.map(_spec, (device_state, device_state.params, constants))
     jobs = [(self._train, (state, pad_rows(b, self.accum_steps), constants)) for b in train_examples[::-1]]
@@ -245,28 +260,56 @@ class PmapDriver(Driver):
   def eval_step(self, device_state, batch):
     return self._pace(self._eval(device_state.params, self._split(batch)))
 
+  def memory(self, device_state, batch, constants=None):
+    return _memory(device_state, self._train.lower(device_state, self._split(batch, self.accum_steps),
+                                                   constants).compile())
+
   def fetch(self, sums):
     # psum-ed: every device holds the same sums; device 0's are taken, on the host.
     return jax.tree.map(lambda x: x[0], jax.device_get(sums))
 
 
 class MeshDriver(Driver):
-  """jit over a 1-D data Mesh: state replicated, batch rows sharded over 'data'.
+  """jit over a data x fsdp x tensor Mesh (bigjax.train.sharding): batch rows split over data
+  and fsdp, parameters and optimizer state placed by the sharding rules.
 
-  Under multi-host, every process passes its own rows of the global batch and
-  `make_array_from_process_local_data` stitches them together.
+  With the default mesh (data = every device) the state is replicated, as data parallelism
+  wants. The state's layout is worked out from its first put_state (its shapes), and the
+  steps are jitted with it: every step takes and returns the state in that layout, and XLA
+  gathers what a matmul needs. Under multi-host, every process passes its own rows of the
+  global batch and `make_array_from_process_local_data` stitches them together.
   """
 
-  def __init__(self, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable, accum_steps: int = 1):
-    self.mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
+  def __init__(self, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable, accum_steps: int = 1,
+               mesh_shape: Optional[sharding_lib.MeshShape] = None, rules=None, logical_axes: Optional[Callable] = None,
+               fsdp_min_size: int = 1 << 16):
+    self.mesh = sharding_lib.make_mesh(mesh_shape or sharding_lib.MeshShape())
     self.num_devices = jax.device_count()
     self.accum_steps = accum_steps
+    if rules is None:
+      rules = sharding_lib.parse_rules(sharding_lib.DEFAULT_RULES)
+    self._rules, self._logical_axes, self._fsdp_min_size = rules, logical_axes, fsdp_min_size
     self._replicated = NamedSharding(self.mesh, P())
-    self._rows = NamedSharding(self.mesh, P(AXIS))
-    train, evaluate = _steps(loss_fn, count_fn, tx, sums_fn, accum_steps)
-    self._train = jax.jit(train, out_shardings=(self._replicated, self._replicated), donate_argnums=0)
-    self._eval = jax.jit(evaluate, out_shardings=self._replicated)
+    self._rows = NamedSharding(self.mesh, P(sharding_lib.BATCH_AXES))
+    self._steps = _steps(loss_fn, count_fn, tx, sums_fn, accum_steps)
+    self.state_shardings = None  # Set by the first put_state (or abstract_state).
     self._pace = _Pacer()
+
+  def _layout(self, state):
+    """The state's shardings, and the jitted steps that keep it in them (once)."""
+    if self.state_shardings is None:
+      specs = sharding_lib.param_specs(state.params, self.mesh, self._rules,
+                                       self._logical_axes() if self._logical_axes else None, self._fsdp_min_size)
+      self.param_specs = specs
+      self.state_shardings = sharding_lib.named(self.mesh, sharding_lib.state_specs(state, specs))
+      train, evaluate = self._steps
+      self._train = jax.jit(train, out_shardings=(self.state_shardings, self._replicated), donate_argnums=0)
+      self._eval = jax.jit(evaluate, out_shardings=self._replicated)
+    return self.state_shardings
+
+  def abstract_state(self, state):
+    shardings = self._layout(state)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s), state, shardings)
 
   def put_batch(self, batch: Batch, multiple: int = 1) -> Batch:
     """This process's rows -> one global array sharded by rows over every process's devices."""
@@ -274,9 +317,16 @@ class MeshDriver(Driver):
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self._rows, np.asarray(x)), batch)
 
   def put_state(self, state):
-    # Through host memory: a restored state is committed to one local device, and XLA:CPU
-    # cannot move it across hosts; every process holds the same values, so each gives its own.
-    return jax.device_put(jax.device_get(state), self._replicated)
+    shardings = self._layout(state)
+
+    def place(x, sharding):
+      if isinstance(x, jax.Array) and x.sharding == sharding:
+        return jax.device_put(x, sharding, may_alias=False)  # Already there (a sharded restore): a copy.
+      # Through host memory: a state restored on one local device cannot move across hosts on
+      # XLA:CPU; every process holds the same values, so each gives its own.
+      return jax.device_put(jax.device_get(x), sharding)
+
+    return jax.tree.map(place, state, shardings)
 
   def put_constants(self, constants):
     return jax.device_put(jax.device_get(constants), self._replicated)
@@ -291,22 +341,47 @@ class MeshDriver(Driver):
   def eval_step(self, device_state, batch):
     return self._pace(self._eval(device_state.params, self.put_batch(batch)))
 
+  def memory(self, device_state, batch: Batch, constants=None) -> dict:
+    compiled = self._train.lower(device_state, self.put_batch(batch, self.accum_steps), constants).compile()
+    return dict(_memory(device_state, compiled), mesh=dict(self.mesh.shape),
+                split_params=len(sharding_lib.spec_text(self.param_specs)))
+
+
+def _memory(device_state, compiled) -> dict:
+  try:
+    stats = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  # Not every backend analyses (nor every version).
+    stats = None
+  temp = getattr(stats, 'temp_size_in_bytes', None)
+  return {'params_bytes_per_device': sharding_lib.bytes_per_device(device_state.params),
+          'optimizer_bytes_per_device': sharding_lib.bytes_per_device(device_state.opt_state),
+          'step_temp_bytes_per_device': None if temp is None else int(temp)}
+
 
 def make_driver(mode: str, *, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable,
-                accum_steps: int = 1) -> Driver:
-  """loss_fn and count_fn as for step.train_step; sums_fn(params, batch) -> evaluation sums."""
+                accum_steps: int = 1, mesh: Optional[dict] = None) -> Driver:
+  """loss_fn and count_fn as for step.train_step; sums_fn(params, batch) -> evaluation sums.
+
+  mesh: MeshDriver's keyword arguments (mesh_shape, rules, logical_axes, fsdp_min_size), for mode 'mesh'.
+  """
   drivers = {'none': JitDriver, 'pmap': PmapDriver, 'mesh': MeshDriver}
   if mode not in drivers:
     raise ValueError(f'unknown parallel mode {mode!r}; known: {MODES}')
+  if mode == 'mesh':
+    return MeshDriver(loss_fn, count_fn, tx, sums_fn, accum_steps, **(mesh or {}))
   return drivers[mode](loss_fn, count_fn, tx, sums_fn, accum_steps)
 
 
-def task_driver(mode: str, task, model, tx, accum_steps: int = 1) -> Driver:
-  """The driver of a task's steps for a model (see bigjax.tasks)."""
+def task_driver(mode: str, task, model, tx, accum_steps: int = 1, mesh: Optional[dict] = None) -> Driver:
+  """The driver of a task's steps for a model (see bigjax.tasks); under 'mesh', the model's
+  logical axis names (where it declares them) place its parameters."""
+  if mode == 'mesh':
+    mesh = dict(mesh or {}, logical_axes=model.logical_axes)
   return make_driver(mode, loss_fn=functools.partial(task.loss, model), count_fn=task.count, tx=tx,
-                     sums_fn=functools.partial(task.eval_sums, model), accum_steps=accum_steps)
+                     sums_fn=functools.partial(task.eval_sums, model), accum_steps=accum_steps, mesh=mesh)
 
 
 def rows_multiple(mode: str, accum_steps: int = 1) -> int:
-  """What the global batch's row count must divide by in this mode."""
+  """What the global batch's row count must divide by in this mode (under 'mesh' the rows split
+  over data x fsdp, which divides the device count)."""
   return accum_steps * (1 if mode == 'none' else jax.device_count())
