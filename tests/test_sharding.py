@@ -7,12 +7,11 @@ that forward. Losses agree to rtol 2e-5 and parameters to 1e-4 relative (atol 1e
 near 0): a wrong layout (a dimension reduced twice, rows dropped) moves them by percents.
 """
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from bigjax.checkpoint import Checkpointer, abstract_like
+from bigjax.checkpoint import Checkpointer
 from bigjax.data import batching
 from bigjax.models import registry
 from bigjax.tasks.classification import Classification

@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from bigjax import checkpoint
 from bigjax.train import sharding as sharding_lib
