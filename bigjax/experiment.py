@@ -285,7 +285,7 @@ def build_optimizer(config: ml_collections.ConfigDict, total_steps: int,
   c = config.optim
   schedule = optim.make_schedule(c.schedule, c.learning_rate, total_steps, c.warmup_steps)
   # With row-sparse tables the clipping norm must include their rows: the wrapper clips.
-  tx = optim.make_optimizer(c.name, schedule, weight_decay=c.weight_decay,
+  tx = optim.make_optimizer(c.name, schedule, weight_decay=c.weight_decay, no_decay=c.get('no_decay', ''),
                             clip_norm=0.0 if c.sparse_embeddings else c.clip_norm, groups=param_groups(c),
                             steps_per_epoch=steps_per_epoch)
   if config.prune.target_sparsity:

@@ -242,6 +242,18 @@ def test_a_frozen_group_keeps_its_bytes_and_a_multiplier_scales_its_updates():
   assert float(hidden_step[0, 0]) > 0
 
 
+def test_adamw_leaves_layer_norms_and_biases_out_of_weight_decay():
+  params = {'layers_0': {'attention_norm': {'scale': jnp.ones(3), 'bias': jnp.ones(3)},
+                         'intermediate': {'kernel': jnp.ones((3, 3)), 'bias': jnp.ones(3)}}}
+  tx = optim.make_optimizer('adamw', 0.1, weight_decay=0.5, no_decay='bias|norm')
+  zeros = jax.tree.map(jnp.zeros_like, params)  # Only the decay moves a parameter.
+  updates, _ = tx.update(zeros, tx.init(params), params)
+  moved = jax.tree.map(lambda u: float(jnp.abs(u).max()), updates)
+  assert moved['layers_0']['intermediate']['kernel'] == pytest.approx(0.05)  # lr x decay x value.
+  assert moved['layers_0']['intermediate']['bias'] == 0.0
+  assert moved['layers_0']['attention_norm'] == {'scale': 0.0, 'bias': 0.0}
+
+
 def test_freezing_through_the_config_keeps_the_embedding_table_bit_identical(tmp_path):
   data = write_corpus(tmp_path / 'data')
   config = tiny_config(data, **{'optim.param_groups': '^embedding/=freeze', 'train.steps': 10})

@@ -112,6 +112,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError('distill.teacher and init.embeddings are both set: a student reads the teacher\'s '
                         'tokens, so it cannot take another vocabulary\'s vectors')
   try:
+    re.compile(config.optim.get('no_decay', ''))
+  except re.error as e:
+    raise ConfigError(f'optim.no_decay: {config.optim.no_decay!r} is not a regular expression ({e})') from None
+  try:
     re.compile(config.prune.include)
   except re.error as e:
     raise ConfigError(f'prune.include: {config.prune.include!r} is not a regular expression ({e})') from None

@@ -127,6 +127,9 @@ def _declare(ranges: Ranges) -> ml_collections.ConfigDict:  # pylint: disable=re
       schedule='constant',
       warmup_steps=(0, (0, None)),
       weight_decay=(0.0, (0.0, None)),  # adamw only
+      # adamw: a pattern of parameter paths left out of the weight decay ('bias|norm': BERT's
+      # LayerNorms and biases); '': every parameter decays.
+      no_decay='',
       clip_norm=(0.0, (0.0, None)),  # 0: no clipping
       # Parameter groups, by path pattern: 'REGEX=MULTIPLIER,...' scales a group's learning rate
       # ('embedding=0.1'), 'REGEX=freeze' freezes it; the first pattern that matches a leaf's

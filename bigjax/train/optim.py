@@ -105,8 +105,17 @@ def group_labels(params, groups: Sequence[ParamGroup]):
   return jax.tree_util.tree_map_with_path(label, params)
 
 
+def decay_mask(no_decay: str):
+  """params -> a tree of bools: True where AdamW's weight decay applies, False on the leaves whose
+  path matches the pattern `no_decay` (BERT's: 'bias|norm', LayerNorms and biases); None: all."""
+  if not no_decay:
+    return None
+  pattern = re.compile(no_decay)
+  return lambda params: jax.tree_util.tree_map_with_path(lambda path, _: not pattern.search(param_path(path)), params)
+
+
 def make_optimizer(name: str, schedule, *, weight_decay: float = 0.0, clip_norm: float = 0.0,
-                   b1: float = 0.9, b2: float = 0.999,
+                   b1: float = 0.9, b2: float = 0.999, no_decay: str = '',
                    groups: Sequence[ParamGroup] = (), steps_per_epoch: int = 1) -> optax.GradientTransformation:
   """Clipping by global norm (if clip_norm > 0), then the optimizer, per parameter group.
 
@@ -118,7 +127,7 @@ def make_optimizer(name: str, schedule, *, weight_decay: float = 0.0, clip_norm:
     if name == 'adam':
       return optax.adam(lr, b1=b1, b2=b2)
     if name == 'adamw':
-      return optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay)
+      return optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask(no_decay))
     if name == 'sgd':
       return optax.sgd(lr, momentum=0.9)
     raise ValueError(f'unknown optimizer {name!r}; known: adam, adamw, sgd')
