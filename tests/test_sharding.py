@@ -11,12 +11,15 @@ import numpy as np
 import optax
 import pytest
 
+from bigjax import training
 from bigjax.checkpoint import Checkpointer
+from bigjax.config import checks
 from bigjax.data import batching
 from bigjax.models import registry
 from bigjax.tasks.classification import Classification
 from bigjax.train import parallel, sharding
 from bigjax.train import step as step_lib
+from tests.test_train import tiny_config, write_corpus
 
 NUM_CLASSES = 3
 TASK = Classification(NUM_CLASSES)
@@ -193,3 +196,29 @@ def test_remat_cuts_a_12_layer_steps_temporaries_3x_at_the_same_loss():
   np.testing.assert_allclose(losses['nothing_saveable'], losses[''], rtol=1e-6)
   for a, b in zip(jax.tree.leaves(params['nothing_saveable']), jax.tree.leaves(params[''])):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)  # The same gradients, applied.
+
+
+def test_a_run_stopped_on_2x2x2_resumes_on_fsdp_8_as_if_uninterrupted(tmp_path):
+  data = write_corpus(str(tmp_path / 'data'))
+
+  def config(**mesh):
+    c = tiny_config(data, model='transformer', **{
+        'train.steps': 6, 'checkpoint.every_steps': 3, 'train.batch_size': 16, 'model.transformer.num_layers': 1,
+        'data.max_len': 16, 'data.smallest_bucket': 16, 'model.transformer.num_heads': 2,
+        'model.transformer.intermediate_dim': 32, 'model.transformer.max_positions': 16, 'model.dropout': 0.0,
+        'model.transformer.attention_dropout': 0.0, 'parallel': 'mesh',
+        **{f'mesh.{axis}': size for axis, size in mesh.items()}})
+    checks.check_config(c)
+    return c
+
+  cube = dict(data=2, fsdp=2, tensor=2)
+  whole = training.run_training(config(**cube), str(tmp_path / 'whole'))
+  assert whole['memory']['mesh'] == cube and whole['memory']['split_params'] > 0
+  assert whole['memory']['step_temp_bytes_per_device'] > 0
+  stopped = training.run_training(config(**cube), str(tmp_path / 'resumed'), stop_after_steps=3)
+  assert stopped['step'] == 3
+  resumed = training.run_training(config(data=1, fsdp=8), str(tmp_path / 'resumed'))
+  assert resumed['memory']['mesh'] == {'data': 1, 'fsdp': 8, 'tensor': 1}
+  assert resumed['memory']['params_bytes_per_device'] < whole['memory']['params_bytes_per_device']
+  for name, norm in whole['params_l2'].items():  # (Key biases get no gradient: float noise near 0.)
+    assert resumed['params_l2'][name] == pytest.approx(norm, rel=1e-5, abs=1e-5), name
