@@ -309,7 +309,7 @@ class MeshDriver(Driver):
 
   def abstract_state(self, state):
     shardings = self._layout(state)
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s), state, shardings)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
 
   def put_batch(self, batch: Batch, multiple: int = 1) -> Batch:
     """This process's rows -> one global array sharded by rows over every process's devices."""

@@ -149,7 +149,7 @@ def state_specs(state, params_specs) -> Any:
     # trees as e.g. opt_state[0].mu['params']...; a param's path is matched whole, never a part).
     for start in range(len(keys)):
       found = by_path.get(keys[start:])
-      if found is not None and found[0] == tuple(np.shape(leaf)):
+      if found is not None and found[0] == tuple(leaf.shape):
         return found[1]
     return P()
 
