@@ -19,3 +19,26 @@ def shared_data() -> pathlib.Path:
   if not SHARED_DATA.is_dir():
     pytest.skip(f'the shared corpora folder {SHARED_DATA} is absent (it sits beside the project root)')
   return SHARED_DATA
+
+
+@pytest.fixture(scope='session')
+def tiny_transformer_run(tmp_path_factory) -> tuple:
+  """(its workdir, its data folder): a tiny Transformer trained on the corpus of
+  test_train.write_corpus until it tells the classes apart, once per session for the
+  post-training stages' tests (compress, export, serve)."""
+  from bigjax import training  # pylint: disable=g-import-not-at-top  # JAX after XLA_FLAGS above.
+  from test_train import TINY_TRANSFORMER, tiny_config, write_corpus  # pylint: disable=g-import-not-at-top
+  base = tmp_path_factory.mktemp('tiny_transformer')
+  data = str(write_corpus(base / 'data'))
+  training.run_training(tiny_config(data, 'transformer', **TINY_TRANSFORMER), str(base / 'run'))
+  return str(base / 'run'), data
+
+
+@pytest.fixture(scope='session')
+def tiny_transformer_artifact(tiny_transformer_run, tmp_path_factory) -> str:
+  """The export artifact folder of tiny_transformer_run."""
+  from bigjax import runs  # pylint: disable=g-import-not-at-top
+  from bigjax.export import export  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path_factory.mktemp('tiny_transformer_artifact') / 'artifact')
+  export.write_artifact(runs.load_run(tiny_transformer_run[0]), out)
+  return out

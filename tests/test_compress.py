@@ -65,12 +65,18 @@ def test_int8_matmul_equals_the_float_matmul_of_the_dequantized_operands():
   np.testing.assert_allclose(np.asarray(int8(qx, qw)), reference, rtol=1e-5, atol=1e-5)
 
 
-def tiny_model(kind):
+def tiny_module(kind):
   section = {'name': kind, 'embed_dim': 16, 'dropout': 0.0,
              'mlp': {'hidden_dim': 16, 'num_layers': 1, 'word_dropout': 0.0, 'bigram_buckets': 31},
              'lstm': {'hidden_dim': 16, 'num_layers': 1, 'bidirectional': False, 'forget_bias': 0.0,
-                      'dtype': 'float32', 'tie_embeddings': False}}
-  model = registry.from_section(section, vocab_size=40, num_classes=3)
+                      'dtype': 'float32', 'tie_embeddings': False},
+             'transformer': dict(registry.spec('transformer').defaults(), num_layers=1, num_heads=2,
+                                 intermediate_dim=32, max_positions=16)}
+  return registry.from_section(section, vocab_size=40, num_classes=3)
+
+
+def tiny_model(kind):
+  model = tiny_module(kind)
   ids = jnp.asarray(np.random.default_rng(2).integers(1, 40, (6, 12)), jnp.int32)
   lengths = jnp.asarray([12, 9, 5, 3, 1, 7], jnp.int32)
   return model, model.init(jax.random.PRNGKey(0), ids, lengths)['params'], ids, lengths
@@ -113,10 +119,57 @@ def test_the_two_modes_run_what_they_say(kind):
   assert float(jnp.abs(int8_logits - float_logits).max()) < 0.05 * float(jnp.abs(float_logits).max()) + 1e-3
 
 
-def test_static_activation_scales_are_refused_for_the_lstm():
-  model, _, _, _ = tiny_model('lstm')
-  with pytest.raises(ValueError, match="'static' does not work for model 'lstm'"):
-    quantize.check_choice(model, 'int8', 'static')
+@pytest.mark.parametrize('kind', ['lstm', 'transformer'])
+def test_static_activation_scales_are_refused_for_the_lstm_and_the_transformer(kind):
+  with pytest.raises(ValueError, match=f"'static' does not work for model '{kind}'"):
+    quantize.check_choice(tiny_module(kind), 'int8', 'static')
+
+
+# The Transformer's kernels (one layer) besides the pooler's and the head's: what int8 and pruning take.
+TRANSFORMER_KERNELS = {f'layers_0/{name}/kernel' for name in ('query', 'key', 'value', 'attention_output',
+                                                               'intermediate', 'output')} | {
+                                                                   'pooler_dense/kernel', 'head/kernel'}
+# Its matmuls of two float32 operands: the attention's query x key and weights x value.
+FLOAT_DOT = re.compile(r'stablehlo\.dot_general .*: \(tensor<[0-9?x]+xf32>, tensor<[0-9?x]+xf32>\)')
+
+
+def test_an_int8_transformer_is_int8_padding_invariant_and_as_accurate_as_the_float_one(tiny_transformer_run,
+                                                                                          tmp_path):
+  workdir, data = tiny_transformer_run
+  source = runs.load_run(workdir)
+  dev, test = (sources.load_labelled_examples(os.path.join(data, f'{split}.txt'), label_names=source.label_names)
+               for split in ('dev', 'test'))
+  int8 = quantized_run.quantize_run(source, str(tmp_path / 'int8'), mode='int8', activations='dynamic',
+                                    dev_texts=dev.texts, dev_labels=dev.labels)
+  # Stored: every kernel and the word table as int8 values and scales; the LayerNorms, biases and
+  # the position and token-type tables (added, not multiplied) as float32.
+  leaves = {pruning.leaf_path(path): leaf for path, leaf in
+            jax.tree_util.tree_flatten_with_path(int8.params, is_leaf=quantize.is_quantized)[0]}
+  quantized = {path for path, leaf in leaves.items() if quantize.is_quantized(leaf)}
+  assert quantized == TRANSFORMER_KERNELS | {'embedding/embedding'}
+  for path in quantized:
+    assert getattr(leaves[path], 'array', leaves[path]).qvalue.dtype == jnp.int8, path
+  assert {str(np.asarray(leaves[path]).dtype) for path in set(leaves) - quantized} == {'float32'}
+  assert {'position_embedding', 'type_embedding', 'layers_0/attention_norm/scale'} <= set(leaves) - quantized
+  # In the program: an int8 x int8 -> int32 dot per kernel; the attention's two products in float32.
+  rng = np.random.default_rng(5)
+  ids = np.zeros((3, 16), np.int32)
+  lengths = np.array([9, 3, 1], np.int32)
+  for row, n in enumerate(lengths):
+    ids[row, :n] = rng.integers(1, int8.derived.vocab_size, n)
+  logits = jax.jit(lambda p, i, n: int8.fns.logits(p, i, n, None))
+  program = logits.lower(int8.params, ids, lengths).as_text()
+  assert len(INT8_DOT.findall(program)) == len(TRANSFORMER_KERNELS) and len(FLOAT_DOT.findall(program)) == 2
+  # What the padded positions hold changes nothing, exactly, as in the float model: no int8 scale spans
+  # the padded keys. (Another width may differ by a rounding step: the float sums' last bits differ.)
+  noisy = np.where(np.arange(16)[None] < lengths[:, None], ids, rng.integers(1, int8.derived.vocab_size, ids.shape))
+  np.testing.assert_array_equal(logits(int8.params, ids, lengths), logits(int8.params, noisy, lengths))
+  # As accurate: the run told the classes apart, and int8 loses at most 2 of the 40 test examples.
+  float_probabilities, int8_probabilities = source.probabilities(test.texts), int8.probabilities(test.texts)
+  float_accuracy, int8_accuracy = (np.mean(p.argmax(1) == np.asarray(test.labels))
+                                   for p in (float_probabilities, int8_probabilities))
+  assert float_accuracy >= 0.8 and abs(int8_accuracy - float_accuracy) <= 2 / 40, (float_accuracy, int8_accuracy)
+  assert np.abs(int8_probabilities - float_probabilities).max() < 0.05
 
 
 # --- Pruning -----------------------------------------------------------------------------
@@ -136,8 +189,9 @@ def _prune_sgd(params, sparsity, scope, steps=5):
   tx = optax.chain(optax.sgd(0.1), pruning.magnitude_pruning(lambda _: sparsity, lambda _: True, scope=scope))
   state = tx.init(params)
   grads = jax.tree.map(jnp.ones_like, params)
+  update = jax.jit(tx.update)  # One compilation, not one per operation (seconds for a Transformer).
   for _ in range(steps):
-    updates, state = tx.update(grads, state, params)
+    updates, state = update(grads, state, params)
     params = optax.apply_updates(params, updates)
   return params, state
 
@@ -156,6 +210,19 @@ def test_layer_and_global_scopes():
   assert np.mean(total == 0.0) == pytest.approx(0.5, abs=0.01)
   # One threshold over both: the small-scale layer loses far more than half.
   assert np.mean(np.asarray(pruned['small']['kernel']) == 0.0) > 0.9
+
+
+def test_pruning_a_transformer_takes_its_kernels_and_word_table_to_the_target(tiny_transformer_run):
+  params = jax.tree.map(jnp.asarray, runs.load_run(tiny_transformer_run[0]).params)
+  pruned, state = _prune_sgd(params, 0.5, 'layer', steps=1)
+  # Not the position and token-type tables (added to every token, as a bias is), LayerNorms or biases.
+  assert set(state[1].masks) == TRANSFORMER_KERNELS | {'embedding/embedding'}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(pruned)[0]:
+    name, leaf = pruning.leaf_path(path), np.asarray(leaf)
+    if name in state[1].masks:
+      assert np.mean(leaf == 0.0) == pytest.approx(0.5, abs=1 / leaf.size), name
+    else:
+      assert np.count_nonzero(leaf) == leaf.size, name
 
 
 def _prune_config(data, **extra):

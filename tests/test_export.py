@@ -10,15 +10,17 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from bigjax import runs
 from bigjax import training
+from bigjax.config import checks
 from bigjax.errors import ConfigError
 from bigjax.export import export, loader, model_card
 from bigjax.models import registry
-from tests.test_train import tiny_config, write_corpus
+from tests.test_train import TINY_TRANSFORMER, tiny_config, write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Texts the round trip must also get right: empty, unknown words, longer than max_len.
@@ -104,6 +106,49 @@ def test_artifact_probabilities_equal_the_checkpoints(tmp_path_factory, kind):
   if kind == 'lstm_bf16':  # The bf16 matmuls are in the exported program: it differs from the f32 one.
     f32 = loader.load(tiny_artifact(tmp_path_factory, 'lstm_f32')[1]).probabilities(texts)
     assert np.abs(f32 - reference).max() > 1e-6
+
+
+def test_a_transformer_exports_with_a_symbolic_batch_and_width_up_to_its_position_table(
+    tiny_transformer_run, tiny_transformer_artifact, tmp_path):
+  workdir, data = tiny_transformer_run
+  run, artifact = runs.load_run(workdir), loader.load(tiny_transformer_artifact)
+  with open(os.path.join(tiny_transformer_artifact, loader.TREE_FILE), encoding='utf-8') as f:
+    with np.load(os.path.join(tiny_transformer_artifact, loader.PARAMS_FILE)) as arrays:
+      params = loader.params_from_tree(json.load(f), arrays)
+  call = jax.jit(artifact.exported.call)
+  model = jax.jit(lambda ids, lengths: jax.nn.softmax(run.model.apply({'params': run.params}, ids, lengths)))
+  # One exported module at two batch sizes and two widths (the wider: max_positions) computes what
+  # the model in JAX does.
+  rng = np.random.default_rng(0)
+  for rows, width in ((3, 8), (5, 16)):
+    lengths = rng.integers(1, width + 1, rows).astype(np.int32)
+    lengths[0] = width
+    token_ids = np.where(np.arange(width)[None] < lengths[:, None], rng.integers(1, 60, (rows, width)), 0)
+    np.testing.assert_allclose(call(params, token_ids.astype(np.int32), lengths), model(token_ids, lengths),
+                               atol=1e-6, rtol=0, err_msg=f'{rows} x {width}')
+  # Wider than its position table: refused when the shapes are refined (not NaN computed). A
+  # deserialized module's error does not name the constraint; metadata.json's signature does. The
+  # loader cuts texts to data.max_len, which the config check keeps within max_positions.
+  with pytest.raises(ValueError, match='refining shapes'):
+    call(params, np.ones((2, 24), np.int32), np.full(2, 24, np.int32))
+  assert artifact.metadata['input']['max_tokens'] == 16 and 't <= 16' in artifact.metadata['signature']
+  assert artifact.max_len == 16
+  with pytest.raises(ConfigError, match='data.max_len=24 is more than model.transformer.max_positions=16'):
+    checks.check_config(tiny_config(data, 'transformer', **{**TINY_TRANSFORMER, 'data.max_len': 24}))
+  # The loader's texts (long ones cut) get the checkpoint's probabilities.
+  texts = corpus_texts(data) + EDGE_TEXTS
+  np.testing.assert_allclose(artifact.probabilities(texts, 8), export.checkpoint_probabilities(run, texts, 16),
+                             atol=1e-6, rtol=0)
+  # The model card names the Transformer and its configuration, and its width limit.
+  card_folder = tmp_path / 'card'
+  shutil.copytree(tiny_transformer_artifact, card_folder)
+  card = model_card.write_card(str(card_folder), metadata=artifact.metadata, evaluation=None, training={},
+                               language='English')
+  card = open(card, encoding='utf-8').read()
+  for needle in ('# Model card: transformer text classifier', 'BERT-style Transformer encoder', 'embedding width 16',
+                 'num_heads 2', 'num_layers 1', 'intermediate_dim 32', 'max_positions 16', 'pooling mean',
+                 "remat ''", 'cut to their first 16 tokens', 'refuses rows of more than 16 tokens'):
+    assert needle in card, needle
 
 
 def test_artifact_is_plain_data_and_damage_is_named(tmp_path_factory, tmp_path):

@@ -27,6 +27,9 @@ from test_train import ROOT, tiny_config, write_corpus
 VOCAB = 30
 WIDTH = 12  # One shape [4, WIDTH] for most checks: each method compiles once per model (plus [4, 16]).
 KINDS = ('mlp_bigrams', 'lstm')  # The MLP with hashed bigrams covers the plain one (and slot folding).
+# The Transformer too where its cost allows (each shape compiles for seconds) and nothing needs a first
+# layer that ignores some dimensions (its LayerNorm mixes them all).
+ALL_KINDS = KINDS + ('transformer',)
 
 
 @functools.lru_cache(maxsize=None)
@@ -36,13 +39,17 @@ def tiny_model(kind: str, seed: int = 0):
   Cached: the same fns object lets every test reuse the compiled methods (attributions caches
   them per model).
   """
-  section = {'name': 'lstm' if kind == 'lstm' else 'mlp', 'embed_dim': 8, 'dropout': 0.0,
+  section = {'name': 'mlp' if kind == 'mlp_bigrams' else kind, 'embed_dim': 8, 'dropout': 0.0,
              'mlp': {'hidden_dim': 8, 'num_layers': 1, 'word_dropout': 0.0, 'bigram_buckets': 0},
              'lstm': {'hidden_dim': 8, 'num_layers': 1, 'bidirectional': False, 'forget_bias': 0.0,
-                      'dtype': 'float32', 'tie_embeddings': False}}
+                      'dtype': 'float32', 'tie_embeddings': False},
+             # Weights of std 0.5, not BERT's 0.02: a random model whose logits differ between texts.
+             'transformer': dict(registry.spec('transformer').defaults(), num_layers=1, num_heads=2,
+                                 intermediate_dim=16, max_positions=16, pooling='mean', init_std=0.5)}
   section['mlp']['bigram_buckets'] = 16 if kind == 'mlp_bigrams' else 0
   fns = registry.model_fns(registry.from_section(section, vocab_size=VOCAB, num_classes=3))
-  params = fns.init(jax.random.PRNGKey(seed), np.zeros((1, 8), np.int32), np.ones(1, np.int32))
+  # Jitted: op by op, the Transformer's init takes seconds.
+  params = jax.jit(fns.init)(jax.random.PRNGKey(seed), np.zeros((1, 8), np.int32), np.ones(1, np.int32))
   return fns, jax.device_get(params)
 
 
@@ -58,7 +65,7 @@ def padded(rows, width):
   return ids, np.array([len(r) for r in rows], np.int32)
 
 
-@pytest.mark.parametrize('kind', KINDS)
+@pytest.mark.parametrize('kind', ALL_KINDS)
 def test_completeness_on_tiny_models(kind):
   fns, params = tiny_model(kind)
   ids, lengths = padded(tiny_rows(), WIDTH)
@@ -66,18 +73,21 @@ def test_completeness_on_tiny_models(kind):
   for baseline in attr_lib.BASELINES:
     # Gauss-Legendre's points crowd the ends of the path: on the MLP's piecewise-linear path (its
     # ReLUs) it can miss the kinks in between, and 1 % takes more than 64 points (docs/results/attributions.md).
-    for rule in attr_lib.RULES if kind == 'lstm' else ('midpoint',):
+    for rule in {'mlp_bigrams': ('midpoint',), 'lstm': attr_lib.RULES, 'transformer': ('gauss_legendre',)}[kind]:
       attributor = attr_lib.Attributor(fns, params, steps=64, baseline=baseline, rule=rule)
       result = attributor.integrated_gradients(ids, lengths, targets)
       delta = np.abs(result.f_x - result.f_baseline)
       assert np.all(delta > 1e-3)  # Otherwise the check below says nothing.
       assert np.all(result.error <= 0.01 * delta), (baseline, rule, result.error, delta)
       np.testing.assert_allclose(result.attributions.sum(1), result.f_x - result.f_baseline, atol=0.01 * delta.max())
-      if kind == 'lstm' and rule == 'gauss_legendre':  # A smooth path: far inside 1 %.
+      if kind != 'mlp_bigrams' and rule == 'gauss_legendre':  # A smooth path: far inside 1 %.
         assert np.all(result.error <= 1e-4 * delta), (baseline, result.error, delta)
+      if kind == 'transformer':  # Its positions are gathered for the width: wider padding changes nothing.
+        wider = attributor.integrated_gradients(*padded(tiny_rows(), 16), targets)
+        np.testing.assert_allclose(wider.attributions[:, :WIDTH], result.attributions, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize('kind', KINDS)
+@pytest.mark.parametrize('kind', ALL_KINDS)
 def test_padding_positions_get_zero_attribution(kind):
   fns, params = tiny_model(kind)
   ids, lengths = padded(tiny_rows(), WIDTH)
@@ -122,7 +132,7 @@ def test_a_token_the_model_ignores_gets_zero_occlusion_score(kind):
     np.testing.assert_allclose(attributor.attribute(method, ids, lengths, targets)[ignored], 0.0, atol=1e-7)
 
 
-@pytest.mark.parametrize('kind', KINDS)
+@pytest.mark.parametrize('kind', KINDS)  # The Transformer's width: test_completeness_on_tiny_models.
 def test_attributions_are_invariant_to_batch_composition_and_padding_width(kind):
   fns, params = tiny_model(kind)
   attributor = attr_lib.Attributor(fns, params)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from bigjax.export import loader
+from bigjax import runs
+from bigjax.export import export, loader
 from bigjax.serve import app as app_lib
 from bigjax.serve import load
 from bigjax.serve.batcher import MicroBatcher, QueueFull
@@ -48,6 +49,23 @@ def test_predictions_in_order_equal_the_loaders(artifact, client):
   meta = client.get('/metadata').json()
   assert meta['labels'] == model.labels and meta['input']['bucket_boundaries'] == model.buckets
   assert meta['limits'] == LIMITS and meta['batching']['max_batch'] == 64
+
+
+def test_a_transformer_run_is_served(tiny_transformer_run, tiny_transformer_artifact):
+  workdir, data = tiny_transformer_run
+  model = loader.load(tiny_transformer_artifact)
+  texts = corpus_texts(data)[:6] + ['', ' '.join(['good', 'bad', 'film'] * 10)]  # Empty; cut to 16 tokens.
+  with TestClient(app_lib.create_app(model, **LIMITS)) as c:
+    answers = [c.post('/predict', json={'texts': texts[i:i + 4]}) for i in (0, 4)]
+    meta = c.get('/metadata').json()
+  assert [a.status_code for a in answers] == [200, 200]
+  predictions = answers[0].json()['predictions'] + answers[1].json()['predictions']
+  assert predictions == model.predict(texts)
+  # The Transformer's own probabilities, as its checkpoint computes them.
+  served = np.asarray([[p['probabilities'][label] for label in model.labels] for p in predictions])
+  np.testing.assert_allclose(served, export.checkpoint_probabilities(runs.load_run(workdir), texts), atol=1e-6, rtol=0)
+  assert meta['model'] == 'transformer' and meta['input']['max_tokens'] == 16
+  assert meta['config']['model']['transformer']['num_layers'] == 1
 
 
 @pytest.mark.parametrize('body,status,message', [

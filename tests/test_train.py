@@ -58,6 +58,15 @@ def tiny_config(data_path, model='mlp', **overrides):
   return c
 
 
+# The Transformer at the tests' size: one layer of two heads (width 16), a position table as long
+# as data.max_len, one bucket (each shape costs its own compilation, seconds on 2 cores).
+TINY_TRANSFORMER = {'model.transformer.num_layers': 1, 'model.transformer.num_heads': 2,
+                    'model.transformer.intermediate_dim': 32, 'model.transformer.max_positions': 16,
+                    'model.transformer.pooling': 'mean', 'model.transformer.attention_dropout': 0.0,
+                    'model.dropout': 0.0, 'data.max_len': 16, 'data.smallest_bucket': 16,
+                    'checkpoint.every_steps': 24}
+
+
 # The LSTM's resume is also checked through signals (test_reliability) and multi-host moves.
 @pytest.mark.parametrize('model', ['mlp', pytest.param('lstm', marks=pytest.mark.slow)])
 def test_resumed_run_equals_uninterrupted_run(tmp_path, model):

@@ -70,7 +70,7 @@ def _threshold(magnitudes: Sequence[jax.Array], sparsity) -> jax.Array:
   return jnp.where(k > 0, values[jnp.maximum(k - 1, 0)], -1.0)
 
 
-def magnitude_pruning(sparsity: Callable, is_pruning_step: Callable, include: str = r'kernel|embedding',
+def magnitude_pruning(sparsity: Callable, is_pruning_step: Callable, include: str = r'kernel|embedding/embedding',
                       scope: str = 'global') -> optax.GradientTransformation:
   """Prunes the leaves whose path matches `include` to sparsity(step), by magnitude.
 
@@ -120,7 +120,7 @@ def _flat(tree) -> dict:
   return {leaf_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def sparsity_report(params, include: str = r'kernel|embedding') -> dict:
+def sparsity_report(params, include: str = r'kernel|embedding/embedding') -> dict:
   """Zeros among the pruned leaves, per leaf and overall, and the bytes a sparse encoding takes.
 
   Sparse sizes: values (4 bytes each, float32) plus either a bitmap of the dense shape

@@ -23,7 +23,16 @@ Two modes, and the saved run stores int8 arrays and scales in both:
   run time ('dynamic', the default: no calibration, and each example gets its own range), or
   with one scale per matmul calibrated on training batches ('static', the MLP only: qwix
   collects static activation ranges as Linen variables, which cannot be updated from inside
-  the LSTM's lax.scan, once per time step).
+  the LSTM's lax.scan, once per time step; and it keeps one per position of a Transformer's
+  [B, T, H] inputs, tying the model to the calibration width).
+
+qwix intercepts every dot_general the model runs, weights or not. A model's ModelSpec names
+the modules whose own matmuls stay float32 (`int8_float_modules`): the Transformer's blocks,
+whose only matmuls outside their dense layers are the attention's query x key and weights x
+value. Quantized dynamically, the values' scale is taken over all keys, the padded ones too,
+and a row's logits would depend on its padding; kept float, the int8 model is exactly as
+padding-invariant as the float one. Its position and token-type tables are added, not
+multiplied: they stay float32 too (`_is_embedding_table` takes nn.Embed tables only).
 """
 import dataclasses
 from typing import Iterable, Optional
@@ -52,16 +61,20 @@ def check_choice(model, mode: str, activations: str) -> None:
     raise ValueError(f'quantize.activations={activations!r} is unknown; use one of {ACTIVATIONS}')
   spec = registry.spec_of_module(model)
   if mode == 'int8' and activations == 'static' and not spec.static_activation_scales:
-    raise ValueError(f"quantize.activations='static' does not work for model {spec.name!r}: some of its matmuls "
-                     "run inside a lax.scan, where qwix cannot keep activation ranges (the MLP only, of the "
-                     "built-in models); use 'dynamic'")
+    # Why, per model, is in its ModelSpec (the LSTM: a lax.scan; the Transformer: a scale per position).
+    raise ValueError(f"quantize.activations='static' does not work for model {spec.name!r}: qwix cannot keep "
+                     "one calibrated range per matmul input in it (the MLP only, of the built-in models); use "
+                     "'dynamic'")
 
 
-def _rules(mode: str, activations: str) -> list:
+def _rules(model, mode: str, activations: str) -> list:
+  # Rules apply first match first: the model's float modules take no quantization at all.
+  skipped = registry.spec_of_module(model).int8_float_modules
+  rules = [qwix.QtRule(module_path=skipped)] if skipped else []
   if mode == 'weights':
-    return [qwix.QtRule(module_path='.*', weight_qtype=jnp.int8)]
-  return [qwix.QtRule(module_path='.*', weight_qtype=jnp.int8, act_qtype=jnp.int8,
-                      act_static_scale=activations == 'static')]
+    return rules + [qwix.QtRule(module_path='.*', weight_qtype=jnp.int8)]
+  return rules + [qwix.QtRule(module_path='.*', weight_qtype=jnp.int8, act_qtype=jnp.int8,
+                              act_static_scale=activations == 'static')]
 
 
 def float_compute(model):
@@ -72,7 +85,8 @@ def float_compute(model):
 def quantized_module(model, mode: str, activations: str = 'dynamic'):
   """The module that runs on the stored tree's kernels (qwix's PTQ rewrite of the model)."""
   methods = tuple(m for m in _METHODS if hasattr(model, m))
-  return qwix.quantize_model(float_compute(model), qwix.PtqProvider(_rules(mode, activations)), methods=methods)
+  return qwix.quantize_model(float_compute(model), qwix.PtqProvider(_rules(model, mode, activations)),
+                             methods=methods)
 
 
 def is_quantized(x) -> bool:
@@ -91,7 +105,7 @@ def quantize_rows(table):
 
 def calibrate(model, params, batches: Iterable) -> dict:
   """qwix's static activation statistics (mean absmax per matmul input) over the batches."""
-  qat = qwix.quantize_model(float_compute(model), qwix.QtProvider(_rules('int8', 'static')))
+  qat = qwix.quantize_model(float_compute(model), qwix.QtProvider(_rules(model, 'int8', 'static')))
   # qwix tells weights from activations by their type: numpy weights would be calibrated as inputs.
   params = jax.tree.map(jnp.asarray, params)
   stats = None

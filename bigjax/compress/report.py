@@ -123,10 +123,12 @@ def method_report(method: str, source, compressed, dataset, config, rounds: int)
     sparsity = pruning.sparsity_report(compressed.params, config.prune.include)
     result['per_leaf_sparsity'] = sparsity.pop('per_leaf')
     result['sparsity'] = sparsity
+    # train.steps, where set, is what ran (it overrides train.epochs).
+    finetuning = f'{config.train.steps} steps' if config.train.steps else f'{config.train.epochs} epochs'
     taught = (f', distilled from {config.distill.teacher} (T={config.distill.temperature}, '
               f'alpha={config.distill.alpha})' if config.distill.teacher else ', on the labels alone')
     result['description'] = (f'magnitude pruning to {config.prune.target_sparsity:.0%} ({config.prune.scope}), '
-                             f'{config.train.epochs} epochs of finetuning from {source.workdir}{taught}')
+                             f'{finetuning} of finetuning from {source.workdir}{taught}')
   else:
     result['description'] = (f'student {compressed.model_name} distilled from {source.workdir} '
                              f'(T={config.distill.temperature}, alpha={config.distill.alpha})')

@@ -100,6 +100,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'{key}={value!r} is unknown; use one of {tuple(choices)}')
   param_groups(config.optim)
   mesh_options(config)
+  _check_max_tokens(config)
   _check_sparse_embeddings(config)
   if config.init.checkpoint and config.init.embeddings:
     raise ConfigError('init.checkpoint and init.embeddings are both set; a run starts from one of them (a '
@@ -133,6 +134,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     optim.make_optimizer(config.optim.name, optim.make_schedule(config.optim.schedule, 1.0, 10))
   except ValueError as e:
     raise ConfigError(f'optim: {e}') from None
+
+
+def _check_max_tokens(config: ml_collections.ConfigDict) -> None:
+  """data.max_len within the model's bound: a wider bucket would read past the Transformer's position table."""
+  spec = registry.spec(config.model.name)
+  limit = spec.max_tokens(config.model)
+  if limit is not None and config.data.max_len > limit:
+    key = f'model.{spec.section}.{spec.max_tokens_key}'
+    raise ConfigError(f'data.max_len={config.data.max_len} is more than {key}={limit}, the most tokens model '
+                      f'{spec.name!r} reads in a row; lower data.max_len or raise {key}')
 
 
 def _check_sparse_embeddings(config: ml_collections.ConfigDict) -> None:

@@ -231,7 +231,9 @@ def _declare(ranges: Ranges) -> ml_collections.ConfigDict:  # pylint: disable=re
       # layer: each pruned leaf to the target sparsity; global: one threshold over all of them, which
       # removes whole small-scale layers first (the MLP's N(0, 1) embeddings dwarf its dense kernels).
       scope='layer',
-      include='kernel|embedding',  # Pattern of the pruned leaves' paths (matrices only).
+      # Pattern of the pruned leaves' paths (matrices only): every kernel and token table (nn.Embed's
+      # .../embedding), not the Transformer's position and token-type tables, added to every token as a bias is.
+      include='kernel|embedding/embedding',
   )
   # Distillation: the run in distill.teacher (its tokenizer is this run's) gives soft targets.
   c.distill = section(

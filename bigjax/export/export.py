@@ -3,11 +3,13 @@
 The folder holds (bigjax/export/loader.py reads it, and is copied in as predict.py):
   model.jax_exported  the inference function, jax.export-serialized StableHLO:
                       probabilities(params, token_ids int32[b, t], lengths int32[b]) -> float32[b, K],
-                      with b and t symbolic, lowered for every platform that lowers
+                      with b and t symbolic (t at most the model's bound where it has one:
+                      the Transformer's max_positions), lowered for every platform that lowers
   params.npz          the parameters as plain arrays (allow_pickle=False), keyed by path
   params_tree.json    their nesting, shapes and dtypes (the function's first argument)
   tokenizer.json      the run's Hugging Face tokenizer
-  metadata.json       format version, labels, how to encode (max_len, keep, direction, buckets, pad id),
+  metadata.json       format version, labels, how to encode (max_len, keep, direction, buckets, pad id,
+                      max_tokens),
                       platforms, versions, the resolved config, the run's test report, sha256s
   predict.py          the loader: python DIR/predict.py < texts.txt
 
@@ -36,6 +38,7 @@ from bigjax.data import batching
 from bigjax.errors import ConfigError
 from bigjax.export import loader
 from bigjax.export import model_card
+from bigjax.models import registry
 from bigjax.runs import Run
 from bigjax.tasks.classification import at_least_f32
 
@@ -51,24 +54,27 @@ def inference_fn(fns):
   return probabilities
 
 
-def _specs(params):
-  batch, width = jax.export.symbolic_shape('b, t')
+def _specs(params, max_tokens: Optional[int] = None):
+  # A model with a limit (the Transformer's position table) gets it as a constraint of the symbolic
+  # width: a call with wider rows is refused when its shapes are checked, instead of computing NaN.
+  batch, width = jax.export.symbolic_shape('b, t', constraints=(f't <= {max_tokens}',) if max_tokens else ())
   return (jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params),
           jax.ShapeDtypeStruct((batch, width), jnp.int32), jax.ShapeDtypeStruct((batch,), jnp.int32))
 
 
-def export_function(fns, params, platforms: Sequence[str] = PLATFORMS):
+def export_function(fns, params, platforms: Sequence[str] = PLATFORMS, max_tokens: Optional[int] = None):
   """(jax.export.Exported for the platforms that lower, {platform: why not} for the others).
 
   The exported function takes the parameters as nested dicts of plain arrays; a quantized
   run's int8 weights ({'qvalue', 'scale'} each) are put back into qwix's form inside it, so
-  the artifact runs its int8 matmuls and its loader needs nothing of qwix.
+  the artifact runs its int8 matmuls and its loader needs nothing of qwix. max_tokens: the
+  widest row the model takes (ModelSpec.max_tokens_key), None for any.
   """
   structure = jax.tree.structure(params)
   probabilities = inference_fn(fns)
   fn = jax.jit(lambda plain, token_ids, lengths: probabilities(
       jax.tree.unflatten(structure, jax.tree.leaves(plain)), token_ids, lengths))
-  specs = _specs(quantize.plain_tree(params))
+  specs = _specs(quantize.plain_tree(params), max_tokens)
   try:
     return jax.export.export(fn, platforms=tuple(platforms))(*specs), {}
   except Exception:  # pylint: disable=broad-except  # Find out which platform failed, and why.
@@ -134,7 +140,8 @@ def write_artifact(run: Run, out: str, *, platforms: Sequence[str] = PLATFORMS, 
     raise ConfigError(f'{run.workdir} is a {run.model_name} run; only classifiers export')
   out = _prepare_out(out, overwrite)
   results = _read_results(run.workdir)  # Before the lowering (seconds): a damaged file fails at once.
-  exported, skipped = export_function(run.fns, run.params, platforms)
+  max_tokens = registry.spec(run.model_name).max_tokens(run.config['model'])
+  exported, skipped = export_function(run.fns, run.params, platforms, max_tokens)
   tree, arrays = param_arrays(quantize.plain_tree(run.params))
   staging = tempfile.mkdtemp(prefix='.export-', dir=os.path.dirname(out))
   try:
@@ -157,9 +164,10 @@ def write_artifact(run: Run, out: str, *, platforms: Sequence[str] = PLATFORMS, 
         'model': run.model_name,
         'input': {'max_len': data['max_len'], 'keep': data['keep'], 'direction': data['direction'],
                   'bucket_boundaries': derived.bucket_boundaries, 'pad_id': loader.PAD_ID,
-                  'add_special_tokens': False, 'vocab_size': derived.vocab_size, 'tokenizer': data['tokenizer']},
+                  'add_special_tokens': False, 'vocab_size': derived.vocab_size, 'tokenizer': data['tokenizer'],
+                  'max_tokens': max_tokens},
         'signature': 'probabilities(params, token_ids: int32[b, t], lengths: int32[b]) -> float32[b, K]; b, t '
-                     'symbolic; a row\'s tokens first, then pad id 0',
+                     f'symbolic{f", t <= {max_tokens}" if max_tokens else ""}; a row\'s tokens first, then pad id 0',
         'platforms': list(exported.platforms),
         'platforms_skipped': skipped,
         'calling_convention_version': exported.calling_convention_version,

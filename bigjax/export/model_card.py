@@ -126,7 +126,8 @@ def write_card(directory: str, *, metadata: dict, evaluation: Optional[dict], tr
       f'Artifact: this folder (format {metadata["format"]} v{metadata["format_version"]}), exported '
       f'{metadata["created"]} from the bigjax run `{metadata["run"]["workdir"]}` at step {metadata["run"]["step"]}.',
       '', '## Model details', '',
-      f'- Type: {model_spec.description or model_spec.name}; embedding width {model["embed_dim"]}, {", ".join(f"{k} {v}" for k, v in sorted(own.items()))}.',
+      f'- Type: {model_spec.description or model_spec.name}; embedding width {model["embed_dim"]}, '
+      f'{", ".join(f"{k} {v!r}" if v == "" else f"{k} {v}" for k, v in sorted(own.items()))}.',
       f'- Output: a probability for each of {len(labels)} classes ({", ".join(labels)}) and the most probable label.',
       f'- Framework: JAX/Flax (bigjax), exported with `jax.export` (StableHLO) for {", ".join(metadata["platforms"])}'
       f'{"; not lowered for " + ", ".join(metadata["platforms_skipped"]) if metadata.get("platforms_skipped") else ""}.',
@@ -146,6 +147,8 @@ def write_card(directory: str, *, metadata: dict, evaluation: Optional[dict], tr
       f'- Length: texts are cut to their {"first" if spec["keep"] == "first" else "last"} {spec["max_len"]} tokens; '
       'the rest is not read' + ('; the model reads them last token first (a backward model).'
                                 if spec.get('direction') == 'backward' else '.'),
+      *([f'- Width: the exported function refuses rows of more than {spec["max_tokens"]} tokens (the '
+         f'model\'s {model_spec.max_tokens_key}); predict.py never makes one.'] if spec.get('max_tokens') else []),
       f'- Vocabulary: {spec["vocab_size"]:,} entries ({spec["tokenizer"]} tokenizer trained on the training split'
       f'{", input lowercased" if _lowercases(directory) else ""}); '
       f'{"unknown words map to <unk>" if spec["tokenizer"] != "bpe" else "unknown words split into subwords"}.',

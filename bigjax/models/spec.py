@@ -2,8 +2,8 @@
 
 A model module ends with its ModelSpec(s); bigjax.models.registry maps names to them. Config
 defaults and valid ranges, the choice of training command (classifier or language model),
-the model card's description, quantization's limits and the benchmark's FLOPs all come
-from here, so nothing else switches on a model's name.
+the model card's description, quantization's limits, the longest row it reads and the
+benchmark's FLOPs all come from here, so nothing else switches on a model's name.
 """
 import dataclasses
 from typing import Any, Callable, Mapping, Optional
@@ -33,7 +33,14 @@ class ModelSpec:
     over the padded batch and over real tokens only.
   description: what the model is, for the model card.
   static_activation_scales: int8 with calibrated (static) activation scales works (qwix can
-    keep every matmul's range: no matmul inside a lax.scan).
+    keep one range per matmul input: no matmul inside a lax.scan, no input with a length axis).
+  int8_float_modules: module paths as qwix names them (a regular expression matched whole, as
+    'layers_[0-9]+') whose own matmuls int8 quantization leaves in float32; their submodules' are
+    quantized. For products of two activations, where an int8 scale would mix what the model
+    keeps apart (the Transformer's attention, whose values' scale would span a row's padding).
+  max_tokens_key: the key of the section that bounds a row's tokens ('max_positions': the
+    Transformer's position table), '' for no bound: data.max_len may not exceed it, and an
+    exported function refuses wider rows.
   """
   name: str
   kind: str
@@ -45,6 +52,8 @@ class ModelSpec:
   training_flops: Optional[Callable[..., dict]] = None
   description: str = ''
   static_activation_scales: bool = True
+  int8_float_modules: str = ''
+  max_tokens_key: str = ''
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -56,6 +65,10 @@ class ModelSpec:
   def defaults(self) -> dict:
     """The section's default values."""
     return {key: value[0] if _has_range(value) else value for key, value in self.fields.items()}
+
+  def max_tokens(self, model_section: Mapping) -> Optional[int]:
+    """The most tokens a row may hold, from a config's model section; None for no bound."""
+    return int(model_section[self.section][self.max_tokens_key]) if self.max_tokens_key else None
 
   def ranges(self) -> dict:
     """{key: (low, high, closed)} of the section's numeric keys."""

@@ -396,12 +396,18 @@ def _training_flops(own: dict, *, batch: int, width: int, real_tokens: int, embe
   return {'executed': 3 * executed, 'useful': 3 * int(useful)}
 
 
-# Static activation scales: the attention's matmuls are einsums inside jax.nn.dot_product_attention,
-# which qwix does not see as layers to calibrate.
 SPEC = ModelSpec(
     name='transformer', kind=CLASSIFIER, section='transformer', module=TransformerClassifier, build=_build,
     training_flops=_training_flops,
+    # qwix calibrates a [B, T, H] matmul input with one static scale per position of the calibration
+    # batch's width, so a calibrated model would run at that width only: int8 takes dynamic scales.
     static_activation_scales=False,
+    # A block's own matmuls are the attention's query x key and weights x value (its dense layers are
+    # submodules): qwix would quantize them too, and the values' scale, taken over the keys, would span
+    # the padded ones, so padding would change a row's logits. They stay float32.
+    int8_float_modules=r'layers_\d+',
+    # The position table has max_positions rows; past them encode reads NaN.
+    max_tokens_key='max_positions',
     description='BERT-style Transformer encoder (self-attention over the tokens), classified from a pooled state',
     fields=dict(
         num_layers=(4, (1, None)),
