@@ -18,13 +18,12 @@ newer steps are moved aside to `<step>.damaged` (never deleted): the run then sa
 steps afresh, and retention does not count them.
 """
 import errno
-import glob
 import hashlib
 import logging
 import os
-import shutil
 from typing import Any, Callable, Optional
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,6 +69,21 @@ def _short_cause(e: BaseException) -> str:
     return 'disk quota exceeded'
   first = text.strip().splitlines()[0] if text.strip() else ''
   return f'{type(e).__name__}: {first[:200]}'
+
+
+def _remove_leftovers(directory: str, prefix: str) -> None:
+  """Removes what a failed save left in `directory` (names starting with `prefix`), as far as it can:
+  only space is lost otherwise, and the save's own error is the one to report."""
+  folder = epath.Path(directory)
+  try:
+    leftovers = [path for path in folder.iterdir() if path.name.startswith(prefix)] if folder.is_dir() else []
+  except OSError:
+    return
+  for leftover in leftovers:
+    try:
+      leftover.rmtree(missing_ok=True)
+    except OSError:
+      pass
 
 
 class Checkpointer:
@@ -174,8 +188,7 @@ class Checkpointer:
     step, self._pending_step = self._pending_step, None
     if step is not None:  # A half-written save only takes space (a full disk is the usual cause).
       for directory in (self.directory, self.best_directory):
-        for tmp in glob.glob(os.path.join(glob.escape(directory), f'{step}{_TMP_SUFFIX}*')):
-          shutil.rmtree(tmp, ignore_errors=True)
+        _remove_leftovers(directory, f'{step}{_TMP_SUFFIX}')
     for manager in self._managers:
       manager.reload()
     cause = _short_cause(e)
@@ -272,12 +285,14 @@ class Checkpointer:
       for step in steps:
         source = os.path.join(self.directory, str(step))
         target, n = source + DAMAGED_SUFFIX, 1
-        while os.path.exists(target):
+        while epath.Path(target).exists():
           target, n = f'{source}{DAMAGED_SUFFIX}{n}', n + 1
         try:
-          os.rename(source, target)
+          # In a bucket a rename copies each object, then deletes it: not atomic, but a step
+          # interrupted halfway is damaged either way.
+          epath.Path(source).rename(target)
         except OSError as e:
-          raise CheckpointError(f'{source} is damaged and cannot be moved aside ({e.strerror}); move it away '
+          raise CheckpointError(f'{source} is damaged and cannot be moved aside ({e.strerror or e}); move it away '
                                 'yourself and rerun the same command') from e
         logging.warning('moved the damaged checkpoint %s to %s; delete it once you no longer need it', source,
                         target)

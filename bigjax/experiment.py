@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from bigjax import files
 from bigjax import hostcpu
 from bigjax import runs
 from bigjax import tasks
@@ -169,7 +170,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
       devices=jax.device_count(), processes=jax.process_count(),
       global_batch_rows=sharding.rows(config.train.batch_size)[0], init=init_record,
       data_from_cache=data.from_cache, train_examples=len(train),
-      distill={'teacher': os.path.abspath(config.distill.teacher)} if config.distill.teacher else None)
+      distill={'teacher': files.absolute(config.distill.teacher)} if config.distill.teacher else None)
   # What a checkpoint must agree on to be resumed into this run.
   compatibility = {'model': registry.section_of(config.model.to_dict()), 'vocab_size': tokenizer.vocab_size,
                    'num_classes': num_classes, 'data': derived.data_fingerprint,

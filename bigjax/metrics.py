@@ -1,10 +1,15 @@
 """Metrics from sums, and a writer to metrics.jsonl plus TensorBoard event files."""
+import io
 import json
+import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Optional
 
+from etils import epath
 import numpy as np
 
 from bigjax import files
@@ -74,52 +79,92 @@ class MetricWriter:
   what a previous attempt wrote past it, so that after any number of resumes the file holds
   each step once and every line parses. Pass enabled=False on every process but the first
   of a multi-host job.
+
+  In a bucket (a gs:// workdir) an object cannot be appended to, only written whole. The
+  writer keeps the file's text and uploads all of it at each record: one small object that
+  every reader reads as it reads a local one, and never half a line (an object shows only
+  once complete), for one upload per record (a few hundred KB for a long run's file). GCS
+  takes about one write per second to an object; faster records are retried by its client,
+  slowing the loop, so log no more often than that. TensorBoard's event files are written
+  in a local temporary folder and copied to the bucket's tensorboard/ after each record
+  (tensorboardX writes gs:// only through google-cloud-storage, not epath).
   """
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
     self._workdir = workdir
-    self._jsonl = None
+    self._jsonl = None  # The local file, appended to.
+    self._text = None  # In a bucket: the file's text, uploaded whole.
     self._tb = None
+    self._tb_local = None  # In a bucket: the local folder the event files are written in.
 
   def start(self, step: int) -> None:
     if not self.enabled:
       return
     path = os.path.join(self._workdir, 'metrics.jsonl')
-    if os.path.exists(path):
-      with open(path, encoding='utf-8', errors='replace') as f:
-        records = _records(path, f.read())  # Checked before anything is rewritten.
+    in_bucket = files.is_url(path)
+    kept = []
+    if epath.Path(path).exists():
+      # Decoded as a local file in text mode reads it (universal newlines, bad bytes replaced).
+      text = io.TextIOWrapper(io.BytesIO(epath.Path(path).read_bytes()), encoding='utf-8', errors='replace').read()
+      records = _records(path, text)  # Checked before anything is rewritten.
       kept = [line for line, record in records if _kept_on_resume(record, step)]
-      with open(path + '.tmp', 'w', encoding='utf-8') as f:
-        f.write(''.join(line + '\n' for line in kept))
-      os.replace(path + '.tmp', path)
-    self._jsonl = open(path, 'a', encoding='utf-8')
+      if not in_bucket:
+        files.write_text(path, ''.join(line + '\n' for line in kept))
+    if in_bucket:
+      self._text = ''.join(line + '\n' for line in kept)  # Uploaded with the first record.
+    else:
+      self._jsonl = open(path, 'a', encoding='utf-8')
     try:
       summary_writer = _tensorboardx_writer()  # Optional: runs without TensorBoard.
+      folder = os.path.join(self._workdir, 'tensorboard')
+      if in_bucket:
+        self._tb_local = tempfile.mkdtemp(prefix='bigjax-tensorboard-')
       # purge_step: TensorBoard hides the events a previous attempt wrote past `step`.
-      self._tb = summary_writer(os.path.join(self._workdir, 'tensorboard'), purge_step=step + 1 if step else None)
+      self._tb = summary_writer(self._tb_local or folder, purge_step=step + 1 if step else None)
     except ImportError:
       self._tb = None
 
   def write(self, step: int, kind: str, scalars: dict, extra: Optional[dict] = None):
     if not self.enabled:
       return
-    if self._jsonl is None:
+    if self._jsonl is None and self._text is None:
       raise RuntimeError('MetricWriter.start(step) must come before write()')
     record = {'step': int(step), 'kind': kind, **{k: float(v) for k, v in scalars.items()}, **(extra or {}),
               'time': round(time.time(), 3)}  # Wall clock: learning curves over time, not only steps.
-    self._jsonl.write(json.dumps(record) + '\n')
-    self._jsonl.flush()
+    if self._jsonl is not None:
+      self._jsonl.write(json.dumps(record) + '\n')
+      self._jsonl.flush()
+    else:
+      self._text += json.dumps(record) + '\n'
+      files.write_text(os.path.join(self._workdir, 'metrics.jsonl'), self._text)
     if self._tb is not None:
       for name, value in scalars.items():
         self._tb.add_scalar(f'{kind}/{name}', float(value), int(step))
       self._tb.flush()
+      self._upload_events()
+
+  def _upload_events(self) -> None:
+    """In a bucket: the local event files, copied whole over their copies in tensorboard/."""
+    if self._tb_local is None:
+      return
+    folder = epath.Path(self._workdir) / 'tensorboard'
+    for name in os.listdir(self._tb_local):
+      (folder / name).write_bytes(epath.Path(self._tb_local, name).read_bytes())
 
   def close(self):
     if self._jsonl:
       self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
+      try:
+        self._upload_events()  # What close() flushed last.
+      except OSError as e:  # close() runs on error paths too: the error on its way matters more.
+        logging.warning('could not copy the TensorBoard events to %s/tensorboard: %s', self._workdir, e)
+      self._tb = None
+    if self._tb_local is not None:
+      shutil.rmtree(self._tb_local, ignore_errors=True)
+      self._tb_local = None
 
 
 def _tensorboardx_writer():

@@ -19,12 +19,13 @@ from_json.
 """
 import copy
 import dataclasses
-import json
 import os
 import sys
 import types
 import typing
 from typing import Optional
+
+from etils import epath
 
 from bigjax import files
 from bigjax.errors import ConfigError, DataError
@@ -206,18 +207,15 @@ def read(workdir: str, *, remedy: str = files.COPY_AGAIN) -> RunRecord:
   """The record in workdir's config.json: a ConfigError if the folder has none (it is no run),
   a DataError naming the file, and followed by `remedy`, if the file is damaged."""
   path = os.path.join(workdir, FILE)
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     raise ConfigError(f'{workdir} is not a bigjax run: it has no {FILE} (a training run writes it when it '
                       'starts)')
   return RunRecord.from_json(files.read_json(path, remedy=remedy), path, remedy=remedy)
 
 
 def write(workdir: str, record: RunRecord) -> None:
-  """workdir/config.json, written aside and moved in place: a reader never sees half of it."""
-  path = os.path.join(workdir, FILE)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(record.to_json(), f, indent=2)
-  os.replace(path + '.tmp', path)
+  """workdir/config.json, written whole (bigjax.files.write_text): a reader never sees half of it."""
+  files.write_json(os.path.join(workdir, FILE), record.to_json())
 
 
 def _label_names(value, num_classes: int, path: str, remedy: str) -> list:

@@ -8,6 +8,7 @@ import dataclasses
 import os
 from typing import Any, Sequence
 
+from etils import epath
 import jax
 import numpy as np
 
@@ -127,7 +128,7 @@ def load_run(workdir: str) -> Run:
   A quantized run (experiments.compress) stores int8 arrays and scales; they come back
   ready to run as its mode says (bigjax.compress.quantize).
   """
-  workdir = os.path.abspath(workdir)
+  workdir = files.absolute(workdir)  # A local path, or a bucket URL (gs://...).
   record = run_record.read(workdir)
   config, derived = record.config, record.derived
   # Before the checkpoint (seconds to restore): a damaged file of the run fails at once.
@@ -146,7 +147,7 @@ def load_run(workdir: str) -> Run:
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), target)
   best = os.path.join(workdir, 'best')
-  if not os.path.isdir(best):
+  if not epath.Path(best).is_dir():
     raise ConfigError(f'{workdir} has no best/ checkpoint yet (one is saved at the first dev evaluation); train '
                       'it further first')
   checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), best_directory=best,

@@ -8,12 +8,18 @@ is written, so a mistyped `--workdir` costs an error line, never a trained run.
 
 Who wrote a folder is recorded in its `origin.json` (the command and the folders it read).
 Runs written before that file existed are recognised by their config.json.
+
+A folder may be a bucket URL (gs://bucket/runs/x): the same checks hold there, through
+etils.epath. A bucket has no folders of its own, only objects named by a prefix: an "empty
+folder" there is a prefix with no objects under it.
 """
 import dataclasses
-import json
 import os
 import tempfile
+import uuid
 from typing import Mapping, Optional
+
+from etils import epath
 
 from bigjax import files
 from bigjax import run_record
@@ -41,10 +47,13 @@ class Origin:
 
 
 def _real(path: str) -> str:
-  return os.path.realpath(os.path.abspath(path))
+  """The path compared with others: absolute and links resolved; a URL as given (it has no links)."""
+  return files.absolute(path) if files.is_url(path) else os.path.realpath(os.path.abspath(path))
 
 
 def _inside(path: str, folder: str) -> bool:
+  if files.is_url(path) or files.is_url(folder):  # os.path.commonpath reads gs:// as gs:/, and fails on a mix.
+    return path == folder or path.startswith(folder.rstrip('/') + '/')
   return os.path.commonpath([path, folder]) == folder
 
 
@@ -73,7 +82,7 @@ def read_origin(folder: str) -> Optional[Origin]:
   """Who wrote `folder`: its origin.json, or for older runs what their own files say; None
   where nothing there says bigjax wrote it."""
   path = os.path.join(folder, ORIGIN_FILE)
-  if os.path.exists(path):
+  if epath.Path(path).exists():
     record = _read_json(path)
     if not (isinstance(record, dict) and isinstance(record.get('command'), str)
             and isinstance(record.get('inputs', []), list)):
@@ -86,11 +95,12 @@ def read_origin(folder: str) -> Optional[Origin]:
 def _older_origin(folder: str) -> Optional[Origin]:
   """The origin of a folder written before origin.json existed, from its config.json
   (a run), pretrain.json (word vectors) or learning_curve.json (a curve)."""
-  if os.path.exists(os.path.join(folder, 'pretrain.json')):
+  where = epath.Path(folder)
+  if (where / 'pretrain.json').exists():
     return Origin('experiments.pretrain_embeddings')
-  if os.path.exists(os.path.join(folder, 'learning_curve.json')):
+  if (where / 'learning_curve.json').exists():
     return Origin('experiments.learning_curve')
-  if not os.path.exists(os.path.join(folder, run_record.FILE)):
+  if not (where / run_record.FILE).exists():
     return None
   record = run_record.read(folder, remedy=_REMEDY)
   argv = record.argv
@@ -125,31 +135,34 @@ def claim(out: str, command: str, inputs: Mapping[str, str] = None, *, out_flag:
     raise ConfigError(f'{out_flag} is required: the folder to write')
   inputs = {flag: path for flag, path in (inputs or {}).items() if path}
   check_apart(out, inputs, out_flag)
-  folder = os.path.abspath(out)
+  folder = files.absolute(out)
   wanted = Origin(command, frozenset(_real(p) for p in inputs.values()))
-  if os.path.exists(folder) and not os.path.isdir(folder):
+  where = epath.Path(folder)
+  if where.exists() and not where.is_dir():
     raise ConfigError(f'{out_flag}={out} is a file; choose a folder')
-  if os.path.isdir(folder):
+  if where.is_dir():
     _check_owner(folder, out, out_flag, wanted)
   try:
-    os.makedirs(folder, exist_ok=True)
     # A probe of its own per process: with one shared name, another host's process could
     # delete it in between.
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=_PROBE_PREFIX) as probe:
-      probe.write(b'ok')
-      probe.flush()
+    if files.is_url(folder):  # No folders to make: an object's name makes its prefix.
+      probe = where / f'{_PROBE_PREFIX}{uuid.uuid4().hex}'
+      probe.write_bytes(b'ok')
+      probe.unlink()
+    else:
+      os.makedirs(folder, exist_ok=True)
+      with tempfile.NamedTemporaryFile(dir=folder, prefix=_PROBE_PREFIX) as probe:
+        probe.write(b'ok')
+        probe.flush()
   except OSError as e:
-    raise ConfigError(f'{out_flag}={out} cannot be written ({e.strerror}); choose a writable folder') from e
-  if record and not os.path.exists(os.path.join(folder, ORIGIN_FILE)):
-    path = os.path.join(folder, ORIGIN_FILE)
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      json.dump({'command': wanted.command, 'inputs': sorted(wanted.inputs)}, f, indent=2)
-    os.replace(path + '.tmp', path)
+    raise ConfigError(f'{out_flag}={out} cannot be written ({e.strerror or e}); choose a writable folder') from e
+  if record and not (where / ORIGIN_FILE).exists():
+    files.write_json(os.path.join(folder, ORIGIN_FILE), {'command': wanted.command, 'inputs': sorted(wanted.inputs)})
   return folder
 
 
 def _check_owner(folder: str, out: str, out_flag: str, wanted: Origin) -> None:
-  entries = sorted(e for e in os.listdir(folder) if not e.startswith(_PROBE_PREFIX))
+  entries = sorted(e for e in files.listdir(folder) if not e.startswith(_PROBE_PREFIX))
   if not entries:
     return
   found = read_origin(folder)
@@ -166,7 +179,7 @@ def check_report_file(path: str, flag: str) -> None:
   file (its config.json, results.json...): those only the run's own resume rewrites."""
   if not path or path == '-':
     return
-  folder = os.path.dirname(os.path.abspath(path))
+  folder = os.path.dirname(files.absolute(path))
   if os.path.basename(path) in RUN_FILES and read_origin(folder) is not None:
     raise ConfigError(f'{flag}={path} would replace a file of the run in {folder}; write the report elsewhere')
 

@@ -12,6 +12,7 @@ import logging
 import os
 from typing import Callable, Optional, Sequence
 
+from etils import epath
 import numpy as np
 
 from bigjax.data import batching, sources
@@ -43,7 +44,7 @@ def run_tokenizer(workdir: str | None, train_texts: Sequence[str] | None,
   Training is deterministic, so every process of a multi-host job trains the same one
   and only the first saves it. workdir=None: trained and kept nowhere.
   """
-  if workdir is not None and os.path.exists(os.path.join(workdir, FILENAME)):
+  if workdir is not None and epath.Path(workdir, FILENAME).exists():
     return Tokenizer.load(workdir)
   tokenizer = train_fn(train_texts)
   if workdir is not None and save:

@@ -9,10 +9,12 @@ import hashlib
 import os
 from typing import Iterable, Sequence
 
+from etils import epath
 import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
+from bigjax import files
 from bigjax.errors import DataError
 
 PAD, UNK, BOS, EOS, MASK = '<pad>', '<unk>', '<s>', '</s>', '<mask>'
@@ -70,9 +72,9 @@ class Tokenizer:
 
   def save(self, directory: str) -> str:
     path = os.path.join(directory, FILENAME)
-    tmp = path + '.tmp'
-    self._tok.save(tmp)
-    os.replace(tmp, path)  # A run killed mid-write must not leave a half file behind.
+    # Written whole (a run killed mid-write leaves no half file), locally or in a bucket; the
+    # text is what tokenizers' own save() writes.
+    files.write_text(path, self._tok.to_str(pretty=True))
     return path
 
   @classmethod
@@ -81,7 +83,9 @@ class Tokenizer:
     (what to do: the default suits a run that trains it again), if it is missing or damaged."""
     path = os.path.join(directory, FILENAME)
     try:
-      return cls(tokenizers.Tokenizer.from_file(path))
+      return cls(tokenizers.Tokenizer.from_str(epath.Path(path).read_bytes().decode('utf-8')))
+    except OSError as e:
+      raise DataError(f'{path}: cannot load the tokenizer ({e.strerror or e}); {remedy}') from None
     except Exception as e:  # tokenizers raises a bare Exception for bad JSON.
       raise DataError(f'{path}: cannot load the tokenizer ({e}); {remedy}') from None
 

@@ -26,6 +26,7 @@ import shutil
 import tempfile
 from typing import Optional, Sequence
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import jaxlib
@@ -114,7 +115,7 @@ def param_arrays(params, prefix: str = ''):
 
 def _read_results(workdir: str) -> dict:
   path = os.path.join(workdir, 'results.json')
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():  # The run's folder may be in a bucket.
     return {}
   return files.read_json(path)
 

@@ -17,7 +17,6 @@ checkpoint is never written from NaN/Inf parameters.
 """
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import queue
@@ -26,10 +25,12 @@ import threading
 import time
 from typing import Callable, Iterator, Optional, Sequence
 
+from etils import epath
 import jax
 import numpy as np
 
 from bigjax import clock
+from bigjax import files
 from bigjax import metrics as metrics_lib
 from bigjax.checkpoint import Checkpointer
 from bigjax.errors import CheckpointError, ConfigError
@@ -255,7 +256,7 @@ def final_test(checkpointing: hooks_lib.Checkpointing, device_state, step: int, 
   logging.info('best dev step %d: dev %s %.4f, test %s %.4f', best_step, metric, dev_report[metric], metric,
                test_report[metric])
   if writer.enabled:
-    _write_json(os.path.join(workdir, 'results.json'), results)
+    files.write_json(os.path.join(workdir, 'results.json'), results)
   return results
 
 
@@ -347,13 +348,8 @@ def _distinct_shapes(batches: Sequence[Batch]) -> list[Batch]:
 
 
 def _bytes_under(folder: str) -> int:
-  """Bytes of every file under folder: what a run costs on disk."""
+  """Bytes of every file under folder: what a run costs on disk (or in its bucket)."""
+  if files.is_url(folder):  # Objects, with no links among them: the store says each one's size.
+    return sum((root / name).stat().length for root, _, names in epath.Path(folder).walk() for name in names)
   return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names
              if not os.path.islink(os.path.join(root, name)))
-
-
-def _write_json(path: str, obj) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
