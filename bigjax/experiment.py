@@ -1,5 +1,5 @@
 """An experiment: everything a config resolves to before any training (data, tokenizer, model,
-task, optimizer, driver, batches), for a classifier or a language model.
+task, optimizer, driver, batches), for a classifier, a language model or a masked language model.
 
 Config stops here: the models, data, tasks and the loop below receive plain arguments.
 """
@@ -23,15 +23,16 @@ from bigjax import transfer
 from bigjax.compress import distill as distill_lib
 from bigjax.compress import pruning as pruning_lib
 from bigjax.config.checks import drop_patterns, mesh_options, param_groups
-from bigjax.data import batching, prepare, sources, streams
+from bigjax.data import batching, masking, prepare, sources, streams
 from bigjax.data.from_config import load_data, prepare_classification_data, tokenizer_trainer
-from bigjax.data.tokenizer import EOS, Tokenizer
+from bigjax.data.tokenizer import EOS, MASK, SPECIAL_TOKENS, Tokenizer
 from bigjax.errors import ConfigError
 from bigjax.models import registry
 from bigjax.pretrain import embeddings as embeddings_lib
 from bigjax.run_record import Derived
 from bigjax.tasks.classification import Classification
 from bigjax.tasks.language_model import LanguageModeling, sampling_distribution
+from bigjax.tasks.masked_lm import MaskedLanguageModeling
 from bigjax.train import optim, parallel, sparse
 from bigjax.train import step as step_lib
 from bigjax.types import Batch, ModelFns, Params
@@ -61,8 +62,8 @@ class Experiment:
   fns: ModelFns
   tx: Union[optax.GradientTransformation, sparse.RowSparseOptimizer]
   driver: parallel.Driver
-  # A classifier's length-bucketed batches, or a language model's BPTT windows.
-  train_batches: Union[batching.TrainBatches, streams.StreamBatches]
+  # A classifier's length-bucketed batches, a language model's BPTT windows, or a masked LM's masked rows.
+  train_batches: Union[batching.TrainBatches, streams.StreamBatches, masking.MaskedBatches]
   dev: list[Batch]  # This process's rows.
   test: list[Batch]
   init_state: Callable[[], step_lib.TrainState]
@@ -129,7 +130,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   Entry points run check_config first, so bad choices fail before any data is read.
   """
   if registry.spec(config.model.name).kind != registry.CLASSIFIER:
-    raise ConfigError(f'model.name={config.model.name!r} is a language model: build_lm_experiment builds it')
+    raise ConfigError(f'model.name={config.model.name!r} is not a classifier; build() builds it')
   teacher = runs.load_run(config.distill.teacher) if config.distill.teacher else None
   pretrained_tokenizer, start, init_record, source_params = _start(config, teacher)
   data = prepare_classification_data(config, workdir, pretrained_tokenizer)
@@ -201,6 +202,28 @@ def language_model_corpus(config: ml_collections.ConfigDict) -> list[str]:
           for text in dataset.splits[name].texts]
 
 
+def _pretraining_documents(config: ml_collections.ConfigDict, workdir: Optional[str]):
+  """(tokenizer, (train, dev, test) documents, the corpus's fingerprint, _start's (start, init
+  record, source params)) of a language model's or masked LM's run.
+
+  The text is language_model_corpus's, each document tokenized whole by the run's tokenizer
+  (trained on that text, or init.checkpoint's), and carved into train / dev / test documents
+  (lm.heldout_fraction each for dev and test).
+  """
+  texts = language_model_corpus(config)
+  pretrained_tokenizer, start, init_record, source_params = _start(config, None)
+  train_fn = tokenizer_trainer(config.data) if pretrained_tokenizer is None else lambda texts: pretrained_tokenizer
+  tokenizer = prepare.run_tokenizer(workdir, texts, train_fn, save=jax.process_index() == 0)
+  documents = batching.EncodedSplit.from_rows(tokenizer.encode(texts, 1 << 30, direction=config.data.direction),
+                                              np.full(len(texts), -1))
+  del texts
+  try:
+    splits = streams.carve(documents, config.lm.heldout_fraction, config.seed)
+  except ValueError as e:
+    raise ConfigError(f'lm.heldout_fraction={config.lm.heldout_fraction}: {e}') from None
+  return tokenizer, splits, _documents_fingerprint(documents), (start, init_record, source_params)
+
+
 def build_lm_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) -> Experiment:
   """A language model over config.data's train and unlabelled text (experiments.pretrain).
 
@@ -210,18 +233,9 @@ def build_lm_experiment(config: ml_collections.ConfigDict, workdir: Optional[str
   stage 2, the pretrained model finetuned on the target task's own text.
   """
   if registry.spec(config.model.name).kind != registry.LANGUAGE_MODEL:
-    raise ConfigError(f'model.name={config.model.name!r} is a classifier; build_experiment builds it')
-  texts = language_model_corpus(config)
-  pretrained_tokenizer, start, init_record, source_params = _start(config, None)
-  train_fn = tokenizer_trainer(config.data) if pretrained_tokenizer is None else lambda texts: pretrained_tokenizer
-  tokenizer = prepare.run_tokenizer(workdir, texts, train_fn, save=jax.process_index() == 0)
-  documents = batching.EncodedSplit.from_rows(tokenizer.encode(texts, 1 << 30, direction=config.data.direction),
-                                              np.full(len(texts), -1))
-  del texts
-  try:
-    train, dev, test = streams.carve(documents, config.lm.heldout_fraction, config.seed)
-  except ValueError as e:
-    raise ConfigError(f'lm.heldout_fraction={config.lm.heldout_fraction}: {e}') from None
+    raise ConfigError(f'model.name={config.model.name!r} is not a language model; build() builds it')
+  tokenizer, (train, dev, test), fingerprint, (start, init_record, source_params) = _pretraining_documents(
+      config, workdir)
   if config.train.accum_steps != 1:
     raise ConfigError('train.accum_steps must be 1 for a language model: its rows carry their state from one '
                       'window to the next')
@@ -250,7 +264,6 @@ def build_lm_experiment(config: ml_collections.ConfigDict, workdir: Optional[str
   eval_rows = config.train.eval_batch_size
   dev_batches, test_batches = (streams.eval_windows(split, eos, eval_rows, config.lm.window, config.lm.eval_context,
                                                     sharding) for split in (dev, test))
-  fingerprint = _documents_fingerprint(documents)
   derived = Derived(
       vocab_size=tokenizer.vocab_size, num_classes=0, label_names=[], task=task.name,
       selection_metric=f'dev_{task.selection_metric}', higher_is_better=task.higher_is_better,
@@ -269,6 +282,76 @@ def build_lm_experiment(config: ml_collections.ConfigDict, workdir: Optional[str
       dev=dev_batches, test=test_batches,
       init_state=functools.partial(step_lib.create_train_state, fns, tx, jax.random.PRNGKey(config.seed), example,
                                    start, carry_rows=config.train.batch_size),
+      total_steps=total_steps, checkpoint_every_steps=every, derived=derived, compatibility=compatibility)
+
+
+def build_mlm_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) -> Experiment:
+  """A masked language model (BERT's pretraining) over the text a language model reads.
+
+  The documents, carved as a language model's are, are cut into rows of at most data.max_len
+  tokens and batched as a classifier's texts are; bigjax.data.masking masks each training
+  batch by (seed, step, row), and dev and test once. A classifier of the same model section
+  starts from the run with init.checkpoint, which takes every parameter but the MLM head, and
+  the run's tokenizer.
+  """
+  if registry.spec(config.model.name).kind != registry.MASKED_LM:
+    raise ConfigError(f'model.name={config.model.name!r} is not a masked language model; build() builds it')
+  tokenizer, documents, fingerprint, (start, init_record, source_params) = _pretraining_documents(config, workdir)
+  mask_id = tokenizer.token_id(MASK)
+  if mask_id is None:
+    raise ConfigError(f'the tokenizer (init.checkpoint\'s, or this run\'s) has no {MASK} token for a masked '
+                      'language model; train a new one (a run without init.checkpoint)')
+  # The trainers give the special tokens the first ids: random replacements are drawn above them.
+  first_ordinary = 1 + max(i for i in map(tokenizer.token_id, SPECIAL_TOKENS) if i is not None)
+  rows = {name: masking.cut_documents(split, config.data.max_len) for name, split in zip(prepare.SPLITS, documents)}
+  slots = config.mlm.max_predictions or masking.max_predictions(config.mlm.mask_rate, config.data.max_len)
+  masker = masking.Masking(mask_id, first_ordinary, tokenizer.vocab_size, slots, config.mlm.mask_rate)
+  accum_steps = config.train.accum_steps
+  boundaries = batching.bucket_boundaries(config.data.max_len, config.data.smallest_bucket,
+                                          config.data.bucket_growth)
+  sharding = batching.Sharding(jax.process_index(), jax.process_count(),
+                               parallel.rows_multiple(config.parallel, accum_steps))
+  train_batches = masking.MaskedBatches(
+      batching.TrainBatches(rows['train'], config.train.batch_size, boundaries, config.seed, sharding), masker,
+      config.seed)
+  stats = train_batches.epoch_stats()
+  logging.info('masked language model: %d train documents in %d rows of up to %d tokens (%d batches/epoch, %.1f%% '
+               'padding), %d dev rows, %d test rows; %d predictions a row at most; vocab %d', len(documents[0]),
+               len(rows['train']), config.data.max_len, train_batches.steps_per_epoch,
+               100 * stats['padding_fraction'], len(rows['dev']), len(rows['test']), slots, tokenizer.vocab_size)
+  steps_per_epoch = train_batches.steps_per_epoch
+  total_steps = config.train.steps or config.train.epochs * steps_per_epoch
+  every = config.checkpoint.every_steps or steps_per_epoch
+  fns = registry.model_fns(build_model(config.model, tokenizer.vocab_size, 0), config.model.name)
+  task = MaskedLanguageModeling()
+  tx = build_optimizer(config, total_steps, steps_per_epoch)
+  driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps,
+                               mesh=mesh_options(config, jax.device_count()))
+  example = train_batches.batch(0)
+  _record_transfer(init_record, fns, example, source_params)
+  dev_batches, test_batches = (
+      masking.masked_eval_batches(rows[name], config.train.eval_batch_size, boundaries, sharding, masker, config.seed,
+                                  purpose) for name, purpose in (('dev', masking.DEV), ('test', masking.TEST)))
+  derived = Derived(
+      vocab_size=tokenizer.vocab_size, num_classes=0, label_names=[], task=task.name,
+      selection_metric=f'dev_{task.selection_metric}', higher_is_better=task.higher_is_better,
+      total_steps=total_steps, steps_per_epoch=steps_per_epoch, checkpoint_every_steps=every,
+      data_fingerprint=fingerprint, train_batches=stats, bucket_boundaries=list(boundaries),
+      devices=jax.device_count(), processes=jax.process_count(),
+      global_batch_rows=sharding.rows(config.train.batch_size)[0], init=init_record,
+      documents={name: len(split) for name, split in zip(prepare.SPLITS, documents)},
+      tokens={name: int(split.lengths.sum()) for name, split in zip(prepare.SPLITS, documents)},
+      masked_lm={'rows': {name: len(split) for name, split in rows.items()}, 'max_predictions': slots,
+                 'mask_id': mask_id})
+  # data.max_len cuts the rows and mlm.* masks them: a checkpoint of other rows or masks is another run's.
+  compatibility = {'model': registry.section_of(config.model.to_dict()), 'vocab_size': tokenizer.vocab_size,
+                   'data': fingerprint, 'max_len': config.data.max_len, 'batch_size': config.train.batch_size,
+                   'seed': config.seed, 'mlm': config.mlm.to_dict()}
+  return Experiment(
+      dataset=None, tokenizer=tokenizer, task=task, fns=fns, tx=tx, driver=driver, train_batches=train_batches,
+      dev=dev_batches, test=test_batches,
+      init_state=functools.partial(step_lib.create_train_state, fns, tx, jax.random.PRNGKey(config.seed), example,
+                                   start),
       total_steps=total_steps, checkpoint_every_steps=every, derived=derived, compatibility=compatibility)
 
 
@@ -335,7 +418,10 @@ def _check_sparse_tables(tx, fns, example) -> None:
 
 
 def build(config: ml_collections.ConfigDict, workdir: Optional[str]) -> Experiment:
-  """The experiment of the config's model: a classifier's or a language model's."""
-  if registry.spec(config.model.name).kind == registry.LANGUAGE_MODEL:
+  """The experiment of the config's model: a classifier's, a language model's or a masked LM's."""
+  kind = registry.spec(config.model.name).kind
+  if kind == registry.LANGUAGE_MODEL:
     return build_lm_experiment(config, workdir)
+  if kind == registry.MASKED_LM:
+    return build_mlm_experiment(config, workdir)
   return build_experiment(config, workdir)

@@ -75,6 +75,9 @@ class Derived:
   train_examples: Optional[int] = None  # A classifier's training examples.
   documents: Optional[dict] = None  # A language model's documents per split.
   tokens: Optional[dict] = None  # A language model's tokens per split.
+  # A masked language model's {'rows': rows per split (documents cut to data.max_len tokens),
+  # 'max_predictions': prediction slots per row, 'mask_id': the mask token's id}.
+  masked_lm: Optional[dict] = None
   distill: Optional[dict] = None  # A distilled student's {'teacher': workdir}.
   # A quantized run's {'method', 'mode', 'activations', 'source', 'source_step',
   # 'calibration_examples', 'stored_bytes'} (bigjax.compress.quantized_run).
@@ -116,7 +119,7 @@ class Derived:
     return cls(**fields)
 
 
-_OPTIONAL = ('data_from_cache', 'train_examples', 'documents', 'tokens', 'distill', 'quantization')
+_OPTIONAL = ('data_from_cache', 'train_examples', 'documents', 'tokens', 'masked_lm', 'distill', 'quantization')
 _HINTS = typing.get_type_hints(Derived)
 # What the readers index in Derived's records.
 _RECORD_KEYS = {'distill': ('teacher',), 'quantization': ('mode', 'activations', 'source')}

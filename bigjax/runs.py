@@ -143,7 +143,7 @@ def load_run(workdir: str) -> Run:
   if quantization:
     target = quantize_lib.stored_shapes(model, example, quantization['mode'], quantization['activations'])
   else:
-    target = jax.eval_shape(registry.model_fns(model).init, jax.random.PRNGKey(0), *example)
+    target = jax.eval_shape(registry.model_fns(model, record.model_name).init, jax.random.PRNGKey(0), *example)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), target)
   best = os.path.join(workdir, 'best')
@@ -157,7 +157,7 @@ def load_run(workdir: str) -> Run:
     step, params = checkpointer.restore_best(target)
   finally:
     checkpointer.close()
-  fns = registry.model_fns(model)
+  fns = registry.model_fns(model, record.model_name)
   if quantization:
     model, params, fns = quantize_lib.for_inference(model, params, quantization['mode'],
                                                     quantization['activations'])

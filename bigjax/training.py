@@ -32,7 +32,7 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
                  build: Callable = experiment_lib.build, command: Optional[str] = None) -> dict:
   """Trains (resuming from workdir), then tests the best-dev checkpoint; returns results.json's content.
 
-  build(config, workdir) -> Experiment: by default a classifier or a language model, as the
+  build(config, workdir) -> Experiment: by default a classifier, a language model or a masked LM, as the
     config's model is.
   command: what writes the run folder, which only the same may resume (bigjax.workdirs; default:
     train_command).

@@ -12,18 +12,24 @@ class Batch(NamedTuple):
   Filler rows (added so every batch has the same number of rows) have weight 0 and
   length 0; every reduction in training and evaluation is weighted by `weights`.
   Tasks that predict per token (a language model) also get `targets` and
-  `target_weights`, and, over a contiguous stream, `continues`; None (an empty pytree)
-  elsewhere.
+  `target_weights`, and, over a contiguous stream, `continues`; a masked language model
+  gets `positions` too, with targets and target weights per position; None (an empty
+  pytree) elsewhere.
   """
   token_ids: Array  # int32[B, T]; 0 is padding
   lengths: Array  # int32[B]; real tokens per row
   labels: Array  # int32[B]
   weights: Array  # float32[B]; 1 for real rows, 0 for filler rows
-  targets: Optional[Array] = None  # int32[B, T]: what position t predicts (the next token, say)
-  target_weights: Optional[Array] = None  # float32[B, T]: 1 where a target counts
+  # int32[B, T]: what position t predicts (the next token, say); with `positions`, int32[B, M]:
+  # the original token at each of them.
+  targets: Optional[Array] = None
+  target_weights: Optional[Array] = None  # float32[B, T] (or [B, M]): 1 where a target counts
   # float32[B]: 1 where a row continues the previous batch's row (a BPTT window of the same
   # stream: the carried state is kept), 0 where it starts afresh; None: nothing is carried.
   continues: Optional[Array] = None
+  # int32[B, M]: the positions a masked language model predicts, M slots a row, the same M in
+  # every batch whatever its width; a row's unused slots have target weight 0.
+  positions: Optional[Array] = None
 
 
 class ModelFns(NamedTuple):
@@ -51,6 +57,9 @@ class ModelFns(NamedTuple):
   logical_axes() -> a tree like init's params of PartitionSpecs of logical axis names
     ('vocab', 'embed', ...), where the model declares them; None where it does not (its
     parameters are then placed on a mesh by shape: bigjax.train.sharding).
+  masked_logits(params, token_ids, lengths, positions, dropout_key=None) -> float32[B, M, V]:
+    a masked language model's logits at positions int32[B, M] of each row (only there: the
+    [B, T, V] logits of every position are never formed).
   """
   init: Callable[..., Params]
   logits: Optional[Callable[..., Array]] = None
@@ -62,3 +71,4 @@ class ModelFns(NamedTuple):
   initial_carry: Optional[Callable[[int], Any]] = None
   token_logits_carried: Optional[Callable[..., Any]] = None
   logical_axes: Optional[Callable[[], Any]] = None
+  masked_logits: Optional[Callable[..., Array]] = None

@@ -1,8 +1,9 @@
 """`python -m experiments.pretrain` is `python -m experiments.train` (one training command for
-classifiers and language models; the config's model.name decides), kept for the commands
-written with it:
+classifiers, language models and masked language models; the config's model.name decides), kept
+for the commands written with it:
 
   python -m experiments.pretrain --config=experiments/configs/lm_imdb.py --workdir=runs/lm_imdb
+  python -m experiments.pretrain --config=experiments/configs/mlm_imdb.py --workdir=runs/mlm_imdb
 """
 from absl import app
 from absl import flags

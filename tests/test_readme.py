@@ -39,6 +39,13 @@ SKIPPED = {  # Command -> why it does not run here.
     'python3 -m venv .venv': _SETUP,
     '.venv/bin/pip install -e ".[test]"': _SETUP,
     '.venv/bin/python -m pytest -q': 'Command 2: the test suite, which is running this test',
+    '.venv/bin/python -m experiments.pretrain --config=experiments/configs/mlm_imdb.py --workdir=runs/mlm_imdb':
+        'even at :tiny it reads the IMDB archive and tokenizes its 72,500 train and unlabelled reviews; '
+        'tests/test_masked_lm.py runs this command, :tiny, on a small corpus (the pretrained fixture)',
+    ('.venv/bin/python -m experiments.train --config=experiments/configs/transformer_imdb.py '
+     '--workdir=runs/transformer_imdb --config.init.checkpoint=runs/mlm_imdb'):
+        'finetunes from runs/mlm_imdb, the command above, which does not run here; tests/test_masked_lm.py runs it, '
+        ':tiny, from a tiny masked LM (the pretrained fixture)',
     ('.venv/bin/python -m experiments.compress --from=runs/mlp_sst2 --method=prune --workdir=runs/mlp_sst2_pruned '
      '--config.prune.target_sparsity=0.8'):
         'five epochs of finetuning (compress takes no tiny config); tests/test_compress.py runs this command '

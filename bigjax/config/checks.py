@@ -158,7 +158,9 @@ def _check_sparse_embeddings(config: ml_collections.ConfigDict) -> None:
                (config.train.accum_steps != 1, 'train.accum_steps > 1 (micro-batches look up different rows)'),
                (config.model.name in registry.names(registry.LANGUAGE_MODEL),
                 f'model.name={config.model.name} (it carries its state '
-                                                       'across batches, and a tied output layer reads every row)'))
+                                                       'across batches, and a tied output layer reads every row)'),
+               (config.model.name in registry.names(registry.MASKED_LM),
+                f'model.name={config.model.name} (its tied output layer reads every row)'))
   for conflict, what in conflicts:
     if conflict:
       raise ConfigError(f'optim.sparse_embeddings={pattern!r} cannot be used with {what}; set '

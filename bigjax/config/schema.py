@@ -110,7 +110,7 @@ def _declare(ranges: Ranges) -> ml_collections.ConfigDict:  # pylint: disable=re
 
   c.model = section(
       'model',
-      name='mlp',  # A registered model (bigjax.models.registry): mlp | lstm | transformer | lstm_lm.
+      name='mlp',  # A registered model (bigjax.models.registry): mlp | lstm | transformer | lstm_lm | transformer_mlm.
       embed_dim=(300, (1, None)),
       dropout=(0.5, (0.0, 1.0, 'low')),
   )
@@ -204,6 +204,19 @@ def _declare(ranges: Ranges) -> ml_collections.ConfigDict:  # pylint: disable=re
       # 0: the full softmax. Evaluation always uses the full softmax.
       negatives=(0, (0, None)),
       sampling_power=(0.75, (0.0, 1.0)),
+  )
+
+  # Masked-LM pretraining (model.name=transformer_mlm, BERT's): the text a language model reads,
+  # its documents carved into dev and test by lm.heldout_fraction and cut into rows of at most
+  # data.max_len tokens (bigjax/data/masking.py).
+  c.mlm = section(
+      'mlm',
+      # The share of each row's tokens predicted (at least one a row); of those, 80 % read as the
+      # mask token, 10 % as a random token, 10 % as themselves.
+      mask_rate=(0.15, (0.0, 1.0, 'neither')),
+      # Prediction slots per row (BERT's max_predictions_per_seq); a row with more chosen tokens
+      # keeps this many. 0: as many as a row of data.max_len tokens can have.
+      max_predictions=(0, (0, None)),
   )
 
   # experiments.pretrain_embeddings: skip-gram word vectors over the train split, the

@@ -9,10 +9,10 @@ from typing import Optional
 import jax.numpy as jnp
 
 from bigjax.models import lstm, mlp, transformer
-from bigjax.models.spec import CLASSIFIER, LANGUAGE_MODEL, ModelSpec
+from bigjax.models.spec import CLASSIFIER, LANGUAGE_MODEL, MASKED_LM, ModelSpec
 from bigjax.types import ModelFns
 
-_BUILT_IN = (mlp.SPEC, lstm.CLASSIFIER_SPEC, lstm.LANGUAGE_MODEL_SPEC, transformer.SPEC)
+_BUILT_IN = (mlp.SPEC, lstm.CLASSIFIER_SPEC, lstm.LANGUAGE_MODEL_SPEC, transformer.SPEC, transformer.MLM_SPEC)
 MODELS: dict = {spec.name: spec for spec in _BUILT_IN}
 
 
@@ -39,7 +39,7 @@ def spec(name: str) -> ModelSpec:
 
 
 def names(kind: Optional[str] = None) -> tuple:
-  """The registered models' names, of one kind (CLASSIFIER, LANGUAGE_MODEL) or all."""
+  """The registered models' names, of one kind (CLASSIFIER, LANGUAGE_MODEL, MASKED_LM) or all."""
   return tuple(name for name, s in MODELS.items() if kind is None or s.kind == kind)
 
 
@@ -83,11 +83,14 @@ def from_section(model_section: dict, *, vocab_size: int, num_classes: int):
                  embed_dim=model_section['embed_dim'], dropout=model_section['dropout'])
 
 
-def model_fns(module) -> ModelFns:
+def model_fns(module, name: Optional[str] = None) -> ModelFns:
   """The named functions of a module (see ModelFns); those it lacks are None.
 
   A language model is a module with a `carried` method (it carries its state across
-  windows); a classifier has `logits_from_embeddings`.
+  windows); a classifier has `logits_from_embeddings`. name: the model's registered name,
+  needed where its module serves two kinds: a MASKED_LM model (transformer_mlm, the
+  Transformer classifier's module) is initialized through its `mlm_logits`, so its MLM head
+  has parameters and its classifier head none, and has `masked_logits` instead of `logits`.
   """
 
   def run(method, params, *args, dropout_key=None):
@@ -105,6 +108,28 @@ def model_fns(module) -> ModelFns:
   def sequence_states(params, token_ids, lengths, dropout_key=None):
     return run('token_states', params, token_ids, lengths, dropout_key=dropout_key)
 
+  def embed(params, token_ids):
+    return module.apply({'params': params}, token_ids, method='embed')
+
+  logical_axes = None
+  if hasattr(module, 'logical_axes'):
+    # Names only depend on the parameters' shapes, which do not depend on the batch's.
+    logical_axes = lambda method=None: module.logical_axes(jnp.ones((1, 1), jnp.int32), jnp.ones((1,), jnp.int32),
+                                                           method=method)
+
+  if name is not None and spec(name).kind == MASKED_LM:
+    def init_masked(key, token_ids, lengths):
+      # One prediction slot a row: init needs the head's shapes, not the logits of every position.
+      one_slot = jnp.zeros((token_ids.shape[0], 1), jnp.int32)
+      return module.init({'params': key}, token_ids, lengths, one_slot, deterministic=True,
+                         method='mlm_logits')['params']
+
+    def masked_logits(params, token_ids, lengths, positions, dropout_key=None):
+      return run('mlm_logits', params, token_ids, lengths, positions, dropout_key=dropout_key)
+
+    return ModelFns(init=init_masked, masked_logits=masked_logits, embed=embed, sequence_states=sequence_states,
+                    logical_axes=logical_axes and (lambda: logical_axes('mlm_logits')))
+
   if hasattr(module, 'carried'):
     def carried(params, token_ids, lengths, carry, dropout_key=None, targets=None, negatives=None):
       return run('carried', params, token_ids, lengths, carry, targets, negatives, dropout_key=dropout_key)
@@ -112,21 +137,15 @@ def model_fns(module) -> ModelFns:
     return ModelFns(init=init, token_logits=outputs, sequence_states=sequence_states,
                     token_logits_carried=carried, initial_carry=module.initial_carry)
 
-  def embed(params, token_ids):
-    return module.apply({'params': params}, token_ids, method='embed')
-
   def logits_from_embeddings(params, embeddings, lengths, dropout_key=None):
     return run('logits_from_embeddings', params, embeddings, lengths, dropout_key=dropout_key)
 
-  logical_axes = None
-  if hasattr(module, 'logical_axes'):
-    # Names only depend on the parameters' shapes, which do not depend on the batch's.
-    logical_axes = lambda: module.logical_axes(jnp.ones((1, 1), jnp.int32), jnp.ones((1,), jnp.int32))
   return ModelFns(init=init, logits=outputs, embed=embed, logits_from_embeddings=logits_from_embeddings,
                   slot_tokens=module.slot_tokens,
                   sequence_states=sequence_states if hasattr(module, 'token_states') else None,
                   logical_axes=logical_axes)
 
 
-__all__ = ['CLASSIFIER', 'LANGUAGE_MODEL', 'MODELS', 'ModelSpec', 'build_model', 'from_section', 'model_fns',
-           'names', 'own_section', 'register', 'section_of', 'sections', 'spec', 'spec_of_module', 'unregister']
+__all__ = ['CLASSIFIER', 'LANGUAGE_MODEL', 'MASKED_LM', 'MODELS', 'ModelSpec', 'build_model', 'from_section',
+           'model_fns', 'names', 'own_section', 'register', 'section_of', 'sections', 'spec', 'spec_of_module',
+           'unregister']

@@ -10,7 +10,8 @@ from typing import Any, Callable, Mapping, Optional
 
 CLASSIFIER = 'classifier'
 LANGUAGE_MODEL = 'language_model'
-KINDS = (CLASSIFIER, LANGUAGE_MODEL)
+MASKED_LM = 'masked_lm'
+KINDS = (CLASSIFIER, LANGUAGE_MODEL, MASKED_LM)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,14 +19,16 @@ class ModelSpec:
   """A model, as the registry knows it.
 
   name: model.name in a config.
-  kind: CLASSIFIER (logits per text) or LANGUAGE_MODEL (logits per token, state carried).
+  kind: CLASSIFIER (logits per text), LANGUAGE_MODEL (logits per token, state carried) or
+    MASKED_LM (logits at chosen positions; a module with `mlm_logits`, initialized through it).
   section: the config subsection with its own settings, model.<section>; two models may
-    share one (the LSTM classifier and language model read model.lstm).
+    share one (the LSTM classifier and language model read model.lstm; the Transformer
+    classifier and masked LM, model.transformer).
   fields: that section's keys as KEY=DEFAULT or KEY=(DEFAULT, (low, high[, closed])), the
     form configs declare numbers with their valid ranges (bigjax.config.schema).
   choices: {key: valid values} of the section's keys that take one of a few values.
   module: the Flax module class `build` makes (registry.build_model constructs it directly, and
-    registry.spec_of_module finds a module's spec by it).
+    registry.spec_of_module finds a module's spec by it: the first registered, where two share it).
   build(own, *, vocab_size, num_classes, embed_dim, dropout) -> the Flax module; own is the
     section as a dict (a run's config.json may predate newer keys: build reads them with .get).
   training_flops(own, *, batch, width, real_tokens, embed_dim, num_classes) ->

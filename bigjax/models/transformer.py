@@ -35,7 +35,8 @@ can map a BERT checkpoint (Hugging Face names on the right; PyTorch Linear weigh
 
 In pre-LN, attention_norm normalizes the attention's input and output_norm the MLP's.
 mlm_head's parameters exist only in params initialized through `mlm_logits`
-(module.init(..., method='mlm_logits')); pooler_dense and head only through `__call__`.
+(module.init(..., method='mlm_logits'), as the registry's `transformer_mlm` does); pooler_dense
+and head only through `__call__`.
 `embedding/embedding` is where bigjax.transfer looks for every model's token table, so
 init.embeddings (pretrained word vectors) works here too.
 
@@ -55,7 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from bigjax.models.common import length_mask
-from bigjax.models.spec import CLASSIFIER, ModelSpec
+from bigjax.models.spec import CLASSIFIER, MASKED_LM, ModelSpec
 
 # jax.checkpoint_policies that take no arguments: model.transformer.remat's choices ('': off).
 REMAT_POLICIES = ('', 'nothing_saveable', 'dots_saveable', 'dots_with_no_batch_dims_saveable', 'checkpoint_dots',
@@ -356,12 +357,17 @@ class TransformerClassifier(nn.Module):
     states = self.token_states(token_ids, lengths, deterministic=deterministic)
     return self.mlm_head(states, None, features_only=True)
 
-  def mlm_logits(self, token_ids, lengths, *, deterministic: bool = True):
-    """int32[B, T], int32[B] -> float32[B, T, V]: BERT's masked-LM logits at every position.
+  def mlm_logits(self, token_ids, lengths, positions=None, *, deterministic: bool = True):
+    """int32[B, T], int32[B] -> float32[B, T, V]: BERT's masked-LM logits at every position; with
+    positions int32[B, M], float32[B, M, V] at those positions of each row only.
 
-    The decoder is the word embedding table itself (tied, as in BERT), plus a bias per word.
+    The states are gathered at `positions` before the head, so pretraining never forms the
+    [B, T, V] logits (at T = 128 and a 16k vocabulary, 8 MB a row). The decoder is the word
+    embedding table itself (tied, as in BERT), plus a bias per word.
     """
     states = self.token_states(token_ids, lengths, deterministic=deterministic)
+    if positions is not None:
+      states = jnp.take_along_axis(states, positions[..., None].astype(jnp.int32), axis=1)
     return self.mlm_head(states, self.embedding.embedding)
 
 
@@ -396,41 +402,48 @@ def _training_flops(own: dict, *, batch: int, width: int, real_tokens: int, embe
   return {'executed': 3 * executed, 'useful': 3 * int(useful)}
 
 
+# qwix calibrates a [B, T, H] matmul input with one static scale per position of the calibration
+# batch's width, so a calibrated model would run at that width only: int8 takes dynamic scales.
+# A block's own matmuls are the attention's query x key and weights x value (its dense layers are
+# submodules): qwix would quantize them too, and the values' scale, taken over the keys, would span
+# the padded ones, so padding would change a row's logits. They stay float32 (int8_float_modules).
+# The position table has max_positions rows; past them encode reads NaN (max_tokens_key).
+_FIELDS = dict(
+    num_layers=(4, (1, None)),
+    num_heads=(4, (1, None)),  # Must divide model.embed_dim (the hidden size).
+    intermediate_dim=(1024, (1, None)),  # The MLP's width (BERT: 4 x hidden).
+    max_positions=(512, (1, None)),  # Rows of the position table: at least data.max_len.
+    type_vocab_size=(2, (1, None)),  # BERT's segments; single texts use type 0.
+    layer_norm_eps=(1e-12, (0.0, None, 'neither')),  # BERT's 1e-12; RoBERTa's 1e-5.
+    pre_ln=False,  # False: post-LN (BERT); True: pre-LN with a final LayerNorm (stabler deep or at high rates).
+    gelu='exact',  # exact (erf; BERT's, Hugging Face's "gelu") | tanh (the approximation, "gelu_new").
+    pooling='cls',  # cls: the state at the first position (there is no [CLS] token) | mean: over real tokens.
+    pooler=True,  # BERT's pooler: dense + tanh on the pooled vector before the head's dropout.
+    # jax.nn.dot_product_attention's implementation: xla (everywhere), cudnn (NVIDIA GPUs, with
+    # dtype=bfloat16), '' (JAX's choice). Attention dropout > 0 trains with XLA ops whatever this says.
+    attention='xla',
+    attention_dropout=(0.1, (0.0, 1.0, 'low')),  # On the attention weights (BERT: 0.1).
+    # bfloat16: the dense layers and attention run on bf16 operands with f32 sums; the params,
+    # the residual stream, LayerNorms and softmax stay f32.
+    dtype='float32',
+    # '' or a jax.checkpoint_policies name: each block is rematerialized in the backward pass,
+    # keeping what the policy saves ('nothing_saveable': only the blocks' inputs).
+    remat='',
+    init_std=(0.02, (0.0, None, 'neither')),  # Truncated-normal std of the weights (BERT's initializer_range).
+)
+_CHOICES = {'gelu': tuple(GELUS), 'pooling': POOLINGS, 'attention': ATTENTIONS, 'dtype': tuple(_DTYPES),
+            'remat': REMAT_POLICIES}
 SPEC = ModelSpec(
     name='transformer', kind=CLASSIFIER, section='transformer', module=TransformerClassifier, build=_build,
-    training_flops=_training_flops,
-    # qwix calibrates a [B, T, H] matmul input with one static scale per position of the calibration
-    # batch's width, so a calibrated model would run at that width only: int8 takes dynamic scales.
-    static_activation_scales=False,
-    # A block's own matmuls are the attention's query x key and weights x value (its dense layers are
-    # submodules): qwix would quantize them too, and the values' scale, taken over the keys, would span
-    # the padded ones, so padding would change a row's logits. They stay float32.
-    int8_float_modules=r'layers_\d+',
-    # The position table has max_positions rows; past them encode reads NaN.
-    max_tokens_key='max_positions',
-    description='BERT-style Transformer encoder (self-attention over the tokens), classified from a pooled state',
-    fields=dict(
-        num_layers=(4, (1, None)),
-        num_heads=(4, (1, None)),  # Must divide model.embed_dim (the hidden size).
-        intermediate_dim=(1024, (1, None)),  # The MLP's width (BERT: 4 x hidden).
-        max_positions=(512, (1, None)),  # Rows of the position table: at least data.max_len.
-        type_vocab_size=(2, (1, None)),  # BERT's segments; single texts use type 0.
-        layer_norm_eps=(1e-12, (0.0, None, 'neither')),  # BERT's 1e-12; RoBERTa's 1e-5.
-        pre_ln=False,  # False: post-LN (BERT); True: pre-LN with a final LayerNorm (stabler deep or at high rates).
-        gelu='exact',  # exact (erf; BERT's, Hugging Face's "gelu") | tanh (the approximation, "gelu_new").
-        pooling='cls',  # cls: the state at the first position (there is no [CLS] token) | mean: over real tokens.
-        pooler=True,  # BERT's pooler: dense + tanh on the pooled vector before the head's dropout.
-        # jax.nn.dot_product_attention's implementation: xla (everywhere), cudnn (NVIDIA GPUs, with
-        # dtype=bfloat16), '' (JAX's choice). Attention dropout > 0 trains with XLA ops whatever this says.
-        attention='xla',
-        attention_dropout=(0.1, (0.0, 1.0, 'low')),  # On the attention weights (BERT: 0.1).
-        # bfloat16: the dense layers and attention run on bf16 operands with f32 sums; the params,
-        # the residual stream, LayerNorms and softmax stay f32.
-        dtype='float32',
-        # '' or a jax.checkpoint_policies name: each block is rematerialized in the backward pass,
-        # keeping what the policy saves ('nothing_saveable': only the blocks' inputs).
-        remat='',
-        init_std=(0.02, (0.0, None, 'neither')),  # Truncated-normal std of the weights (BERT's initializer_range).
-    ),
-    choices={'gelu': tuple(GELUS), 'pooling': POOLINGS, 'attention': ATTENTIONS, 'dtype': tuple(_DTYPES),
-             'remat': REMAT_POLICIES})
+    training_flops=_training_flops, static_activation_scales=False, int8_float_modules=r'layers_\d+',
+    max_tokens_key='max_positions', fields=_FIELDS, choices=_CHOICES,
+    description='BERT-style Transformer encoder (self-attention over the tokens), classified from a pooled state')
+# The same module and section pretrained as BERT's masked LM: a classifier config naming
+# model.name='transformer' with the same model.transformer starts from it leaf for leaf (init.checkpoint),
+# taking every parameter but the MLM head. No training_flops: the classifier's count leaves out the
+# decoder over the vocabulary at each masked position, a sizeable share of a pretraining step.
+MLM_SPEC = ModelSpec(
+    name='transformer_mlm', kind=MASKED_LM, section='transformer', module=TransformerClassifier, build=_build,
+    static_activation_scales=False, max_tokens_key='max_positions', fields=_FIELDS, choices=_CHOICES,
+    description='BERT-style Transformer encoder pretrained as a masked language model (a tied decoder over the '
+                'vocabulary at the masked positions)')
