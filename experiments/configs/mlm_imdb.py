@@ -41,6 +41,7 @@ def get_config(arg: str = ''):
   c.optim.learning_rate = 5e-4
   c.optim.schedule = 'linear'
   c.optim.weight_decay = 0.01
+  c.optim.no_decay = 'bias|norm'  # BERT's: LayerNorms and biases do not decay.
   c.optim.clip_norm = 1.0
   c.train.batch_size = 64
   c.train.steps = 960  # 3,024 batches an epoch (193,500 rows).

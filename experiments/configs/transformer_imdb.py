@@ -48,6 +48,7 @@ def get_config(arg: str = ''):
   c.optim.learning_rate = 2e-4
   c.optim.schedule = 'linear'
   c.optim.weight_decay = 0.01
+  c.optim.no_decay = 'bias|norm'  # BERT's: LayerNorms and biases do not decay.
   c.optim.clip_norm = 1.0
   # Layer-wise rate decay (0.8 a layer, top layer at the base rate); first match wins.
   c.optim.param_groups = ('^layers_2/=0.8,^layers_1/=0.64,^layers_0/=0.512,'
