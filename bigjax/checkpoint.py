@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from bigjax.errors import CheckpointError
@@ -43,6 +44,16 @@ def abstract_like(tree):
                       tree)
 
 
+def to_host(tree):
+  """numpy copies of a tree's arrays. An array split over other processes' devices too (FSDP
+  across hosts) is gathered whole: a collective, so every process must call this then."""
+  def host(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return jax.device_get(x)
+  return jax.tree.map(host, tree)
+
+
 def inspect_state(state) -> tuple[str, list[str]]:
   """sha256 over every leaf's dtype, shape and bytes; and the paths of float leaves holding NaN/Inf.
 
@@ -51,7 +62,7 @@ def inspect_state(state) -> tuple[str, list[str]]:
   """
   digest = hashlib.sha256()
   nonfinite = []
-  for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]:
+  for path, leaf in jax.tree_util.tree_flatten_with_path(to_host(state))[0]:
     leaf = np.ascontiguousarray(leaf)
     digest.update(f'{leaf.dtype}:{leaf.shape};'.encode())
     digest.update(leaf.reshape(-1).view(np.uint8))

@@ -117,3 +117,19 @@ def test_two_processes_move_a_damaged_checkpoint_aside_and_resume_from_the_one_b
   finish(launch(tiny_args(data, tmp_path / 'single', steps=20), cpu_devices=8))
   assert results(tmp_path / 'multi')['step'] == 20
   assert_same_params(results(tmp_path / 'multi'), results(tmp_path / 'single'))
+
+
+def test_two_processes_split_the_parameters_over_fsdp_and_equal_one_process_of_eight(tmp_path):
+  # The bigram table and the dense kernels split over all 8 devices of both processes: saving,
+  # the checkpoint digest and the results gather them across processes.
+  data = write_corpus(tmp_path / 'data')
+  fsdp = ['--config.mesh.data=1', '--config.mesh.fsdp=-1', '--config.mesh.fsdp_min_size=64',
+          '--config.model.mlp.bigram_buckets=64']
+  finish(launch(tiny_args(data, tmp_path / 'single', steps=10) + fsdp, cpu_devices=8))
+  for worker in launch_pair(tiny_args(data, tmp_path / 'multi', steps=10) + fsdp):
+    finish(worker)
+  multi, one = results(tmp_path / 'multi'), results(tmp_path / 'single')
+  assert multi['memory']['mesh'] == one['memory']['mesh'] == {'data': 1, 'fsdp': 8, 'tensor': 1}
+  assert multi['memory']['split_params'] > 0
+  assert_same_params(multi, one)
+  assert multi['test']['confusion'] == one['test']['confusion']

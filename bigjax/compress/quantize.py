@@ -78,7 +78,11 @@ def _rules(model, mode: str, activations: str) -> list:
 
 
 def float_compute(model):
-  """The model with float32 matmuls: qwix replaces them, and the LSTM's bf16 path is its own kernel."""
+  """The model with float32 matmuls: qwix replaces them, and the LSTM's bf16 path is its own kernel.
+  Without remat: the Transformer's rematerialized blocks run as a scan of an unbound block,
+  whose matmuls qwix would see under other module paths (and remat saves nothing at inference)."""
+  if getattr(model, 'remat', ''):
+    model = model.clone(remat='')
   return model.clone(dtype=None) if getattr(model, 'dtype', None) is not None else model
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from bigjax import clock
 from bigjax import files
 from bigjax import metrics as metrics_lib
-from bigjax.checkpoint import Checkpointer
+from bigjax.checkpoint import Checkpointer, to_host
 from bigjax.errors import CheckpointError, ConfigError
 from bigjax.tasks import Task
 from bigjax.train import hooks as hooks_lib
@@ -71,7 +71,7 @@ class LoopConfig:
 def params_fingerprint(params) -> str:
   """sha256 of every parameter's name, dtype, shape and bytes: equal runs, equal hashes."""
   digest = hashlib.sha256()
-  for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
+  for path, leaf in jax.tree_util.tree_flatten_with_path(to_host(params))[0]:
     leaf = np.ascontiguousarray(leaf)
     digest.update(f'{jax.tree_util.keystr(path)}:{leaf.dtype}:{leaf.shape}'.encode())
     digest.update(leaf.tobytes())
@@ -243,7 +243,7 @@ def final_test(checkpointing: hooks_lib.Checkpointing, device_state, step: int, 
       'params_fingerprint': params_fingerprint(final_params),
       # Per-parameter L2 norms: compare runs that should agree to a tolerance, not bitwise.
       'params_l2': {jax.tree_util.keystr(path): float(np.linalg.norm(np.asarray(leaf)))
-                    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(final_params))[0]},
+                    for path, leaf in jax.tree_util.tree_flatten_with_path(to_host(final_params))[0]},
       'bytes_on_disk': _bytes_under(workdir),
       # Per device, as this invocation's driver placed the state and compiled its first step's shape.
       'memory': memory,
