@@ -119,6 +119,9 @@ def test_two_processes_move_a_damaged_checkpoint_aside_and_resume_from_the_one_b
   assert_same_params(results(tmp_path / 'multi'), results(tmp_path / 'single'))
 
 
+# Slow tier: the default tier checks FSDP's exactness in one process (tests/test_sharding.py) and
+# two processes against one with the state replicated (above).
+@pytest.mark.slow
 def test_two_processes_split_the_parameters_over_fsdp_and_equal_one_process_of_eight(tmp_path):
   # The bigram table and the dense kernels split over all 8 devices of both processes: saving,
   # the checkpoint digest and the results gather them across processes.

@@ -198,6 +198,9 @@ def test_remat_cuts_a_12_layer_steps_temporaries_3x_at_the_same_loss():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)  # The same gradients, applied.
 
 
+# Slow tier: the default tier checks each part more cheaply (a checkpoint read onto another mesh,
+# the meshes' exactness, the memory report); this is them together through run_training.
+@pytest.mark.slow
 def test_a_run_stopped_on_2x2x2_resumes_on_fsdp_8_as_if_uninterrupted(tmp_path):
   data = write_corpus(str(tmp_path / 'data'))
 
