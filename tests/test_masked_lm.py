@@ -21,7 +21,7 @@ from experiments import cli
 from experiments.configs import mlm_imdb, transformer_imdb
 from test_language_model import write_reviews
 from tests.entry_points import run_cases
-from tests.test_transformer import random_params
+from tests.test_transformer import assert_directional_derivatives, random_params
 
 VOCAB, MASK_ID, FIRST_ORDINARY = 40, 4, 5
 TASK = MaskedLanguageModeling()
@@ -202,13 +202,7 @@ def test_gradients_match_finite_differences(masked_batch):
     value_and_grad = jax.jit(jax.value_and_grad(lambda p: TASK.loss(fns, p, masked_batch, None)[0]))
     _, grad = value_and_grad(params)
     assert np.abs(np.asarray(grad['mlm_head']['bias'])).max() > 0.0
-    for _ in range(3):
-      direction = jax.tree.map(lambda p: rng.normal(size=p.shape), params)
-      step = lambda sign, d=direction: jax.tree.map(lambda p, d: p + sign * 1e-6 * d, params, d)
-      numeric = (float(value_and_grad(step(1.0))[0]) - float(value_and_grad(step(-1.0))[0])) / 2e-6
-      analytic = sum(float(np.vdot(g, d)) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
-      assert abs(analytic) > 1e-3
-      np.testing.assert_allclose(numeric, analytic, rtol=1e-6)
+    assert_directional_derivatives(value_and_grad, params, grad, rng)
 
 
 # Compiling is most of these runs' time: one layer, and no attention dropout, whose random masks

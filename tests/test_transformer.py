@@ -78,6 +78,18 @@ def test_each_row_of_a_padded_batch_gets_the_logits_it_gets_alone(params):
     assert np.abs(np.asarray(together[0] - together[1])).max() > 1e-3  # Not a constant model.
 
 
+def assert_directional_derivatives(value_and_grad, params, grad, rng, directions: int = 3):
+  """Central differences of the loss along random directions match grad's projection on them
+  (float64 params; value_and_grad(params) -> (loss, grads))."""
+  for _ in range(directions):
+    direction = jax.tree.map(lambda p: rng.normal(size=p.shape), params)
+    step = lambda sign, d=direction: jax.tree.map(lambda p, d: p + sign * 1e-6 * d, params, d)
+    numeric = (float(value_and_grad(step(1.0))[0]) - float(value_and_grad(step(-1.0))[0])) / 2e-6
+    analytic = sum(float(np.vdot(g, d)) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
+    assert abs(analytic) > 1e-3
+    np.testing.assert_allclose(numeric, analytic, rtol=1e-6)
+
+
 def test_gradients_match_finite_differences():
   """Central differences of the loss along random directions in parameter space match the
   gradient's projection on them (float64; what jax.test_util.check_grads checks, in one compile).
@@ -93,13 +105,7 @@ def test_gradients_match_finite_differences():
     params = jax.tree.map(np.asarray, random_params(model, ids, lengths, dtype=np.float64))
     value_and_grad = jax.jit(jax.value_and_grad(lambda p: TASK.loss(fns, p, batch, None)[0]))
     _, grad = value_and_grad(params)
-    for _ in range(3):
-      direction = jax.tree.map(lambda p: rng.normal(size=p.shape), params)
-      step = lambda sign, d=direction: jax.tree.map(lambda p, d: p + sign * 1e-6 * d, params, d)
-      numeric = (float(value_and_grad(step(1.0))[0]) - float(value_and_grad(step(-1.0))[0])) / 2e-6
-      analytic = sum(float(np.vdot(g, d)) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
-      assert abs(analytic) > 1e-3
-      np.testing.assert_allclose(numeric, analytic, rtol=1e-6)
+    assert_directional_derivatives(value_and_grad, params, grad, rng)
 
 
 def test_a_padded_position_gets_no_gradient(params):
