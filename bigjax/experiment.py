@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from bigjax import files
+from bigjax import huggingface
 from bigjax import hostcpu
 from bigjax import runs
 from bigjax import tasks
@@ -95,12 +96,34 @@ def _start(config: ml_collections.ConfigDict, teacher: Optional[runs.Run]):
     return source.tokenizer, start, {'checkpoint': source.workdir, 'step': source.step, 'drop': drop}, source.params
   if teacher is not None:
     return teacher.tokenizer, None, {}, None
+  if config.init.get('pretrained'):
+    return _pretrained_start(config)
   if config.init.embeddings:
     # The vectors are rows of the pretraining run's vocabulary: its tokenizer is this run's.
     tokenizer, vectors, found = embeddings_lib.load(config.init.embeddings)
     start = lambda fresh: transfer.with_word_vectors(fresh, vectors, found, embeddings_lib.init_embedding_table)
     return tokenizer, start, {'embeddings': os.path.abspath(config.init.embeddings)}, None
   return None, None, {}, None
+
+
+def _pretrained_start(config: ml_collections.ConfigDict):
+  """_start's for init.pretrained: the folder's tokenizer and weights (bigjax.huggingface)."""
+  folder = config.init.pretrained
+  arch = huggingface.read_architecture(folder)
+  tokenizer = huggingface.read_tokenizer(folder, arch)
+  imported, record = huggingface.read_params(
+      folder, arch, huggingface.unused_patterns(arch, config.init.get('pretrained_unused', '')))
+  # The classification head the folder lacks starts fresh, as transformers starts it.
+  drop = drop_patterns(config.init) + [f'^{module}/' for module in record['fresh']]
+  name = f'the pretrained model in {folder}'
+  start = lambda fresh: transfer.merge_params(fresh, imported, drop=drop, source_name=name,
+                                              flag='init.pretrained')[0]
+  if record['fresh']:
+    logging.info('init.pretrained: %s has no %s: initialized', folder, ', '.join(record['fresh']))
+  init_record = {'pretrained': files.absolute(folder), 'drop': drop, 'unused_tensors': record['unused'],
+                 # What an export back to a Hugging Face folder writes (bigjax.huggingface.export).
+                 'huggingface': huggingface.folder_record(folder, arch)}
+  return tokenizer, start, init_record, imported
 
 
 def _check_direction(config: ml_collections.ConfigDict, flag: str, source: Optional[runs.Run]) -> None:
@@ -119,8 +142,10 @@ def _record_transfer(init_record: dict, fns, example, source_params) -> None:
   if source_params is None:
     return
   abstract = jax.eval_shape(fns.init, jax.random.PRNGKey(0), example.token_ids, example.lengths)
+  flag = 'init.checkpoint' if 'checkpoint' in init_record else 'init.pretrained'
   _, copy_record = transfer.merge_params(abstract, source_params, drop=init_record['drop'],
-                                         source_name=init_record['checkpoint'])
+                                         source_name=init_record.get('checkpoint') or init_record['pretrained'],
+                                         flag=flag)
   init_record.update(copy_record)
 
 
@@ -131,6 +156,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   """
   if registry.spec(config.model.name).kind != registry.CLASSIFIER:
     raise ConfigError(f'model.name={config.model.name!r} is not a classifier; build() builds it')
+  config = huggingface.configure(config)
   teacher = runs.load_run(config.distill.teacher) if config.distill.teacher else None
   pretrained_tokenizer, start, init_record, source_params = _start(config, teacher)
   data = prepare_classification_data(config, workdir, pretrained_tokenizer)

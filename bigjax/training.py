@@ -8,6 +8,7 @@ import jax
 import ml_collections
 
 from bigjax import experiment as experiment_lib
+from bigjax import huggingface
 from bigjax import metrics as metrics_lib
 from bigjax import run_record
 from bigjax import workdirs
@@ -37,6 +38,7 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
   command: what writes the run folder, which only the same may resume (bigjax.workdirs; default:
     train_command).
   """
+  config = huggingface.configure(config)  # init.pretrained's architecture, recorded in config.json.
   workdir = claim_workdir(config, workdir, command)
   exp = build(config, workdir)
   is_main = jax.process_index() == 0

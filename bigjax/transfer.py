@@ -20,12 +20,14 @@ def leaf_paths(tree) -> dict:
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def merge_params(fresh, source, *, drop: Sequence[str] = (), source_name: str = 'the source run'):
+def merge_params(fresh, source, *, drop: Sequence[str] = (), source_name: str = 'the source run',
+                 flag: str = 'init.checkpoint'):
   """(params, record): `fresh` with every leaf not dropped copied from `source`.
 
   drop: regular expressions searched in each leaf's path ('head/kernel').
   record: {'copied': [...], 'dropped': [...], 'unused': [...]} (unused: source leaves this
   model has no place for, e.g. a language model's output layer).
+  flag: the config key that named the source, for the error messages.
   """
   patterns = [re.compile(p) for p in drop]
   fresh_leaves, source_leaves = leaf_paths(fresh), leaf_paths(source)
@@ -44,10 +46,10 @@ def merge_params(fresh, source, *, drop: Sequence[str] = (), source_name: str = 
       copied.append(path)
   if problems:
     shown = '; '.join(problems[:6]) + (f'; and {len(problems) - 6} more' if len(problems) > 6 else '')
-    raise ConfigError(f'init.checkpoint: {len(problems)} parameter(s) cannot be copied: {shown}. Keep them as '
+    raise ConfigError(f'{flag}: {len(problems)} parameter(s) cannot be copied: {shown}. Keep them as '
                       'initialized with init.drop=REGEX,... (e.g. --config.init.drop=^head/ for a new output layer)')
   if not copied:
-    raise ConfigError(f'init.checkpoint: nothing to copy from {source_name} (every leaf is dropped by init.drop)')
+    raise ConfigError(f'{flag}: nothing to copy from {source_name} (every leaf is dropped by init.drop)')
   unused = sorted(set(source_leaves) - set(fresh_leaves))
   flat, treedef = jax.tree_util.tree_flatten_with_path(fresh)
   keys = list(fresh_leaves)

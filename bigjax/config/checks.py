@@ -8,6 +8,7 @@ from typing import Optional
 
 import ml_collections
 
+from bigjax import huggingface
 from bigjax import run_record
 from bigjax.compress import pruning as pruning_lib
 from bigjax.compress import quantize as quantize_lib
@@ -107,6 +108,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                       'checkpoint already holds trained embeddings)')
   if config.init.checkpoint:
     run_record.read(config.init.checkpoint)
+  _check_pretrained(config)
   if config.distill.teacher:
     run_record.read(config.distill.teacher)
     if config.init.embeddings:
@@ -134,6 +136,25 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     optim.make_optimizer(config.optim.name, optim.make_schedule(config.optim.schedule, 1.0, 10))
   except ValueError as e:
     raise ConfigError(f'optim: {e}') from None
+
+
+def _check_pretrained(config: ml_collections.ConfigDict) -> None:
+  """init.pretrained: a folder bigjax can read, and nothing else that decides the tokens or the start."""
+  folder = config.init.get('pretrained', '')
+  if not folder:
+    return
+  for key in ('init.checkpoint', 'init.embeddings', 'distill.teacher'):
+    if config_value(config, key):
+      raise ConfigError(f'init.pretrained and {key} are both set: a run starts from one model, and reads one '
+                        'tokenizer\'s ids')
+  if config.data.direction != 'forward':
+    raise ConfigError('init.pretrained: a pretrained encoder reads texts forward; set data.direction=forward')
+  for pattern in (p for p in config.init.pretrained_unused.split(',') if p.strip()):
+    try:
+      re.compile(pattern.strip())
+    except re.error as e:
+      raise ConfigError(f'init.pretrained_unused: {pattern!r} is not a regular expression ({e})') from None
+  huggingface.configure(config)  # The folder's config.json, and data.max_len against its positions.
 
 
 def _check_max_tokens(config: ml_collections.ConfigDict) -> None:

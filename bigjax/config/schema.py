@@ -98,7 +98,9 @@ def _declare(ranges: Ranges) -> ml_collections.ConfigDict:  # pylint: disable=re
       vocab_size=(16000, (8, None)),  # Vocabulary trained on the train split.
       min_frequency=(2, (1, None)),  # Rarer pieces are not given an id.
       max_len=(64, (1, None)),  # Tokens kept per text.
-      keep='first',  # first | last: which max_len tokens of a longer text are kept.
+      # first | last | ends (the first quarter and last three quarters): which max_len tokens of
+      # a longer text are kept (a pretrained tokenizer's special tokens included in max_len).
+      keep='first',
       # forward | backward: the order a model reads each text's tokens in (after truncation).
       # backward is ULMFiT's backward language model and classifier; experiments.evaluate
       # averages a forward and a backward run's probabilities (an ensemble of both directions).
@@ -179,7 +181,7 @@ def _declare(ranges: Ranges) -> ml_collections.ConfigDict:  # pylint: disable=re
   )
 
   # Where a run's parameters start. Order: this workdir's own checkpoint (resume), else
-  # init.checkpoint, else init.embeddings, else from scratch.
+  # init.checkpoint, else init.pretrained, else init.embeddings, else from scratch.
   c.init = section(
       'init',
       # Another run's folder: its best parameters start this run (leaves with the same path,
@@ -191,6 +193,16 @@ def _declare(ranges: Ranges) -> ml_collections.ConfigDict:  # pylint: disable=re
       # A folder written by experiments.pretrain_embeddings: its word vectors start the
       # embedding table, and its tokenizer (which the vectors are rows of) replaces training one.
       embeddings='',
+      # A Hugging Face model folder (BERT, RoBERTa or DistilBERT: config.json, model.safetensors,
+      # tokenizer.json; bigjax.huggingface): its config.json fixes model.embed_dim and the
+      # architecture keys of model.transformer, its weights start the run (a classification
+      # head it lacks starts fresh; init.drop keeps others fresh), its tokenizer.json is the run's.
+      pretrained='',
+      # With init.pretrained: 'REGEX,...' of the folder's tensor names left out (searched in each
+      # name without the base model's prefix); '': pretraining heads and position_ids buffers
+      # (bigjax.huggingface.weights.DEFAULT_UNUSED), and RoBERTa's pooler. Any other tensor the
+      # model has no place for is an error.
+      pretrained_unused='',
   )
 
   # experiments.pretrain: a language model (model.name=lstm_lm) on the text of the train and

@@ -1,9 +1,12 @@
 """The run's tokenizer: BPE subwords or whole words, trained on the training split and saved
-with the run.
+with the run, or a pretrained model's (bigjax.huggingface), taken from its folder.
 
 Built on Hugging Face `tokenizers` (Rust, multithreaded): BPE over a Metaspace
 pre-tokenizer, so decode(encode(text)) gives back the normalized text exactly; or a
 word-level vocabulary (kind='word' splits on spaces, 'wordpunct' also splits off punctuation).
+A pretrained model's tokenizer.json has a post-processor that wraps each text in special tokens
+(BERT's [CLS] ... [SEP], RoBERTa's <s> ... </s>): encode adds them around the kept tokens, so
+a row is at most max_len ids, special ones included, as `transformers`' truncation gives.
 """
 import hashlib
 import os
@@ -23,38 +26,79 @@ PAD_ID = 0
 FILENAME = 'tokenizer.json'
 
 
-# Which end of a long text survives truncation. 'last' keeps a review's conclusion, which
-# is where an LSTM's final state is read.
-TRUNCATIONS = ('first', 'last')
+# Which part of a long text survives truncation. 'last' keeps a review's conclusion, which
+# is where an LSTM's final state is read; 'ends' keeps its first quarter and its last three
+# quarters (Sun et al. 2019's head + tail, best for BERT on IMDB: the opening and the verdict).
+TRUNCATIONS = ('first', 'last', 'ends')
 # The order a model reads a text's tokens in. 'backward' (last token first) is ULMFiT's
 # backward language model and classifier, which ensemble with the forward ones.
 DIRECTIONS = ('forward', 'backward')
 
 
+def truncate(ids: Sequence[int], room: int, keep: str) -> list[int]:
+  """At most `room` of `ids`: the first ones, the last ones, or both ends (see TRUNCATIONS)."""
+  ids = list(ids)
+  if len(ids) <= room:
+    return ids
+  if keep == 'first':
+    return ids[:room]
+  if keep == 'last':
+    return ids[len(ids) - room:]
+  head = room // 4
+  return ids[:head] + ids[len(ids) - (room - head):]
+
+
+def special_ends(tokenizer: tokenizers.Tokenizer) -> tuple[list[int], list[int]]:
+  """(the ids its post-processor puts before a single text, those after): ([], []) without one."""
+  if tokenizer.post_processor is None:
+    return [], []
+  encoding = tokenizer.post_process(tokenizer.encode('a', add_special_tokens=False))
+  text = [i for i, special in enumerate(encoding.special_tokens_mask) if not special]
+  return encoding.ids[:text[0]], encoding.ids[text[-1] + 1:]
+
+
 class Tokenizer:
-  """Text <-> int32 ids (subwords or words, as trained)."""
+  """Text <-> int32 ids (subwords or words, as trained, or a pretrained model's)."""
 
   def __init__(self, tokenizer: tokenizers.Tokenizer):
+    # Truncation and padding are encode's business: a pretrained tokenizer.json may ask for its own.
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
     self._tok = tokenizer
-    if tokenizer.token_to_id(PAD) != PAD_ID:
+    self._prefix, self._suffix = special_ends(tokenizer)
+    if not self.pretrained and tokenizer.token_to_id(PAD) != PAD_ID:
       raise DataError(f'tokenizer: {PAD!r} must have id {PAD_ID}')
+
+  @property
+  def pretrained(self) -> bool:
+    """Whether each text is wrapped in special tokens (a pretrained model's tokenizer)."""
+    return self._tok.post_processor is not None
 
   @property
   def vocab_size(self) -> int:
     return self._tok.get_vocab_size()
 
+  @property
+  def special_ends(self) -> tuple[list[int], list[int]]:
+    return list(self._prefix), list(self._suffix)
+
   def encode(self, texts: Sequence[str], max_len: int, keep: str = 'first',
              direction: str = 'forward') -> list[np.ndarray]:
-    """Token ids per text, truncated to its first (keep='first') or last `max_len` tokens in
-    reading order, then in `direction`'s order ('backward': last token first)."""
+    """Token ids per text: at most `max_len`, special tokens included, the text's tokens cut as
+    `keep` says (TRUNCATIONS) in reading order, then in `direction`'s order ('backward': last
+    token first)."""
     if keep not in TRUNCATIONS:
       raise ValueError(f'keep={keep!r}; use one of {TRUNCATIONS}')
     if direction not in DIRECTIONS:
       raise ValueError(f'direction={direction!r}; use one of {DIRECTIONS}')
+    room = max_len - len(self._prefix) - len(self._suffix)
+    if room < 1:
+      raise ValueError(f'max_len={max_len} leaves no room for text between the special tokens '
+                       f'{self.tokens(self._prefix + self._suffix)}')
     encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
-    cut = (lambda ids: ids[:max_len]) if keep == 'first' else (lambda ids: ids[max(len(ids) - max_len, 0):])
     step = 1 if direction == 'forward' else -1
-    return [np.asarray(cut(e.ids)[::step], np.int32) for e in encodings]
+    return [np.asarray((self._prefix + truncate(e.ids, room, keep) + self._suffix)[::step], np.int32)
+            for e in encodings]
 
   def token_id(self, token: str) -> int | None:
     return self._tok.token_to_id(token)

@@ -3,7 +3,7 @@
 token ids -> word + learned position + token-type embeddings -> LayerNorm -> dropout
 -> num_layers x [multi-head self-attention, MLP] (post-LN as BERT, or pre-LN with a final
 LayerNorm) -> pooling (the first position, or the mean over real tokens) -> optional pooler
-(dense + tanh, BERT's) -> dropout -> dense logits. `mlm_logits` adds BERT's masked-LM head
+(dense + tanh, BERT's; or + ReLU, DistilBERT's) -> dropout -> dense logits. `mlm_logits` adds BERT's masked-LM head
 (transform dense + GELU + LayerNorm, a decoder tied to the word embeddings, a bias).
 
 Padding is never attended to: every attention call takes each row's length as its keys'
@@ -65,6 +65,7 @@ GELUS = {'exact': functools.partial(jax.nn.gelu, approximate=False),  # BERT's a
          'tanh': functools.partial(jax.nn.gelu, approximate=True)}  # "gelu_new" (GPT-2's tanh approximation).
 ATTENTIONS = ('xla', 'cudnn', '')  # jax.nn.dot_product_attention's implementation; '': JAX's choice.
 POOLINGS = ('cls', 'mean')
+POOLER_ACTIVATIONS = {'tanh': jnp.tanh, 'relu': jax.nn.relu}
 _DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}  # None: the params' dtype.
 
 
@@ -218,6 +219,7 @@ class TransformerClassifier(nn.Module):
   gelu: str = 'exact'  # exact | tanh
   pooling: str = 'cls'  # cls (the first position) | mean (over real tokens)
   pooler: bool = True  # BERT's pooler, dense + tanh, on the pooled vector.
+  pooler_activation: str = 'tanh'  # tanh (BERT's pooler, RoBERTa's head) | relu (DistilBERT's pre_classifier)
   attention: str = 'xla'  # jax.nn.dot_product_attention's implementation: xla | cudnn | '' (JAX's choice)
   attention_dropout: float = 0.1  # On the attention weights (BERT's attention_probs_dropout_prob).
   dropout: float = 0.1  # Embeddings, each residual branch, and before the head (BERT's hidden dropout).
@@ -349,7 +351,7 @@ class TransformerClassifier(nn.Module):
       # where(), not multiply: nothing at a padded position can leak into the sum.
       pooled = jnp.where(real, states, 0.0).sum(axis=1) / jnp.maximum(lengths, 1)[:, None].astype(states.dtype)
     if self.pooler:
-      pooled = jnp.tanh(self.pooler_dense(pooled))
+      pooled = POOLER_ACTIVATIONS[self.pooler_activation](self.pooler_dense(pooled))
     return self.head(self.drop(pooled, deterministic=deterministic)).astype(_wide(self.param_dtype))
 
   def mlm_features(self, token_ids, lengths, *, deterministic: bool = True):
@@ -378,7 +380,8 @@ def _build(own: dict, **common) -> TransformerClassifier:
       num_layers=own['num_layers'], num_heads=own['num_heads'], intermediate_dim=own['intermediate_dim'],
       max_positions=own['max_positions'], type_vocab_size=own['type_vocab_size'],
       layer_norm_eps=own['layer_norm_eps'], pre_ln=own['pre_ln'], gelu=own['gelu'], pooling=own['pooling'],
-      pooler=own['pooler'], attention=own['attention'], attention_dropout=own['attention_dropout'],
+      pooler=own['pooler'], pooler_activation=own.get('pooler_activation', 'tanh'), attention=own['attention'],
+      attention_dropout=own['attention_dropout'],
       remat=own.get('remat', ''), init_std=own.get('init_std', 0.02), dtype=_DTYPES[own['dtype']], **common)
 
 
@@ -419,6 +422,7 @@ _FIELDS = dict(
     gelu='exact',  # exact (erf; BERT's, Hugging Face's "gelu") | tanh (the approximation, "gelu_new").
     pooling='cls',  # cls: the state at the first position (there is no [CLS] token) | mean: over real tokens.
     pooler=True,  # BERT's pooler: dense + tanh on the pooled vector before the head's dropout.
+    pooler_activation='tanh',  # The pooler's: tanh (BERT, RoBERTa) | relu (DistilBERT's pre_classifier).
     # jax.nn.dot_product_attention's implementation: xla (everywhere), cudnn (NVIDIA GPUs, with
     # dtype=bfloat16), '' (JAX's choice). Attention dropout > 0 trains with XLA ops whatever this says.
     attention='xla',
@@ -431,7 +435,8 @@ _FIELDS = dict(
     remat='',
     init_std=(0.02, (0.0, None, 'neither')),  # Truncated-normal std of the weights (BERT's initializer_range).
 )
-_CHOICES = {'gelu': tuple(GELUS), 'pooling': POOLINGS, 'attention': ATTENTIONS, 'dtype': tuple(_DTYPES),
+_CHOICES = {'gelu': tuple(GELUS), 'pooling': POOLINGS, 'pooler_activation': tuple(POOLER_ACTIVATIONS),
+            'attention': ATTENTIONS, 'dtype': tuple(_DTYPES),
             'remat': REMAT_POLICIES}
 SPEC = ModelSpec(
     name='transformer', kind=CLASSIFIER, section='transformer', module=TransformerClassifier, build=_build,
