@@ -1,6 +1,12 @@
-"""Exports a trained run as a self-contained artifact folder with its model card.
+"""Exports a trained run as a self-contained artifact folder with its model card, or as a
+Hugging Face folder.
 
   python -m experiments.export --workdir=runs/mlp_sst2 --out=artifacts/mlp_sst2
+  python -m experiments.export --workdir=runs/minilm_sst2 --out=exports/minilm_sst2_hf --format=huggingface
+
+--format=huggingface (a run started from a Hugging Face folder, init.pretrained) writes
+config.json, model.safetensors and the tokenizer files that transformers'
+AutoModelForSequenceClassification and AutoTokenizer load (bigjax/huggingface/export.py).
 
 The folder loads with jax, numpy and tokenizers alone (`python DIR/predict.py < texts.txt`;
 bigjax/export/export.py lists its files). The test split (the run's own, re-read from its
@@ -24,10 +30,13 @@ from bigjax.data import from_config
 from bigjax.data import sources
 from bigjax.errors import BigjaxError
 from bigjax.export import export, model_card
+from bigjax.huggingface import export as hf_export
 from experiments import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run.')
 _OUT = flags.DEFINE_string('out', None, 'The artifact folder to write (new, or an artifact with --overwrite).')
+_FORMAT = flags.DEFINE_enum('format', 'bigjax', ['bigjax', 'huggingface'], 'bigjax: the artifact that predict.py '
+                            'loads; huggingface: a transformers folder (runs started from init.pretrained).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace --out if it is an artifact already.')
 _PLATFORMS = flags.DEFINE_list('platforms', list(export.PLATFORMS), 'Platforms to lower for (those that do not '
                                'lower with the installed jaxlib are skipped and listed in metadata.json).')
@@ -62,6 +71,10 @@ def main(argv):
       raise errors.ConfigError(f'--ece_bins={_BINS.value} must be >= 1')
     workdirs.check_apart(_OUT.value, {'--workdir': _WORKDIR.value}, out_flag='--out')
     trained = runs.load_run(_WORKDIR.value)
+    if _FORMAT.value == 'huggingface':
+      json.dump(hf_export.write_folder(trained, _OUT.value, overwrite=_OVERWRITE.value), sys.stdout, indent=1)
+      print()
+      return
     evaluation_data, training = _data(trained)
     summary = export.export_run(trained, _OUT.value, platforms=_PLATFORMS.value, overwrite=_OVERWRITE.value,
                                 evaluation_data=evaluation_data, training=training, language=_LANGUAGE.value,

@@ -101,6 +101,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'{key}={value!r} is unknown; use one of {tuple(choices)}')
   param_groups(config.optim)
   mesh_options(config)
+  _check_pretrained(config)  # Before the max tokens: the folder's table, not model.transformer's default, bounds them.
   _check_max_tokens(config)
   _check_sparse_embeddings(config)
   if config.init.checkpoint and config.init.embeddings:
@@ -108,7 +109,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                       'checkpoint already holds trained embeddings)')
   if config.init.checkpoint:
     run_record.read(config.init.checkpoint)
-  _check_pretrained(config)
   if config.distill.teacher:
     run_record.read(config.distill.teacher)
     if config.init.embeddings:

@@ -165,7 +165,7 @@ def write_artifact(run: Run, out: str, *, platforms: Sequence[str] = PLATFORMS, 
         'model': run.model_name,
         'input': {'max_len': data['max_len'], 'keep': data['keep'], 'direction': data['direction'],
                   'bucket_boundaries': derived.bucket_boundaries, 'pad_id': loader.PAD_ID,
-                  'add_special_tokens': False, 'vocab_size': derived.vocab_size, 'tokenizer': data['tokenizer'],
+                  'special_ends': run.tokenizer.special_ends, 'vocab_size': derived.vocab_size, 'tokenizer': data['tokenizer'],
                   'max_tokens': max_tokens},
         'signature': 'probabilities(params, token_ids: int32[b, t], lengths: int32[b]) -> float32[b, K]; b, t '
                      f'symbolic{f", t <= {max_tokens}" if max_tokens else ""}; a row\'s tokens first, then pad id 0',

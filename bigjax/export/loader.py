@@ -60,6 +60,20 @@ def sha256_of(path: str) -> str:
   return digest.hexdigest()
 
 
+def truncate(ids: Sequence[int], room: int, keep: str) -> list[int]:
+  """At most `room` of `ids`: the first, the last, or both ends (the first quarter and the last
+  three quarters). bigjax.data.tokenizer.truncate, repeated here so that this file stands alone."""
+  ids = list(ids)
+  if len(ids) <= room:
+    return ids
+  if keep == 'first':
+    return ids[:room]
+  if keep == 'last':
+    return ids[len(ids) - room:]
+  head = room // 4
+  return ids[:head] + ids[len(ids) - (room - head):]
+
+
 def row_sizes(max_rows: int) -> list[int]:
   """The batch row counts used: powers of two below max_rows, and max_rows.
 
@@ -102,6 +116,8 @@ class Artifact:
     spec = metadata['input']
     self.max_len = int(spec['max_len'])
     self.keep = spec['keep']
+    # A pretrained model's tokenizer wraps each text in special tokens (artifacts written before: none).
+    self.prefix, self.suffix = (list(ids) for ids in spec.get('special_ends', ([], [])))
     self.direction = spec.get('direction', 'forward')  # Artifacts of format 1 before it: forward.
     self.buckets = sorted(int(b) for b in spec['bucket_boundaries'])
     self.exported = exported
@@ -112,10 +128,8 @@ class Artifact:
   def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
     """int32 token ids per text, exactly as bigjax.runs.Run.encode gives them."""
     encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-    if self.keep == 'first':
-      rows = [e.ids[:self.max_len] for e in encodings]
-    else:
-      rows = [e.ids[max(len(e.ids) - self.max_len, 0):] for e in encodings]
+    room = self.max_len - len(self.prefix) - len(self.suffix)
+    rows = [self.prefix + truncate(e.ids, room, self.keep) + self.suffix for e in encodings]
     step = 1 if self.direction == 'forward' else -1  # A backward model reads a text last token first.
     return [np.asarray(row[::step], np.int32) for row in rows]
 

@@ -21,3 +21,4 @@ from bigjax.huggingface.architecture import (Architecture, configure, folder_rec
                                              SUPPORTED_TYPES)
 from bigjax.huggingface.tokenizer import read_tokenizer
 from bigjax.huggingface.weights import read_params, unused_patterns
+# bigjax.huggingface.export (write_folder) imports bigjax.runs: import it where it is used.

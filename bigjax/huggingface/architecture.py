@@ -75,7 +75,11 @@ def read_architecture(folder: str) -> Architecture:
   if not os.path.isdir(folder):
     raise DataError(f'{folder}: no such folder (init.pretrained names a Hugging Face model folder)')
   path = os.path.join(folder, CONFIG_FILE)
-  c = _json(path)
+  return parse_architecture(_json(path), path)
+
+
+def parse_architecture(c: dict, path: str) -> Architecture:
+  """A config.json's content (read from `path`, which errors name) as an Architecture."""
   model_type = c.get('model_type')
   if model_type not in SUPPORTED_TYPES:
     raise DataError(f'{path}: model_type={model_type!r} is not supported; bigjax imports {SUPPORTED_TYPES}')
