@@ -8,12 +8,14 @@ LayerNorm) -> pooling (the first position, or the mean over real tokens) -> opti
 
 Padding is never attended to: every attention call takes each row's length as its keys'
 length, so a padded position (whatever its token id) changes no real position's state, and
-neither pooling reads it. bigjax's tokenizers add no [CLS] token: pooling='cls' reads the
-state at the text's first token, which attends to the whole text as BERT's [CLS] does.
+neither pooling reads it. pooling='cls' reads the state at the first position: a pretrained
+model's [CLS] (bigjax.huggingface: its tokenizer adds it), or, with a tokenizer bigjax trained
+(which adds none), the text's first token, which attends to the whole text as [CLS] does.
 
-Parameters (float32 always; `dtype` is the matmuls' compute dtype), named so that an importer
-can map a BERT checkpoint (Hugging Face names on the right; PyTorch Linear weights are
-[out, in]: transpose them, and split query/key/value's [H, H] into [H, heads, head_dim]):
+Parameters (float32 always; `dtype` is the matmuls' compute dtype), with a BERT checkpoint's
+names on the right (bigjax.huggingface.weights maps BERT, RoBERTa and DistilBERT checkpoints
+both ways; PyTorch Linear weights are [out, in], and query/key/value's [H, H] splits into
+[H, heads, head_dim]):
 
   embedding/embedding            [V, H]      bert.embeddings.word_embeddings
   position_embedding             [P, H]      bert.embeddings.position_embeddings
