@@ -28,55 +28,37 @@ operands (model.transformer.dtype=bfloat16) where the CPU has bf16 instructions 
 a second line; the headline is float32 against float32.
 """
 import dataclasses
-import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from typing import Optional
 
 from absl import app
 from absl import flags
 from absl import logging
-import jax
-import numpy as np
 
 from benchmarks import measure as bench
-from bigjax import experiment
+from benchmarks.step_race import bf16_wanted
+from benchmarks.step_race import bigjax_config
+from benchmarks.step_race import BigjaxStep
+from benchmarks.step_race import cpu_model
+from benchmarks.step_race import HEADLINE_PEER
+from benchmarks.step_race import medians
+from benchmarks.step_race import NUM_CLASSES
+from benchmarks.step_race import PEER_SETTINGS
+from benchmarks.step_race import pin_cpus
+from benchmarks.step_race import race_batch
+from benchmarks.step_race import ROOT
+from benchmarks.step_race import run_peer
+from benchmarks.step_race import same_work
+from benchmarks.step_race import Setup
+from benchmarks.step_race import versions
+from benchmarks.step_race import write
 from bigjax import hostcpu
-from bigjax import hostmem
 from bigjax import logs
-from bigjax.config import checks
 from bigjax.models import registry
-from bigjax.tasks.classification import Classification
-from bigjax.train import parallel
-from bigjax.train import step as step_lib
-from bigjax.types import Batch
 from experiments import cli
-from experiments.configs import transformer_sst2
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, 'benchmarks', 'torch_peer_transformer.py')
-# The torch runs: its default allocator, and bigjax's setting through the environment (like for like).
-PEER_SETTINGS = {'torch_same_allocator': hostmem.KEEP_FREED_MEMORY_ENV, 'torch': {}}
-HEADLINE_PEER = 'torch_same_allocator'
-NUM_CLASSES = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-  """What both sides train: the encoder's sizes and the batch."""
-  hidden: int
-  layers: int
-  heads: int
-  intermediate: int
-  vocab_size: int
-  batch_size: int
-  seq_len: int = 128
-
 
 # sst2: transformer_sst2.py's encoder and its SST-2 word vocabulary (14,833 words,
 # docs/results/RESULTS.md); base: BERT-base's sizes and WordPiece vocabulary; tiny: the test's.
@@ -102,70 +84,6 @@ _JSON_OUT = flags.DEFINE_string('json_out', 'runs/transformer_speed.json', 'The 
 _MARKDOWN_OUT = flags.DEFINE_string('markdown_out', 'runs/transformer_speed.md', 'The summary, as markdown.')
 
 
-def bigjax_config(setup: Setup, dtype: str, total_steps: int):
-  """transformer_sst2.py's config at the race's sizes: pooling and positions as BERT's."""
-  c = transformer_sst2.get_config()
-  c.model.embed_dim = setup.hidden
-  t = c.model.transformer
-  t.num_layers, t.num_heads, t.intermediate_dim = setup.layers, setup.heads, setup.intermediate
-  t.max_positions = setup.seq_len
-  t.pooling, t.pooler = 'cls', True  # BertForSequenceClassification's: the first position, then the pooler.
-  t.dtype = dtype
-  c.data.max_len = setup.seq_len
-  c.train.batch_size = setup.batch_size
-  c.train.steps = total_steps
-  c.optim.warmup_steps = max(total_steps // 10, 1)  # A tenth of the run, as the config's.
-  c.parallel = 'none'  # parallel.JitDriver: one device, as the CPU trainer runs.
-  checks.check_config(c)
-  return c
-
-
-def race_batch(setup: Setup, seed: int) -> Batch:
-  """Full rows of random ids (never 0, the padding id), drawn as the peer draws them."""
-  rng = np.random.default_rng(seed)
-  ids = rng.integers(1, setup.vocab_size, (setup.batch_size, setup.seq_len)).astype(np.int32)
-  labels = rng.integers(0, NUM_CLASSES, setup.batch_size).astype(np.int32)
-  return Batch(token_ids=ids, lengths=np.full(setup.batch_size, setup.seq_len, np.int32), labels=labels,
-               weights=np.ones(setup.batch_size, np.float32))
-
-
-class BigjaxStep:
-  """bigjax's train step for the config, as build_experiment assembles it (no data, one fixed batch)."""
-
-  def __init__(self, config, vocab_size: int, batch: Batch):
-    module = experiment.build_model(config.model, vocab_size, NUM_CLASSES)
-    fns = registry.model_fns(module)
-    task = Classification(NUM_CLASSES)
-    tx = experiment.build_optimizer(config, config.train.steps, config.train.steps)
-    self.driver = parallel.task_driver(config.parallel, task, fns, tx, config.train.accum_steps)
-    state = step_lib.create_train_state(fns, tx, jax.random.PRNGKey(config.seed), batch)
-    self.parameters = sum(int(np.size(x)) for x in jax.tree.leaves(state.params))
-    self.state = self.driver.put_state(state)
-    self.batch = batch
-
-  def compile(self) -> None:
-    self.state, _ = self.driver.train_step(self.state, self.batch)
-    jax.block_until_ready(self.state)
-
-  def run(self, warmup_steps: int, steps: int) -> dict:
-    """Median step time over `steps` steps (each waited for) after `warmup_steps` untimed ones."""
-    for _ in range(warmup_steps):
-      self.state, sums = self.driver.train_step(self.state, self.batch)
-    jax.block_until_ready(self.state)
-    times = []
-    for _ in range(steps):
-      start = time.perf_counter()
-      self.state, sums = self.driver.train_step(self.state, self.batch)
-      jax.block_until_ready(self.state)
-      times.append(time.perf_counter() - start)
-    last = self.driver.fetch([sums])[0]
-    step_s = statistics.median(times)
-    tokens = int(last['tokens'])  # The library's own count of the real tokens it trained on.
-    return {'tokens_per_s': tokens / step_s, 'step_s': step_s, 'step_times_s': times, 'tokens_per_step': tokens,
-            'examples_per_step': int(last['examples']), 'loss': float(last['loss']) / max(float(last['examples']), 1),
-            'parameters': self.parameters}
-
-
 def peer_command(python: str, setup: Setup, config, steps: int, warmup_steps: int, threads: int, seed: int,
                  json_out: str) -> list[str]:
   """torch_peer_transformer.py with the sizes and recipe of bigjax's config."""
@@ -179,49 +97,6 @@ def peer_command(python: str, setup: Setup, config, steps: int, warmup_steps: in
           f'--batch_size={setup.batch_size}', f'--seq_len={setup.seq_len}', f'--lr={o.learning_rate}',
           f'--weight_decay={o.weight_decay}', f'--clip_norm={o.clip_norm}', f'--steps={steps}',
           f'--warmup_steps={warmup_steps}', f'--threads={threads}', f'--seed={seed}', f'--json_out={json_out}']
-
-
-def run_peer(command: list[str], extra_env: dict) -> dict:
-  """The peer's report; its output is shown only if it fails."""
-  out = next(a.split('=', 1)[1] for a in command if a.startswith('--json_out='))
-  done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, **extra_env), check=False)
-  if done.returncode:
-    raise RuntimeError(f'the PyTorch peer failed (exit {done.returncode}):\n{done.stderr[-3000:]}')
-  with open(out, encoding='utf-8') as f:
-    return json.load(f)
-
-
-def cpu_model(cpuinfo_path: str = '/proc/cpuinfo') -> str:
-  """The CPU's 'model name', with its family and model numbers (a VM's name can be just 'AMD EPYC')."""
-  fields = {}
-  try:
-    with open(cpuinfo_path, encoding='utf-8', errors='replace') as f:
-      for line in f:
-        key, sep, value = line.partition(':')
-        if not sep and fields:
-          break  # The first processor's block is enough.
-        if sep:
-          fields.setdefault(key.strip(), value.strip())
-  except OSError:
-    return platform.processor() or 'unknown'
-  name = fields.get('model name', platform.processor() or 'unknown')
-  if 'cpu family' in fields and 'model' in fields:
-    name += f' (family {fields["cpu family"]}, model {fields["model"]})'
-  return name
-
-
-def versions() -> dict:
-  import flax  # pylint: disable=import-outside-toplevel
-  import jaxlib  # pylint: disable=import-outside-toplevel
-  import optax  # pylint: disable=import-outside-toplevel
-  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True,
-                          check=False).stdout.strip()
-  return {'python': platform.python_version(), 'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
-          'flax': flax.__version__, 'optax': optax.__version__, 'bigjax_commit': commit or None}
-
-
-def bf16_wanted(choice: str) -> bool:
-  return choice == 'yes' or (choice == 'auto' and hostcpu.native_bf16_matmuls() is True)
 
 
 def race(setup: Setup, *, peer_python: str, rounds: int, steps: int, warmup_steps: int, threads: int,
@@ -254,13 +129,8 @@ def race(setup: Setup, *, peer_python: str, rounds: int, steps: int, warmup_step
       print(f'round {i + 1}/{rounds}: ceiling {ceilings[-1] / 1e9:.1f} GFLOP/s; ' +
             ', '.join(f'{side} {r[-1]["tokens_per_s"]:.0f} tokens/s' for side, r in runs.items()), flush=True)
 
-  # Same work: the same number of parameters and of tokens a step, on every side.
-  work = {side: {'parameters': r[0]['parameters'], 'tokens_per_step': r[0]['tokens_per_step']}
-          for side, r in runs.items()}
-  if len({(w['parameters'], w['tokens_per_step']) for w in work.values()}) != 1:
-    raise RuntimeError(f'the sides do not do the same work: {work}')
-  median = {side: {'tokens_per_s': statistics.median(x['tokens_per_s'] for x in r),
-                   'step_s': statistics.median(x['step_s'] for x in r)} for side, r in runs.items()}
+  work = same_work(runs)
+  median = medians(runs)
   spec = registry.spec('transformer')
   own = registry.own_section(config.model.to_dict())
   flops = spec.training_flops(own, batch=setup.batch_size, width=setup.seq_len,
@@ -327,15 +197,6 @@ def markdown(r: dict) -> str:
   return '\n'.join(lines)
 
 
-def pin_cpus(threads: int) -> None:
-  """Keeps this process (and the peer it starts) to `threads` CPUs, before XLA sizes its thread pool."""
-  if hasattr(os, 'sched_getaffinity'):
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) > threads:
-      os.sched_setaffinity(0, cpus[:threads])
-      logging.warning('pinned to CPUs %s: %d threads on each side', cpus[:threads], threads)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -352,14 +213,6 @@ def main(argv):
   summary = markdown(results)
   print(summary)
   write(results, summary, _JSON_OUT.value, _MARKDOWN_OUT.value)
-
-
-def write(results: dict, summary: str, json_out: Optional[str], markdown_out: Optional[str]) -> None:
-  for path, text in ((json_out, json.dumps(results, indent=2)), (markdown_out, summary)):
-    if path:
-      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-      with open(path, 'w', encoding='utf-8') as f:
-        f.write(text + '\n')
 
 
 if __name__ == '__main__':
