@@ -92,6 +92,8 @@ _SPEED_STEPS = flags.DEFINE_integer('speed_steps', 5, 'Timed steps per shape.', 
 _SPEED_WARMUP_STEPS = flags.DEFINE_integer('speed_warmup_steps', 2, 'Untimed steps before them.', lower_bound=0)
 _THREADS = flags.DEFINE_integer('threads', 2, 'torch.set_num_threads.', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, "torch's seed (the new classifier, dropout) and the batches'.")
+_EVAL_EVERY = flags.DEFINE_integer('eval_every_steps', 0, 'Evaluate dev every N steps, and at the end (as '
+                                  "bigjax's checkpoint.every_steps); 0: after each epoch.", lower_bound=0)
 _JSON_OUT = flags.DEFINE_string('json_out', '', 'Also write the report here.')
 
 
@@ -224,7 +226,20 @@ def finetune() -> dict:
   lengths = np.array([len(r) for r in train_rows])
   rng = np.random.default_rng(_SEED.value)
   epochs, best, best_state = [], None, None
-  train_seconds, train_tokens, padded_tokens = 0.0, 0, 0
+  train_seconds, train_tokens, padded_tokens, step = 0.0, 0, 0, 0
+  every = _EVAL_EVERY.value
+
+  def evaluate_dev(epoch, losses, seconds):
+    nonlocal best, best_state
+    dev = accuracy(model, encoded['dev'], splits['dev'][1], _EVAL_BATCH_SIZE.value, pad_id)
+    epochs.append({'epoch': epoch, 'step': step, 'dev_accuracy': dev, 'train_loss': statistics.fmean(losses),
+                   'train_seconds': seconds})
+    print(f'epoch {epoch} step {step}: train loss {epochs[-1]["train_loss"]:.4f}, dev {dev:.4f}, {seconds:.1f} s',
+          flush=True)
+    if best is None or dev > best['dev_accuracy']:
+      best = epochs[-1]
+      best_state = copy.deepcopy(model.state_dict())
+
   for epoch in range(1, _EPOCHS.value + 1):
     losses, epoch_seconds = [], 0.0
     for indices in epoch_batches(lengths, _BATCH_SIZE.value, _BATCHING.value, rng):
@@ -235,20 +250,17 @@ def finetune() -> dict:
       epoch_seconds += time.perf_counter() - start
       train_tokens += int(mask.sum())
       padded_tokens += mask.numel()
+      step += 1
+      if every and (step % every == 0 or step == total_steps):
+        evaluate_dev(epoch, losses, epoch_seconds)
     train_seconds += epoch_seconds
-    dev = accuracy(model, encoded['dev'], splits['dev'][1], _EVAL_BATCH_SIZE.value, pad_id)
-    epochs.append({'epoch': epoch, 'dev_accuracy': dev, 'train_loss': statistics.fmean(losses),
-                   'train_seconds': epoch_seconds})
-    print(f'epoch {epoch}: train loss {epochs[-1]["train_loss"]:.4f}, dev {dev:.4f}, {epoch_seconds:.1f} s',
-          flush=True)
-    if best is None or dev > best['dev_accuracy']:
-      best = epochs[-1]
-      best_state = copy.deepcopy(model.state_dict())
+    if not every:
+      evaluate_dev(epoch, losses, epoch_seconds)
   model.load_state_dict(best_state)
   test = accuracy(model, encoded['test'], splits['test'][1], _EVAL_BATCH_SIZE.value, pad_id)
   config = model.config
   return {
-      'test_accuracy': test, 'dev_accuracy': best['dev_accuracy'], 'best_epoch': best['epoch'],
+      'test_accuracy': test, 'dev_accuracy': best['dev_accuracy'], 'best_epoch': best['epoch'], 'best_step': best['step'],
       'train_seconds': train_seconds, 'tokens_per_second': train_tokens / train_seconds, 'train_tokens': train_tokens,
       'padded_tokens': padded_tokens, 'epochs_run': epochs,
       'recipe': {
@@ -260,7 +272,7 @@ def finetune() -> dict:
           'warmup_steps': warmup_steps, 'total_steps': total_steps, 'schedule': 'linear', 'clip_norm': _CLIP_NORM.value,
           'optimizer': 'adamw', 'adamw': _ADAMW.value, 'dropout': config.hidden_dropout_prob,
           'attention_dropout': config.attention_probs_dropout_prob, 'seed': _SEED.value, 'limit': _LIMIT.value,
-          'eval_limit': _EVAL_LIMIT.value},
+          'eval_limit': _EVAL_LIMIT.value, 'eval_every_steps': every},
       'examples': {name: len(rows) for name, rows in encoded.items()}, 'truncated': truncated,
       'parameters': trainer.parameters, 'model_class': type(model).__name__,
       'attention': config._attn_implementation,  # pylint: disable=protected-access

@@ -46,6 +46,13 @@ SKIPPED = {  # Command -> why it does not run here.
      '--workdir=runs/transformer_imdb --config.init.checkpoint=runs/mlm_imdb'):
         'finetunes from runs/mlm_imdb, the command above, which does not run here; tests/test_masked_lm.py runs it, '
         ':tiny, from a tiny masked LM (the pretrained fixture)',
+    '.venv/bin/python -m experiments.train --config=experiments/configs/minilm_sst2.py --workdir=runs/minilm_sst2':
+        'the temporary checkout links ../shared/data, not ../shared/models; tests/test_huggingface.py runs this '
+        'command, :tiny, on the shared MiniLM (the finetuned fixture)',
+    ('.venv/bin/python -m experiments.export --workdir=runs/minilm_sst2 --out=exports/minilm_sst2_hf '
+     '--format=huggingface'):
+        'exports runs/minilm_sst2, the command above, which does not run here; tests/test_huggingface.py runs it '
+        '(the finetuned fixture)',
     ('.venv/bin/python -m experiments.compress --from=runs/mlp_sst2 --method=prune --workdir=runs/mlp_sst2_pruned '
      '--config.prune.target_sparsity=0.8'):
         'five epochs of finetuning (compress takes no tiny config); tests/test_compress.py runs this command '

@@ -237,6 +237,10 @@ def read_params(folder: str, arch: Architecture, unused: Sequence[str] = ()) -> 
   if arch.model_type == 'distilbert':  # No token types: type 0's row, added to every token, is zero.
     flat['type_embedding'] = np.zeros((1, arch.hidden_size), np.float32)
   fresh = sorted({e.path.split('/')[0] for e in table if e.key not in stored})
+  partial = [e.key for e in table if e.key in stored and e.path.split('/')[0] in fresh]
+  if partial:  # A head with some of its tensors: neither the folder's head nor a fresh one.
+    raise DataError(f'{where}: has {", ".join(partial)} but not the rest of that layer '
+                    f'({", ".join(e.key for e in table if e.key not in stored)})')
   return _nest(flat), {'fresh': fresh, 'unused': [stored[k] for k in left_out]}
 
 
