@@ -77,6 +77,9 @@ def write_tiny_bert(folder: str) -> None:
   transformers.BertModel(config).save_pretrained(folder)
 
 
+# Slow tier: the race's plumbing (benchmarks/step_race.py) is what test_transformer_peer.py's race
+# runs in the default tier; this adds the folder's architecture on both sides (~25 s).
+@pytest.mark.slow
 def test_finetune_race_reports_both_sides_doing_the_same_work(tmp_path):
   needs_peer_packages()
   model_dir = str(tmp_path / 'tiny_bert')
