@@ -51,9 +51,9 @@ def _imdb_texts(count: int) -> list[str]:
   return texts
 
 
-def _padded(rows):
+def _padded(rows, width: int = 0):
   lengths = np.asarray([len(r) for r in rows], np.int32)
-  ids = np.zeros((len(rows), lengths.max()), np.int32)
+  ids = np.zeros((len(rows), max(width, lengths.max())), np.int32)
   for i, row in enumerate(rows):
     ids[i, :len(row)] = row
   return ids, lengths
@@ -326,8 +326,10 @@ def test_an_exported_finetuned_minilm_gives_bigjaxs_logits_in_transformers_on_ss
   logits = jax.jit(run.fns.logits)
   order = np.argsort([len(r) for r in rows], kind='stable')
   ours, theirs = np.zeros((len(rows), 2), np.float32), np.zeros((len(rows), 2), np.float32)
-  for part in np.array_split(order, 4):  # Batches of similar lengths: padded, but not to the longest of all.
-    ids, lengths = _padded([rows[i] for i in part])
+  boundaries = run.derived.bucket_boundaries
+  for part in np.array_split(order, 4):  # Batches of similar lengths, padded to the run's bucket widths.
+    part_rows = [rows[i] for i in part]
+    ids, lengths = _padded(part_rows, next(b for b in boundaries if b >= max(map(len, part_rows))))
     ours[part] = np.asarray(logits(run.params, ids, lengths))
     mask = (np.arange(ids.shape[1])[None] < lengths[:, None]).astype(np.int64)
     with torch.no_grad():
