@@ -16,8 +16,8 @@ import numpy as np
 import optax
 
 from bigjax import files
-from bigjax import huggingface
 from bigjax import hostcpu
+from bigjax import huggingface
 from bigjax import runs
 from bigjax import tasks
 from bigjax import transfer
