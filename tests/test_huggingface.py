@@ -18,7 +18,7 @@ from bigjax import huggingface
 from bigjax import transfer
 from bigjax.config import schema
 from bigjax.data import sources
-from bigjax.data.tokenizer import Tokenizer, truncate
+from bigjax.data.tokenizer import truncate
 from bigjax.errors import DataError
 from bigjax.huggingface import weights
 from bigjax.models import registry
