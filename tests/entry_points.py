@@ -34,7 +34,7 @@ _HELPER = {}  # 'process': the helper, 'environment': the os.environ it was star
 def _helper() -> subprocess.Popen:
   """The helper for this environment: started at the first call, reused while it lives; one
   started afresh (the other stopped) where os.environ has changed since."""
-  environment = dict(os.environ)
+  environment = {k: v for k, v in os.environ.items() if k != 'PYTEST_CURRENT_TEST'}  # pytest's, for each test.
   helper = _HELPER.get('process')
   if helper is not None and (helper.poll() is not None or _HELPER['environment'] != environment):
     _stop_helper()
