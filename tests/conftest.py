@@ -9,7 +9,15 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # test session (entry points run as subprocesses inherit it), never the user's own.
 os.environ['BIGJAX_CACHE_DIR'] = tempfile.mkdtemp(prefix='bigjax-test-cache-')
 
+import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
+
+# JAX's persistent cache of compiled programs in that folder, where the entry points' own
+# (cache.compilation, experiments/cli.py) go: a program another test (or command) already
+# compiled, the same HLO, is loaded instead of compiled again. Compiling is most of what a test
+# of a tiny model costs, and many tests train the same tiny configurations.
+jax.config.update('jax_compilation_cache_dir', os.path.join(os.environ['BIGJAX_CACHE_DIR'], 'jax'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
 

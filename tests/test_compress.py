@@ -327,13 +327,20 @@ def _check_report_matches_the_loaded_run(out, data):
   return report, loaded
 
 
-def test_a_quantized_run_loads_and_matches_its_report(tmp_path):
+def test_a_quantized_run_loads_and_matches_its_report(tiny_transformer_run, tmp_path):
   data = write_corpus(tmp_path / 'data')
   training.run_training(tiny_config(data, **{'model.mlp.bigram_buckets': 64}), str(tmp_path / 'run'))
   out = tmp_path / 'int8'
-  done = compress(f'--from={tmp_path / "run"}', '--method=quantize', f'--workdir={out}',
-                  '--config.quantize.activations=static', '--config.quantize.calibration_examples=64')
-  assert done.returncode == 0, done.stderr[-3000:]
+  # Both commands in one helper process (tests/entry_points.py), each as `python -m experiments.compress`;
+  # standard output to a file of its own, standard error alone in 'output'. The second asks for a
+  # mode the model cannot take: static scales for a Transformer (the session's tiny run).
+  cases = {'int8': ['--method=quantize', f'--from={tmp_path / "run"}', f'--workdir={out}',
+                    '--config.quantize.activations=static', '--config.quantize.calibration_examples=64'],
+           'bad': ['--method=quantize', f'--from={tiny_transformer_run[0]}', f'--workdir={tmp_path / "bad"}',
+                   '--config.quantize.activations=static']}
+  done = run_cases({name: ('experiments.compress', argv + ['--latency_rounds=1'], str(tmp_path / f'{name}.out'))
+                    for name, argv in cases.items()}, str(tmp_path))
+  assert done['int8']['rc'] == 0, done['int8']['output'][-3000:]
   report, loaded = _check_report_matches_the_loaded_run(out, data)
   # At this toy size Orbax's own files outweigh the arrays on disk; the arrays themselves:
   # int8 values and float32 scales, one per row of 16 (docs/results/compression.md has real sizes).
@@ -355,11 +362,10 @@ def test_a_quantized_run_loads_and_matches_its_report(tmp_path):
   card = (tmp_path / 'artifact' / 'MODEL_CARD.md').read_text()
   assert 'int8 quantization with qwix (int8 mode, static activation scales)' in card
   # A mode the model cannot take: one line, exit status 2.
-  training.run_training(tiny_config(data, model='lstm', **{'train.steps': 5}), str(tmp_path / 'lstm'))
-  done = compress(f'--from={tmp_path / "lstm"}', '--method=quantize', f'--workdir={tmp_path / "bad"}',
-                  '--config.quantize.activations=static')
-  assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith('error: ')
-  assert 'MLP only' in done.stderr
+  bad = done['bad']
+  assert bad['rc'] == 2 and bad['output'].strip().splitlines()[-1].startswith('error: '), bad['output'][-3000:]
+  assert 'MLP only' in bad['output']
+  assert not os.path.exists(tmp_path / 'bad' / 'compression.json')
 
 
 @pytest.mark.slow

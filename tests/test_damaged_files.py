@@ -7,15 +7,14 @@ command that reads it as `python -m experiments.X`, and expects exit status 2, o
 unchanged to the byte. bigjax.files reads the run's JSON files; the artifact's loader has
 its own reader (it imports no bigjax).
 
-Speed: one tiny run (2 steps) and its artifact per module; the cases' subprocesses run
-all at once, as each spends most of its seconds importing JAX.
+Speed: one tiny run (2 steps) and its artifact per module; the cases run in the session's
+entry-point helper (tests/entry_points.py), which imported JAX once and replays what that
+import printed, as a fresh process would print it.
 """
 import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -24,6 +23,7 @@ from bigjax import runs
 from bigjax import training
 from bigjax.errors import DataError
 from bigjax.export import export
+from tests.entry_points import run_cases
 from tests.test_reliability import config_args
 from tests.test_train import tiny_config, write_corpus
 
@@ -101,14 +101,15 @@ def snapshot(folder):
 
 @pytest.fixture(scope='module')
 def outcomes(tmp_path_factory):
-  """Damages a copy per case, runs every case's command at once; {name: (result, folder, before)}."""
+  """Damages a copy per case, runs every case's command in the entry-point helper (tests/entry_points.py:
+  a forked child each, as `python -m experiments.X`); {name: (result, folder, before)}."""
   tmp = tmp_path_factory.mktemp('damaged')
   data = write_corpus(str(tmp / 'data'))
   config = tiny_config(data, **{'train.steps': 2, 'checkpoint.every_steps': 2, 'train.log_every_steps': 2})
   training.run_training(config, str(tmp / 'run'))
   export.write_artifact(runs.load_run(str(tmp / 'run')), str(tmp / 'artifact'))
   test_file = os.path.join(data, 'test.txt')
-  processes = {}
+  cases, before = {}, {}
   for name, (command, kind, file, damage, _) in CASES.items():
     folder = str(tmp / name)
     shutil.copytree(tmp / kind, folder)
@@ -119,14 +120,14 @@ def outcomes(tmp_path_factory):
             'train': config_args(config) + [f'--workdir={folder}'],
             'predict': [f'--model={folder}', f'--input={test_file}'],
             'serve': [f'--model={folder}', '--port=0']}[command]
-    processes[name] = (subprocess.Popen([sys.executable, '-m', f'experiments.{command}', *argv], cwd=ROOT,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'}),
-                       folder, snapshot(folder))
+    cases[name] = (f'experiments.{command}', argv, str(tmp / f'{name}.stdout'))
+    before[name] = (folder, snapshot(folder))
+  done = run_cases(cases, str(tmp), case_timeout=300)
   results = {}
-  for name, (process, folder, before) in processes.items():
-    stdout, stderr = process.communicate(timeout=300)
-    results[name] = (process.returncode, stdout, stderr, folder, before)
+  for name, (folder, snapshot_before) in before.items():
+    with open(cases[name][2], encoding='utf-8') as f:
+      stdout = f.read()
+    results[name] = (done[name]['rc'], stdout, done[name]['output'], folder, snapshot_before)
   return results
 
 

@@ -28,6 +28,7 @@ from bigjax.train import loop, optim, parallel
 from bigjax.train import step as step_lib
 from bigjax.types import Batch
 from test_train import ROOT, tiny_config, write_corpus
+from tests.entry_points import run_module
 
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, 'experiments', 'configs', '*.py'))
                  if not p.endswith('__init__.py'))
@@ -144,9 +145,8 @@ def test_load_run_needs_no_training_data(trained_run, tmp_path):
   info = json.loads((copy / 'config.json').read_text())
   info['config']['data']['path'] = str(moved)
   (copy / 'config.json').write_text(json.dumps(info))
-  done = subprocess.run([sys.executable, '-m', 'experiments.evaluate', f'--workdir={copy}',
-                         f'--data={tmp_path / "test.txt"}', f'--json_out={tmp_path / "report.json"}'],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  done = run_module('experiments.evaluate', [f'--workdir={copy}', f'--data={tmp_path / "test.txt"}',
+                                              f'--json_out={tmp_path / "report.json"}'])
   assert done.returncode == 0, done.stderr[-2000:]
   report = json.loads((tmp_path / 'report.json').read_text())
   assert report['step'] == results['best_step']
@@ -203,11 +203,10 @@ def test_finetuning_from_a_run_copies_all_but_the_dropped_output_layer(trained_r
 def test_finetuning_without_init_drop_names_the_mismatched_leaves(trained_run, tmp_path):
   _, workdir, _ = trained_run
   three_classes = write_corpus(str(tmp_path / 'data3'), sizes=(300, 60, 60), num_classes=3)
-  done = subprocess.run([sys.executable, '-m', 'experiments.train', '--config=experiments/configs/mlp_sst2.py',
-                         f'--workdir={tmp_path / "run"}', f'--config.data.path={three_classes}',
-                         f'--config.init.checkpoint={workdir}', '--config.model.embed_dim=16',
-                         '--config.model.mlp.hidden_dim=16', '--config.train.steps=2'],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  done = run_module('experiments.train', ['--config=experiments/configs/mlp_sst2.py', f'--workdir={tmp_path / "run"}',
+                                           f'--config.data.path={three_classes}', f'--config.init.checkpoint={workdir}',
+                                           '--config.model.embed_dim=16', '--config.model.mlp.hidden_dim=16',
+                                           '--config.train.steps=2'])
   errors = [line for line in done.stderr.splitlines() if line.startswith('error: ')]
   assert done.returncode == 2 and len(errors) == 1 and 'Traceback' not in done.stderr, done.stderr[-2000:]
   assert 'head/bias is float32[3] here, float32[2] in' in errors[0] and 'init.drop' in errors[0]

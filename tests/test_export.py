@@ -20,6 +20,7 @@ from bigjax.config import checks
 from bigjax.errors import ConfigError
 from bigjax.export import export, loader, model_card
 from bigjax.models import registry
+from tests.entry_points import run_module
 from tests.test_train import TINY_TRANSFORMER, tiny_config, write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -321,9 +322,8 @@ def test_run_probabilities_are_in_text_order_and_an_ensemble_averages_its_member
   np.testing.assert_allclose(report['loss'], -np.mean(np.log(mean[np.arange(len(labels)), labels])), rtol=1e-5)
   assert [m['accuracy'] for m in report['members']] == [np.mean(p.argmax(1) == np.asarray(labels)) for p in each]
   # The entry point: several --workdir values are their ensemble.
-  out = subprocess.run([sys.executable, '-m', 'experiments.evaluate', f'--workdir={forward.workdir},{backward.workdir}',
-                        f'--data={os.path.join(data, "test.txt")}', f'--json_out={tmp_path / "r.json"}'],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  out = run_module('experiments.evaluate', [f'--workdir={forward.workdir},{backward.workdir}',
+                                            f'--data={os.path.join(data, "test.txt")}', f'--json_out={tmp_path / "r.json"}'])
   assert out.returncode == 0, out.stderr[-2000:]
   cli = json.load(open(tmp_path / 'r.json', encoding='utf-8'))
   test_only = runs.ensemble_report([forward, backward], texts[:-len(EDGE_TEXTS)], labels[:-len(EDGE_TEXTS)])

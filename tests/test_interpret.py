@@ -7,7 +7,6 @@ import pathlib
 import re
 import shutil
 import subprocess
-import sys
 import warnings
 
 import jax
@@ -23,6 +22,7 @@ from bigjax.interpret import explanations, faithfulness, render
 from bigjax.models import mlp, registry
 from bigjax.types import ModelFns
 from test_train import ROOT, tiny_config, write_corpus
+from tests.entry_points import run_module
 
 VOCAB = 30
 WIDTH = 12  # One shape [4, WIDTH] for most checks: each method compiles once per model (plus [4, 16]).
@@ -330,8 +330,7 @@ def test_explanations_of_a_trained_run_are_complete_and_faithful(trained_run):
 
 
 def explain_cli(*args):
-  return subprocess.run([sys.executable, '-m', 'experiments.explain', *args], cwd=ROOT, capture_output=True,
-                        text=True, timeout=300)
+  return run_module('experiments.explain', args, timeout=300)
 
 
 def test_explain_entry_point_writes_terminal_html_and_json(trained_run, tmp_path):

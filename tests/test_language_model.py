@@ -3,8 +3,6 @@ experiments.pretrain, and a classifier that starts from the pretrained encoder."
 import json
 import math
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +23,7 @@ from bigjax.train import loop, parallel
 from bigjax.train import step as step_lib
 from bigjax.types import Batch
 from experiments.configs import lm_imdb
-from test_train import ROOT
+from tests.entry_points import run_module
 
 WORDS = 'the a movie film good bad great awful acting plot story love hate it was is and but not very'.split()
 
@@ -273,8 +271,7 @@ def test_a_classifier_from_the_pretrained_encoder_copies_exactly_the_encoder_lea
 
 
 def run_entry(*args):
-  return subprocess.run([sys.executable, '-m', 'experiments.pretrain', *args], cwd=ROOT, capture_output=True,
-                        text=True, timeout=300)
+  return run_module('experiments.pretrain', args, timeout=300)
 
 
 def test_a_language_model_from_a_mismatched_checkpoint_gets_one_clear_error(pretrained, tmp_path):

@@ -14,6 +14,7 @@ from bigjax import training
 from bigjax.data import from_config
 from bigjax.pretrain import embeddings
 from bigjax.pretrain import word_vectors
+from tests.entry_points import run_module
 from tests.test_train import tiny_config, write_corpus
 
 
@@ -97,8 +98,8 @@ def test_peer_command_carries_the_recipe(tmp_path):
 ])
 def test_race_refusals_are_one_line(tmp_path, args, expected):
   (tmp_path / 'race' / 'bigjax').mkdir(parents=True)  # As an earlier race leaves it: bigjax would resume.
-  done = subprocess.run([sys.executable, '-m', 'benchmarks.time_to_accuracy', f'--workdir={tmp_path / "race"}',
-                         *args], cwd=peers.ROOT, capture_output=True, text=True, timeout=120)
+  done = run_module('benchmarks.time_to_accuracy', [f'--workdir={tmp_path / "race"}', *args], timeout=120,
+                    cwd=peers.ROOT)
   assert done.returncode == 2, done.stderr[-2000:]
   assert expected in done.stderr and 'Traceback' not in done.stderr
 

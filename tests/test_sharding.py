@@ -175,7 +175,9 @@ def test_four_micro_batches_of_8_equal_one_batch_of_32_on_a_sharded_mesh(transfo
   assert_same_training(accumulated, whole)
 
 
-def test_remat_cuts_a_12_layer_steps_temporaries_3x_at_the_same_loss():
+def test_remat_cuts_an_8_layer_steps_temporaries_3x_at_the_same_loss():
+  # Eight layers: the cut grows with depth (3.9x here, 4.8x at 12 layers); each unrolled layer
+  # without remat costs its own compile time.
   stream = batching.TrainBatches(synthetic_split(vocab=64), batch_size=8, boundaries=(16,), seed=0)
   batch = stream.batch(0)
   batch = batch._replace(token_ids=np.tile(batch.token_ids, (1, 2)), lengths=batch.lengths * 2)  # 32 tokens a row.
@@ -183,7 +185,7 @@ def test_remat_cuts_a_12_layer_steps_temporaries_3x_at_the_same_loss():
   temps, losses, params = {}, {}, {}
   for remat in ('', 'nothing_saveable'):
     model = registry.build_model('transformer', vocab_size=64, num_classes=NUM_CLASSES, embed_dim=32, dropout=0.0,
-                                 num_layers=12, num_heads=4, intermediate_dim=128, max_positions=32,
+                                 num_layers=8, num_heads=4, intermediate_dim=128, max_positions=32,
                                  attention_dropout=0.0, remat=remat)
     fns = registry.model_fns(model)
     driver = parallel.task_driver('none', TASK, fns, tx)

@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import peers
 from bigjax import learning_curves as curves
+from tests.entry_points import run_module
 from tests.test_train import write_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,11 +120,11 @@ def test_time_to_accuracy_follows_bigjax_through_its_metrics(tmp_path):
 def test_learning_curve_runs_each_point_once_and_tabulates_them(tmp_path):
   data = write_corpus(tmp_path / 'data', sizes=(120, 40, 40))
   tiny = ' '.join(f'--config.{o}' for o in TINY if not o.startswith('train.steps')) + ' --config.train.steps=8'
-  args = [sys.executable, '-m', 'experiments.learning_curve', f'--workdir={tmp_path / "curve"}', '--budgets=30,0',
+  args = [f'--workdir={tmp_path / "curve"}', '--budgets=30,0',
           '--seeds=2', '--full_seeds=1', f'--extra=--config.data.path={data} {tiny}',
           '--start=narrow=experiments/configs/mlp_sst2.py',
           '--start=wide=experiments/configs/mlp_sst2.py --config.model.embed_dim=32']
-  first = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  first = run_module('experiments.learning_curve', args, timeout=900)
   assert first.returncode == 0, first.stderr[-3000:]
   out = json.loads((tmp_path / 'curve' / 'learning_curve.json').read_text())
   runs = out['runs']
@@ -148,7 +149,7 @@ def test_learning_curve_runs_each_point_once_and_tabulates_them(tmp_path):
   assert '| labels | narrow | wide |' in table and '| 120 (all) |' in table
   assert (tmp_path / 'curve' / 'learning_curve.png').read_bytes()[:4] == b'\x89PNG'
   # Again: every point is read, none retrained, and the curve is the same.
-  again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  again = run_module('experiments.learning_curve', args, timeout=300)
   assert again.returncode == 0 and again.stdout == first.stdout
   assert 'training' not in again.stderr and again.stderr.count('done before, read') == 6
   # Bad starts get one clear line.

@@ -1,8 +1,6 @@
 """Training end to end: resume equals an uninterrupted run, results, the entry point, errors."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,6 +8,7 @@ import pytest
 from bigjax import errors
 from bigjax import training
 from bigjax.config import schema
+from tests.entry_points import run_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POSITIVE = 'good great fine superb lovely charming'.split()
@@ -122,8 +121,7 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
 
 
 def run_entry_point(*args, timeout=300):
-  return subprocess.run([sys.executable, '-m', 'experiments.train', *args], cwd=ROOT, capture_output=True,
-                        text=True, timeout=timeout)
+  return run_module('experiments.train', args, timeout=timeout)
 
 
 def test_entry_point_trains_and_resumes(tmp_path):

@@ -17,7 +17,7 @@ from bigjax.models import registry, transformer
 from bigjax.tasks.classification import Classification
 from bigjax.types import Batch
 from experiments.configs import transformer_sst2
-from tests.test_train import tiny_config, write_corpus
+from tests.test_train import TINY_TRANSFORMER, tiny_config, write_corpus
 
 VOCAB, CLASSES = 40, 3
 TASK = Classification(CLASSES)
@@ -281,7 +281,31 @@ def test_flops_and_the_shipped_config():
   assert full.model.embed_dim % full.model.transformer.num_heads == 0
 
 
-def test_trains_exports_and_loads_through_the_registry(tmp_path):
+def test_trains_exports_and_loads_through_the_registry(tiny_transformer_run, tiny_transformer_artifact):
+  """The session's tiny run (tests/conftest.py: one layer, the corpus of test_train.write_corpus) and its artifact."""
+  workdir, data = tiny_transformer_run
+  checks.check_config(tiny_config(data, model='transformer', **TINY_TRANSFORMER))
+  assert_trains_exports_and_loads(workdir, loader.load(tiny_transformer_artifact))
+
+
+def assert_trains_exports_and_loads(workdir, artifact):
+  logged = [json.loads(line) for line in open(f'{workdir}/metrics.jsonl', encoding='utf-8').read().splitlines()]
+  train_losses = [entry['loss'] for entry in logged if entry['kind'] == 'train']
+  assert train_losses[-1] < 0.5 * train_losses[0]
+  results = json.loads(open(f'{workdir}/results.json', encoding='utf-8').read())
+  assert results['test']['accuracy'] > 0.7  # The corpus's label is readable from its cue words.
+  run = runs.load_run(workdir)
+  assert isinstance(run.model, transformer.TransformerClassifier) and run.model.num_heads == 2
+  texts = ['great good fine', 'awful bad poor', 'the plot was dull and the acting boring']
+  assert artifact.metadata['model'] == 'transformer'
+  np.testing.assert_allclose(artifact.probabilities(texts), run.probabilities(texts), atol=1e-5)
+
+
+# Slow tier: the default tier checks the same on the session's one-layer run (above), trains two
+# layers with dropout through experiments.train (tests/test_readme.py, transformer_sst2.py:tiny),
+# and checks the 2-layer model's steps on every mesh (tests/test_sharding.py).
+@pytest.mark.slow
+def test_two_layers_with_dropout_train_export_and_load_through_the_registry(tmp_path):
   data = write_corpus(str(tmp_path / 'data'))
   config = tiny_config(data, model='transformer', **{
       'train.steps': 30, 'checkpoint.every_steps': 10, 'model.transformer.num_layers': 2,
@@ -291,15 +315,6 @@ def test_trains_exports_and_loads_through_the_registry(tmp_path):
       # Attention dropout's random masks double the step's compile time; the other tests train with them.
       'model.transformer.attention_dropout': 0.0})
   checks.check_config(config)
-  results = training.run_training(config, str(tmp_path / 'run'))
-  logged = [json.loads(line) for line in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
-  train_losses = [entry['loss'] for entry in logged if entry['kind'] == 'train']
-  assert train_losses[-1] < 0.5 * train_losses[0]
-  assert results['test']['accuracy'] > 0.7  # The corpus's label is readable from its cue words.
-  run = runs.load_run(str(tmp_path / 'run'))
-  assert isinstance(run.model, transformer.TransformerClassifier) and run.model.num_heads == 2
-  texts = ['great good fine', 'awful bad poor', 'the plot was dull and the acting boring']
-  metadata = export.write_artifact(run, str(tmp_path / 'artifact'))
-  assert metadata['model'] == 'transformer'
-  np.testing.assert_allclose(loader.load(str(tmp_path / 'artifact')).probabilities(texts), run.probabilities(texts),
-                             atol=1e-5)
+  training.run_training(config, str(tmp_path / 'run'))
+  export.write_artifact(runs.load_run(str(tmp_path / 'run')), str(tmp_path / 'artifact'))
+  assert_trains_exports_and_loads(str(tmp_path / 'run'), loader.load(str(tmp_path / 'artifact')))
