@@ -120,8 +120,11 @@ class MetricWriter:
       folder = os.path.join(self._workdir, 'tensorboard')
       if in_bucket:
         self._tb_local = tempfile.mkdtemp(prefix='bigjax-tensorboard-')
-      # purge_step: TensorBoard hides the events a previous attempt wrote past `step`.
-      self._tb = summary_writer(self._tb_local or folder, purge_step=step + 1 if step else None)
+      # purge_step: TensorBoard hides the events a previous attempt wrote past `step`. The file is
+      # named by the second the writer opens in and the host; the suffix keeps an attempt that
+      # resumes within the same second (or a bucket's copy of it) from writing over the last one's.
+      self._tb = summary_writer(self._tb_local or folder, purge_step=step + 1 if step else None,
+                                filename_suffix=f'.{os.getpid()}.{time.monotonic_ns()}')
     except ImportError:
       self._tb = None
 
