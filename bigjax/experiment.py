@@ -18,6 +18,7 @@ import optax
 from bigjax import files
 from bigjax import hostcpu
 from bigjax import huggingface
+from bigjax import privacy
 from bigjax import runs
 from bigjax import tasks
 from bigjax import transfer
@@ -26,10 +27,11 @@ from bigjax.compress import pruning as pruning_lib
 from bigjax.config.checks import drop_patterns, mesh_options, param_groups
 from bigjax.data import batching, masking, prepare, sources, streams
 from bigjax.data.from_config import load_data, prepare_classification_data, tokenizer_trainer
-from bigjax.data.tokenizer import EOS, MASK, SPECIAL_TOKENS, Tokenizer
+from bigjax.data.tokenizer import EOS, MASK, SPECIAL_TOKENS, Tokenizer, from_file
 from bigjax.errors import ConfigError
 from bigjax.models import registry
 from bigjax.pretrain import embeddings as embeddings_lib
+from bigjax.privacy import audit, clipping, sampling
 from bigjax.run_record import Derived
 from bigjax.tasks.classification import Classification
 from bigjax.tasks.language_model import LanguageModeling, sampling_distribution
@@ -73,6 +75,7 @@ class Experiment:
   derived: Derived  # What config.json records of the run (bigjax.run_record).
   compatibility: dict  # What a checkpoint must agree on to be resumed into this run.
   constants: Optional[Params] = None  # Passed to every train step, never trained: a teacher's parameters.
+  dp: Optional[privacy.Plan] = None  # A DP-SGD run's mechanism and accountant.
 
 
 def _start(config: ml_collections.ConfigDict, teacher: Optional[runs.Run]):
@@ -103,6 +106,8 @@ def _start(config: ml_collections.ConfigDict, teacher: Optional[runs.Run]):
     tokenizer, vectors, found = embeddings_lib.load(config.init.embeddings)
     start = lambda fresh: transfer.with_word_vectors(fresh, vectors, found, embeddings_lib.init_embedding_table)
     return tokenizer, start, {'embeddings': os.path.abspath(config.init.embeddings)}, None
+  if config.data.get('tokenizer_file'):  # A public tokenizer, used as it is.
+    return from_file(config.data.tokenizer_file), None, {}, None
   return None, None, {}, None
 
 
@@ -165,13 +170,22 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   boundaries = batching.bucket_boundaries(config.data.max_len, config.data.smallest_bucket,
                                           config.data.bucket_growth)
   train, dev, test = (data.splits[name] for name in prepare.SPLITS)
+  canaries = audit.inserted(config, tokenizer, num_classes)
+  if canaries is not None:  # Before sampling: canaries are training examples like any other.
+    train = audit.with_canaries(train, canaries, config.audit.canary_repeats)
+    logging.info('audit: %d canaries inserted %d times each', len(canaries), config.audit.canary_repeats)
   accum_steps = config.train.accum_steps
   if config.train.batch_size < accum_steps:
     raise ConfigError(f'train.accum_steps={accum_steps} must be between 1 and train.batch_size')
   # Each process builds only its rows of every global batch (see batching.Sharding).
   sharding = batching.Sharding(jax.process_index(), jax.process_count(),
                                parallel.rows_multiple(config.parallel, accum_steps))
-  train_batches = batching.TrainBatches(train, config.train.batch_size, boundaries, config.seed, sharding)
+  plan = _privacy_plan(config, len(train), sharding)
+  if plan is None:
+    train_batches = batching.TrainBatches(train, config.train.batch_size, boundaries, config.seed, sharding)
+  else:  # Poisson-sampled, as the accountant assumes.
+    train_batches = sampling.PoissonBatches(train, plan.mechanism.sampling_rate, plan.mechanism.max_rows, boundaries,
+                                            config.seed, sharding)
   stats = train_batches.epoch_stats()
   logging.info('train: %d examples, %d batches/epoch, %d shapes, %.1f%% padding; vocab %d; classes %d',
                len(train), train_batches.steps_per_epoch, stats['distinct_shapes'],
@@ -184,8 +198,10 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   task = Classification(num_classes)
   tx = build_optimizer(config, total_steps, steps_per_epoch)
   task, constants = distillation(config.distill, task, teacher)
+  private = None if plan is None else clipping.PrivateGradients(
+      task, fns, plan.clip_norm, plan.mechanism.noise_multiplier, plan.mechanism.expected_batch)
   driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps,
-                               mesh=mesh_options(config, jax.device_count()))
+                               mesh=mesh_options(config, jax.device_count()), private=private)
   example = train_batches.batch(0)
   _record_transfer(init_record, fns, example, source_params)
   _check_sparse_tables(tx, fns, example)
@@ -197,7 +213,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
       devices=jax.device_count(), processes=jax.process_count(),
       global_batch_rows=sharding.rows(config.train.batch_size)[0], init=init_record,
       data_from_cache=data.from_cache, train_examples=len(train),
-      distill={'teacher': files.absolute(config.distill.teacher)} if config.distill.teacher else None)
+      distill={'teacher': files.absolute(config.distill.teacher)} if config.distill.teacher else None,
+      privacy=None if plan is None else _privacy_record(config, plan, len(train)))
   # What a checkpoint must agree on to be resumed into this run.
   compatibility = {'model': registry.section_of(config.model.to_dict()), 'vocab_size': tokenizer.vocab_size,
                    'num_classes': num_classes, 'data': derived.data_fingerprint,
@@ -209,6 +226,10 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
     compatibility['sparse_embeddings'] = {k: config.optim[k] for k in ('sparse_embeddings', 'sparse_rule')}
   if config.distill.teacher:
     compatibility['distill'] = config.distill.to_dict()
+  if plan is not None:  # Another noise, sampling or clip is another mechanism: its epsilon would be wrong.
+    compatibility['dp'] = config.dp.to_dict()
+  if canaries is not None:
+    compatibility['audit'] = config.audit.to_dict()
   return Experiment(
       dataset=data.dataset, tokenizer=tokenizer, task=task, fns=fns, tx=tx, driver=driver, train_batches=train_batches,
       dev=batching.eval_batches(dev, config.train.eval_batch_size, boundaries, sharding),
@@ -216,7 +237,32 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
       init_state=functools.partial(step_lib.create_train_state, fns, tx, jax.random.PRNGKey(config.seed), example,
                                    start),
       total_steps=total_steps, checkpoint_every_steps=every, derived=derived, compatibility=compatibility,
-      constants=constants)
+      constants=constants, dp=plan)
+
+
+def _privacy_plan(config: ml_collections.ConfigDict, examples: int,
+                  sharding: batching.Sharding) -> Optional[privacy.Plan]:
+  """dp.* resolved for a training set of `examples` (None without DP): the noise calibrated, the
+  padded rows chosen, epsilon computed, before any step."""
+  if 'dp' not in config or not config.dp.enabled:
+    return None
+  steps_per_epoch = max(1, round(examples / config.train.batch_size))
+  total_steps = config.train.steps or config.train.epochs * steps_per_epoch
+  return privacy.make_plan(config.dp, examples, config.train.batch_size, total_steps,
+                           sharding.rows(1)[0])
+
+
+def _privacy_record(config: ml_collections.ConfigDict, plan: privacy.Plan, examples: int) -> dict:
+  """config.json's privacy: the plan at its last step, the tokenizer's source, what is protected."""
+  if config.init.get('pretrained'):
+    tokenizer = f'the pretrained model\'s ({files.absolute(config.init.pretrained)})'
+  elif config.data.get('tokenizer_file'):
+    tokenizer = f'public ({files.absolute(config.data.tokenizer_file)})'
+  else:
+    tokenizer = f'init.checkpoint\'s ({files.absolute(config.init.checkpoint)}), declared public by dp.public_init'
+  return dict(plan.record(plan.steps), tokenizer=tokenizer, public_init=bool(config.dp.public_init),
+              private=f'the {examples} training examples; the dev examples that choose the kept checkpoint and '
+                      'the test examples are not protected')
 
 
 def language_model_corpus(config: ml_collections.ConfigDict) -> list[str]:

@@ -82,6 +82,10 @@ class Derived:
   # A quantized run's {'method', 'mode', 'activations', 'source', 'source_step',
   # 'calibration_examples', 'stored_bytes'} (bigjax.compress.quantized_run).
   quantization: Optional[dict] = None
+  # A DP-SGD run's privacy (bigjax.privacy.Plan.record at its last step: epsilon, delta, noise,
+  # sampling), with 'tokenizer' (where its public tokenizer came from) and 'private' (what the
+  # guarantee covers).
+  privacy: Optional[dict] = None
 
   def to_json(self) -> dict:
     """The JSON object config.json holds: every field, less the optional ones that are None."""

@@ -10,6 +10,7 @@ import ml_collections
 from bigjax import experiment as experiment_lib
 from bigjax import huggingface
 from bigjax import metrics as metrics_lib
+from bigjax import privacy
 from bigjax import run_record
 from bigjax import workdirs
 from bigjax.train import loop
@@ -43,6 +44,7 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
   exp = build(config, workdir)
   is_main = jax.process_index() == 0
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
+  extra_hooks = [] if exp.dp is None else [privacy.EpsilonLog(exp.dp, writer)]
   try:
     return loop.train_and_evaluate(
         driver=exp.driver, task=exp.task, init_state=exp.init_state, batch_at=exp.train_batches.batch,
@@ -56,6 +58,7 @@ def run_training(config: ml_collections.ConfigDict, workdir: str, stop_after_ste
         workdir=workdir, meta={'compatibility': exp.compatibility, 'config': config.to_dict()}, writer=writer,
         constants=exp.constants,
         train_shapes=exp.train_batches.shape_examples if config.train.compile_ahead else None,
+        extra_hooks=extra_hooks,
         # config.json only once the workdir's checkpoints are known to be this run's.
         on_start=lambda: is_main and write_run_info(workdir, config, exp.derived))
   finally:

@@ -57,6 +57,9 @@ class ModelFns(NamedTuple):
   logical_axes() -> a tree like init's params of PartitionSpecs of logical axis names
     ('vocab', 'embed', ...), where the model declares them; None where it does not (its
     parameters are then placed on a mesh by shape: bigjax.train.sharding).
+  embedding_rows(params, token_ids) -> int32[B, S]: the table row embedding slot s reads (rows of
+    different tables numbered apart), where `embed` is only table lookups: DP-SGD's per-example
+    norms of the tables come from it (bigjax.privacy.clipping).
   masked_logits(params, token_ids, lengths, positions, dropout_key=None) -> float32[B, M, V]:
     a masked language model's logits at positions int32[B, M] of each row (only there: the
     [B, T, V] logits of every position are never formed).
@@ -72,3 +75,4 @@ class ModelFns(NamedTuple):
   token_logits_carried: Optional[Callable[..., Any]] = None
   logical_axes: Optional[Callable[[], Any]] = None
   masked_logits: Optional[Callable[..., Array]] = None
+  embedding_rows: Optional[Callable[..., Array]] = None

@@ -118,7 +118,8 @@ def _older_origin(folder: str) -> Optional[Origin]:
 
 def config_inputs(config: Mapping) -> dict:
   """The folders a training config reads from, by key: what it starts from or learns from."""
-  keys = (('init', 'checkpoint'), ('init', 'pretrained'), ('init', 'embeddings'), ('distill', 'teacher'))
+  keys = (('init', 'checkpoint'), ('init', 'pretrained'), ('init', 'embeddings'), ('distill', 'teacher'),
+          ('data', 'tokenizer_file'))
   found = {f'{section}.{name}': config.get(section, {}).get(name, '') for section, name in keys}
   return {key: path for key, path in found.items() if path}
 

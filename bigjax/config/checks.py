@@ -14,10 +14,12 @@ from bigjax.compress import pruning as pruning_lib
 from bigjax.compress import quantize as quantize_lib
 from bigjax.config import schema
 from bigjax.data import sources
+from bigjax.data import tokenizer as tokenizer_lib
 from bigjax.data.tokenizer import DIRECTIONS, KINDS, TRUNCATIONS
 from bigjax.errors import ConfigError
 from bigjax.models import registry
 from bigjax.pretrain import embeddings as embeddings_lib
+from bigjax.privacy import ACCOUNTANTS
 from bigjax.train import loop, optim, parallel, sharding, sparse
 
 
@@ -95,7 +97,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                        *model_choices, ('optim.schedule', optim.SCHEDULES),
                        ('optim.sparse_rule', sparse.RULES), ('train.nan_policy', loop.NAN_POLICIES),
                        ('prune.scope', pruning_lib.SCOPES), ('quantize.mode', quantize_lib.MODES),
-                       ('quantize.activations', quantize_lib.ACTIVATIONS)):
+                       ('quantize.activations', quantize_lib.ACTIVATIONS),
+                       ('dp.accountant', ACCOUNTANTS)):
     value = config_value(config, key)
     if value not in choices:
       raise ConfigError(f'{key}={value!r} is unknown; use one of {tuple(choices)}')
@@ -104,6 +107,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _check_pretrained(config)  # Before the max tokens: the folder's table, not model.transformer's default, bounds them.
   _check_max_tokens(config)
   _check_sparse_embeddings(config)
+  _check_tokenizer_file(config)
+  _check_private(config)
   if config.init.checkpoint and config.init.embeddings:
     raise ConfigError('init.checkpoint and init.embeddings are both set; a run starts from one of them (a '
                       'checkpoint already holds trained embeddings)')
@@ -186,3 +191,44 @@ def _check_sparse_embeddings(config: ml_collections.ConfigDict) -> None:
     if conflict:
       raise ConfigError(f'optim.sparse_embeddings={pattern!r} cannot be used with {what}; set '
                         'optim.sparse_embeddings="" for dense updates')
+
+
+def _check_tokenizer_file(config: ml_collections.ConfigDict) -> None:
+  path = config.data.get('tokenizer_file', '')
+  if not path:
+    return
+  for key in ('init.pretrained', 'init.checkpoint', 'init.embeddings', 'distill.teacher'):
+    if config_value(config, key):
+      raise ConfigError(f'data.tokenizer_file and {key} are both set: {key} brings its own tokenizer')
+  tokenizer_lib.tokenizer_file_path(path)  # A DataError naming the path if there is no tokenizer there.
+
+
+def _check_private(config: ml_collections.ConfigDict) -> None:
+  """dp.*: what would break DP-SGD's guarantee, or make it meaningless, refused before any data is read."""
+  if 'dp' not in config or not config.dp.enabled:
+    return
+  c = config.dp
+  if c.noise_multiplier and c.target_epsilon:
+    raise ConfigError(f'dp.noise_multiplier={c.noise_multiplier} and dp.target_epsilon={c.target_epsilon} are both '
+                      'set: set one (the noise, or the epsilon it is calibrated to)')
+  if not (c.noise_multiplier or c.target_epsilon):
+    raise ConfigError('dp.enabled=True with no noise: set dp.noise_multiplier or dp.target_epsilon')
+  conflicts = (
+      (registry.spec(config.model.name).kind != registry.CLASSIFIER,
+       f'model.name={config.model.name} (DP-SGD trains classifiers: a language model\'s rows are windows of '
+       'documents, not examples)'),
+      (config.optim.sparse_embeddings, 'optim.sparse_embeddings (noise reaches every row of a table)'),
+      (config.distill.teacher, 'distill.teacher (a teacher\'s outputs on the private examples are not private)'),
+      (config.init.embeddings and not c.public_init,
+       'init.embeddings (word vectors trained on the private examples leak them; if these saw none, set '
+       'dp.public_init=True)'),
+      (config.init.checkpoint and not c.public_init,
+       'init.checkpoint (a run that trained on the private examples leaks them; if it saw none, set '
+       'dp.public_init=True)'),
+      (not (config.data.get('tokenizer_file') or config.init.get('pretrained') or config.init.checkpoint),
+       'a tokenizer trained on the private examples (its vocabulary is learnt from them): set '
+       'data.tokenizer_file to a public tokenizer.json, or start from init.pretrained'),
+  )
+  for conflict, what in conflicts:
+    if conflict:
+      raise ConfigError(f'dp.enabled=True cannot be used with {what}')

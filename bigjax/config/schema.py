@@ -95,6 +95,9 @@ def _declare(ranges: Ranges) -> ml_collections.ConfigDict:  # pylint: disable=re
       # budget; dev and test are untouched).
       train_limit=(0, (0, None)),
       tokenizer='bpe',  # bpe (subwords) | word (space-separated words, as the PyTorch peers) | wordpunct.
+      # A tokenizer.json (or a folder holding one) used as it is instead of training one on the train
+      # split: a public tokenizer, which DP-SGD runs need (a pretrained model's, say).
+      tokenizer_file='',
       vocab_size=(16000, (8, None)),  # Vocabulary trained on the train split.
       min_frequency=(2, (1, None)),  # Rarer pieces are not given an id.
       max_len=(64, (1, None)),  # Tokens kept per text.
@@ -167,6 +170,41 @@ def _declare(ranges: Ranges) -> ml_collections.ConfigDict:  # pylint: disable=re
       # Compile the other batch shapes' steps on a background thread while the first train
       # (one driver: parallel='none'); the steps find them compiled (docs/results/sparse_embeddings.md).
       compile_ahead=True,
+  )
+
+  # Differential privacy (DP-SGD, bigjax/privacy; docs/guides/privacy.md): each step Poisson-samples
+  # the training examples (train.batch_size of them on average), clips each one's gradient to
+  # clip_norm, adds Gaussian noise of noise_multiplier * clip_norm to their sum, and the accountant
+  # counts the (epsilon, delta) spent. Classifiers only; the tokenizer must be public
+  # (data.tokenizer_file, or init.pretrained's).
+  c.dp = section(
+      'dp',
+      enabled=False,
+      clip_norm=(1.0, (0.0, None, 'neither')),
+      # Set one: the noise multiplier, or the epsilon to spend by the last step (the noise is then
+      # the smallest the accountant finds for it, computed before training).
+      noise_multiplier=(0.0, (0.0, None)),
+      target_epsilon=(0.0, (0.0, None)),
+      delta=(0.0, (0.0, 1.0, 'low')),  # 0: 1 / n^1.1 for n training examples; must be below 1 / n.
+      accountant='pld',  # pld (tightest; counts the batch's truncation) | rdp (Opacus's default)
+      # The padded batch's rows: a step that draws more examples keeps a random subset of this many
+      # (the accountant counts it). 0: enough that this happens with probability 1e-3 over the run
+      # (pld) or a tenth of delta (rdp).
+      max_rows=(0, (0, None)),
+      # Where the parameters start (init.checkpoint, init.embeddings) must not have seen the private
+      # examples: set this to say so, and the report records that you did.
+      public_init=False,
+  )
+
+  # The privacy audit (bigjax/privacy/audit.py, experiments.audit): canaries, random token sequences
+  # with random labels, each added `canary_repeats` times to the training set, whose exposure the
+  # audit measures after training (for private and non-private runs alike). 0: none inserted.
+  c.audit = section(
+      'audit',
+      canaries=(0, (0, None)),
+      canary_repeats=(1, (1, None)),
+      canary_length=(16, (1, None)),
+      seed=(0, (0, None)),
   )
 
   # Start-up work done once, kept in cache.dir ('': $BIGJAX_CACHE_DIR, else ~/.cache/bigjax):

@@ -100,6 +100,10 @@ class Tokenizer:
     return [np.asarray((self._prefix + truncate(e.ids, room, keep) + self._suffix)[::step], np.int32)
             for e in encodings]
 
+  def special_ids(self) -> list[int]:
+    """The ids of the special tokens (padding, [CLS], <unk>...): never a text's own words."""
+    return sorted(i for i, token in self._tok.get_added_tokens_decoder().items() if token.special)
+
   def token_id(self, token: str) -> int | None:
     return self._tok.token_to_id(token)
 
@@ -132,6 +136,30 @@ class Tokenizer:
       raise DataError(f'{path}: cannot load the tokenizer ({e.strerror or e}); {remedy}') from None
     except Exception as e:  # tokenizers raises a bare Exception for bad JSON.
       raise DataError(f'{path}: cannot load the tokenizer ({e}); {remedy}') from None
+
+
+def tokenizer_file_path(path: str) -> str:
+  """data.tokenizer_file's tokenizer.json (the file, or the one in a folder); a DataError if there is none."""
+  if epath.Path(path).is_dir():
+    path = os.path.join(path, FILENAME)
+  if not epath.Path(path).is_file():
+    raise DataError(f'data.tokenizer_file={path}: no such file (a tokenizer.json, or a folder holding one)')
+  return path
+
+
+def from_file(path: str) -> Tokenizer:
+  """A public tokenizer (data.tokenizer_file), used as it is: its post-processor's special tokens
+  are added as a pretrained model's are, and its id 0 must be its padding token."""
+  path = tokenizer_file_path(path)
+  try:
+    tokenizer = Tokenizer(tokenizers.Tokenizer.from_str(epath.Path(path).read_bytes().decode('utf-8')))
+  except Exception as e:  # tokenizers raises a bare Exception for bad JSON.
+    raise DataError(f'{path}: cannot load the tokenizer ({e})') from None
+  padding = tokenizer.tokens([PAD_ID])[0] or ''
+  if padding.strip('[]<>').lower() not in ('pad', 'padding'):
+    raise DataError(f'{path}: id {PAD_ID} is {padding!r}; bigjax pads rows with id {PAD_ID}, so it must be the '
+                    'padding token ([PAD] or <pad>)')
+  return tokenizer
 
 
 KINDS = ('bpe', 'word', 'wordpunct')

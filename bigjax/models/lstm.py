@@ -212,6 +212,10 @@ class LSTMClassifier(nn.Module):
     """int32[B, T] -> float32[B, T, E]. Attributions differentiate w.r.t. this output."""
     return self.embedding(token_ids)
 
+  def embedding_rows(self, token_ids):  # pylint: disable=no-self-use
+    """int32[B, T]: the table row each slot of `embed` reads (its token's)."""
+    return token_ids
+
   def sequence_states(self, embeddings, lengths, *, deterministic: bool = True):
     """Per-token states float32[B, T, H*dirs] and final states float32[B, H*dirs].
 

@@ -70,6 +70,12 @@ class MLPClassifier(nn.Module):
       return x
     return jnp.concatenate([x, self.bigram_embedding(bigram_ids(token_ids, self.bigram_buckets))], axis=1)
 
+  def embedding_rows(self, token_ids):
+    """int32[B, S]: the table row each slot of `embed` reads (bigram rows after the vocabulary's)."""
+    if not self.bigram_buckets:
+      return token_ids
+    return jnp.concatenate([token_ids, self.vocab_size + bigram_ids(token_ids, self.bigram_buckets)], axis=1)
+
   def real_positions(self, lengths, width: int):
     """bool[B, width]: the positions of `embed`'s output that hold real tokens (or pairs)."""
     if not self.bigram_buckets:

@@ -140,8 +140,12 @@ def model_fns(module, name: Optional[str] = None) -> ModelFns:
   def logits_from_embeddings(params, embeddings, lengths, dropout_key=None):
     return run('logits_from_embeddings', params, embeddings, lengths, dropout_key=dropout_key)
 
+  def embedding_rows(params, token_ids):
+    return module.apply({'params': params}, token_ids, method='embedding_rows')
+
   return ModelFns(init=init, logits=outputs, embed=embed, logits_from_embeddings=logits_from_embeddings,
                   slot_tokens=module.slot_tokens,
+                  embedding_rows=embedding_rows if hasattr(module, 'embedding_rows') else None,
                   sequence_states=sequence_states if hasattr(module, 'token_states') else None,
                   logical_axes=logical_axes)
 

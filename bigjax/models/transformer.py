@@ -317,6 +317,10 @@ class TransformerClassifier(nn.Module):
     position and type embeddings are added in `encode`."""
     return self.embedding(token_ids)
 
+  def embedding_rows(self, token_ids):  # pylint: disable=no-self-use
+    """int32[B, T]: the table row each slot of `embed` reads (its token's)."""
+    return token_ids
+
   @staticmethod
   def slot_tokens(width: int):
     """Embedding slot t is token t."""

@@ -168,7 +168,7 @@ def restore_or_init(checkpointer: Checkpointer, init_state: Callable, compatibil
 def train_steps(device_state, batch_at: Callable[[int], Batch], *, driver: Driver, task: Task,
                 start_step: int, end_step: int, periods: Periods, guard: hooks_lib.NanGuard,
                 throughput: hooks_lib.Throughput, progress: hooks_lib.ProgressLog,
-                checkpointing: hooks_lib.Checkpointing, constants=None):
+                checkpointing: hooks_lib.Checkpointing, constants=None, extra_hooks: Sequence[Callable] = ()):
   """Steps from start_step to end_step. A window closes every log_every_steps, at each
   checkpoint step (every checkpoint_every_steps, and the run's last), at a stop request and
   at end_step; the hooks then run in order (the module docstring of bigjax.train.hooks).
@@ -200,6 +200,8 @@ def train_steps(device_state, batch_at: Callable[[int], Batch], *, driver: Drive
                               f'{checkpointing.intact()}. Lower the learning rate or set optim.clip_norm.')
         throughput(window)
         progress(window)
+        for hook in extra_hooks:
+          hook(window)
         checkpointing(window, device_state)
         sums, window_start, window_compiled = [], time.perf_counter(), False
       if stopping:
@@ -213,7 +215,7 @@ def train_steps(device_state, batch_at: Callable[[int], Batch], *, driver: Drive
 
 
 def final_test(checkpointing: hooks_lib.Checkpointing, device_state, step: int, throughput: hooks_lib.Throughput,
-               skipped_steps: int, workdir: str, memory: Optional[dict] = None) -> dict:
+               skipped_steps: int, workdir: str, memory: Optional[dict] = None, extra_hooks: Sequence = ()) -> dict:
   """Evaluates the best checkpoint on dev and test; the results (also in results.json)."""
   driver, task, checkpointer, writer = (checkpointing.driver, checkpointing.task, checkpointing.checkpointer,
                                         checkpointing.writer)
@@ -252,6 +254,9 @@ def final_test(checkpointing: hooks_lib.Checkpointing, device_state, step: int, 
                  'launch_to_first_step_done_s': throughput.first_step_done_at,
                  'launch_to_results_s': clock.process_age_s()},
   }
+  for hook in extra_hooks:  # What a run's own hooks add (its privacy record, say).
+    if hasattr(hook, 'results'):
+      results.update(hook.results(step))
   writer.write(step, 'test', task.summary(test_report), dict(hooks_lib.extra(test_report), best_step=best_step))
   logging.info('best dev step %d: dev %s %.4f, test %s %.4f', best_step, metric, dev_report[metric], metric,
                test_report[metric])
@@ -263,7 +268,8 @@ def final_test(checkpointing: hooks_lib.Checkpointing, device_state, step: int, 
 def train_and_evaluate(*, driver: Driver, task: Task, init_state: Callable, batch_at: Callable[[int], Batch],
                        dev: Sequence[Batch], test: Sequence[Batch], config: LoopConfig, workdir: str, meta: dict,
                        writer: metrics_lib.MetricWriter, constants=None, on_start: Optional[Callable[[], None]] = None,
-                       train_shapes: Optional[Callable[[int], Sequence[Batch]]] = None) -> dict:
+                       train_shapes: Optional[Callable[[int], Sequence[Batch]]] = None,
+                       extra_hooks: Sequence[Callable] = ()) -> dict:
   """Trains to config.periods.total_steps, resuming from workdir's checkpoints, then tests the best.
 
   init_state() -> fresh host TrainState (also the restore target).
@@ -274,6 +280,8 @@ def train_and_evaluate(*, driver: Driver, task: Task, init_state: Callable, batc
     that a refused run writes nothing over the files of the run it refused.
   train_shapes(start_step) -> one batch per shape the steps from start_step reach, in that
     order: the driver compiles them, and dev's and test's shapes, while the first ones train.
+  extra_hooks: hook(window) after the progress log at every window (bigjax.train.hooks); one with
+    results(step) -> dict adds that to the results.
   Returns the results dict, also written to workdir/results.json.
   """
   periods = config.periods
@@ -315,7 +323,7 @@ def train_and_evaluate(*, driver: Driver, task: Task, init_state: Callable, batc
       device_state, step, stopped_by = train_steps(
           device_state, batch_at, driver=driver, task=task, start_step=start_step, end_step=end_step,
           periods=periods, guard=guard, throughput=throughput, progress=progress, checkpointing=checkpointing,
-          constants=constants)
+          constants=constants, extra_hooks=extra_hooks)
       checkpointer.wait()
     except Exception:  # Not KeyboardInterrupt: a second signal means "now", even if a save hangs.
       checkpointer.wait_quietly()  # A save in flight completes: the newest good checkpoint survives the error.
@@ -325,7 +333,8 @@ def train_and_evaluate(*, driver: Driver, task: Task, init_state: Callable, batc
       reason = f'received {stopped_by}' if stopped_by else f'stopped after {step - start_step} steps as asked'
       logging.info('%s: checkpoint at step %d saved; rerun the same command to resume', reason, step)
       return {'step': step, 'stopped': reason}
-    return final_test(checkpointing, device_state, step, throughput, guard.skipped_steps, workdir, memory)
+    return final_test(checkpointing, device_state, step, throughput, guard.skipped_steps, workdir, memory,
+                      extra_hooks)
   finally:
     if ahead is not None:
       ahead.close()

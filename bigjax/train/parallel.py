@@ -166,21 +166,22 @@ class AheadOfTime:
     self._thread.join()
 
 
-def _steps(loss_fn, count_fn, tx, sums_fn, accum_steps, axis_name=None):
+def _steps(loss_fn, count_fn, tx, sums_fn, accum_steps, axis_name=None, private=None):
   train = functools.partial(step_lib.train_step, loss_fn=loss_fn, count_fn=count_fn, tx=tx, axis_name=axis_name,
-                            accum_steps=accum_steps)
+                            accum_steps=accum_steps, private=private)
   return train, functools.partial(step_lib.eval_step, sums_fn=sums_fn, axis_name=axis_name)
 
 
 class JitDriver(Driver):
   """One device; also the reference the other modes are tested against."""
 
-  def __init__(self, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable, accum_steps: int = 1):
+  def __init__(self, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable, accum_steps: int = 1,
+               private=None):
     if jax.process_count() > 1:
       raise ValueError("parallel='none' runs on one device; a multi-process job needs 'mesh' or 'pmap'")
     self.num_devices = 1
     self.accum_steps = accum_steps
-    train, evaluate = _steps(loss_fn, count_fn, tx, sums_fn, accum_steps)
+    train, evaluate = _steps(loss_fn, count_fn, tx, sums_fn, accum_steps, private=private)
     self._train = jax.jit(train, donate_argnums=0)
     self._eval = jax.jit(evaluate)
     self._device = jax.devices()[0]
@@ -226,10 +227,11 @@ class PmapDriver(Driver):
   returned them, `fetch` takes device 0's copy on the host, and states move through the host.
   """
 
-  def __init__(self, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable, accum_steps: int = 1):
+  def __init__(self, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable, accum_steps: int = 1,
+               private=None):
     self.num_devices = jax.local_device_count()
     self.accum_steps = accum_steps
-    train, evaluate = _steps(loss_fn, count_fn, tx, sums_fn, accum_steps, axis_name=AXIS)
+    train, evaluate = _steps(loss_fn, count_fn, tx, sums_fn, accum_steps, axis_name=AXIS, private=private)
     self._train = jax.pmap(train, axis_name=AXIS, donate_argnums=0)
     self._eval = jax.pmap(evaluate, axis_name=AXIS)
     # One program places a whole tree with the sharding the steps take (pmap refuses a
@@ -282,7 +284,7 @@ class MeshDriver(Driver):
 
   def __init__(self, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable, accum_steps: int = 1,
                mesh_shape: Optional[sharding_lib.MeshShape] = None, rules=None, logical_axes: Optional[Callable] = None,
-               fsdp_min_size: int = 1 << 16):
+               fsdp_min_size: int = 1 << 16, private=None):
     self.mesh = sharding_lib.make_mesh(mesh_shape or sharding_lib.MeshShape())
     self.num_devices = jax.device_count()
     self.accum_steps = accum_steps
@@ -291,7 +293,7 @@ class MeshDriver(Driver):
     self._rules, self._logical_axes, self._fsdp_min_size = rules, logical_axes, fsdp_min_size
     self._replicated = NamedSharding(self.mesh, P())
     self._rows = NamedSharding(self.mesh, P(sharding_lib.BATCH_AXES))
-    self._steps = _steps(loss_fn, count_fn, tx, sums_fn, accum_steps)
+    self._steps = _steps(loss_fn, count_fn, tx, sums_fn, accum_steps, private=private)
     self.state_shardings = None  # Set by the first put_state (or abstract_state).
     self._pace = _Pacer()
 
@@ -359,8 +361,8 @@ def _memory(device_state, compiled) -> dict:
 
 
 def make_driver(mode: str, *, loss_fn: Callable, count_fn: Callable, tx, sums_fn: Callable,
-                accum_steps: int = 1, mesh: Optional[dict] = None) -> Driver:
-  """loss_fn and count_fn as for step.train_step; sums_fn(params, batch) -> evaluation sums.
+                accum_steps: int = 1, mesh: Optional[dict] = None, private=None) -> Driver:
+  """loss_fn, count_fn and private as for step.train_step; sums_fn(params, batch) -> evaluation sums.
 
   mesh: MeshDriver's keyword arguments (mesh_shape, rules, logical_axes, fsdp_min_size), for mode 'mesh'.
   """
@@ -368,17 +370,20 @@ def make_driver(mode: str, *, loss_fn: Callable, count_fn: Callable, tx, sums_fn
   if mode not in drivers:
     raise ValueError(f'unknown parallel mode {mode!r}; known: {MODES}')
   if mode == 'mesh':
-    return MeshDriver(loss_fn, count_fn, tx, sums_fn, accum_steps, **(mesh or {}))
-  return drivers[mode](loss_fn, count_fn, tx, sums_fn, accum_steps)
+    return MeshDriver(loss_fn, count_fn, tx, sums_fn, accum_steps, **(mesh or {}), private=private)
+  return drivers[mode](loss_fn, count_fn, tx, sums_fn, accum_steps, private=private)
 
 
-def task_driver(mode: str, task, model, tx, accum_steps: int = 1, mesh: Optional[dict] = None) -> Driver:
+def task_driver(mode: str, task, model, tx, accum_steps: int = 1, mesh: Optional[dict] = None,
+                private=None) -> Driver:
   """The driver of a task's steps for a model (see bigjax.tasks); under 'mesh', the model's
-  logical axis names (where it declares them) place its parameters."""
+  logical axis names (where it declares them) place its parameters. private: DP-SGD's
+  gradient (a bigjax.privacy.PrivateGradients), or None."""
   if mode == 'mesh':
     mesh = dict(mesh or {}, logical_axes=model.logical_axes)
   return make_driver(mode, loss_fn=functools.partial(task.loss, model), count_fn=task.count, tx=tx,
-                     sums_fn=functools.partial(task.eval_sums, model), accum_steps=accum_steps, mesh=mesh)
+                     sums_fn=functools.partial(task.eval_sums, model), accum_steps=accum_steps, mesh=mesh,
+                     private=private)
 
 
 def rows_multiple(mode: str, accum_steps: int = 1) -> int:

@@ -69,7 +69,7 @@ def gradient_sums(loss_fn: Callable, params, batch: Batch, dropout_key, accum_st
 
 
 def train_step(state: TrainState, batch: Batch, constants=None, *, loss_fn: Callable, count_fn: Callable, tx,
-               axis_name: Optional[str] = None, accum_steps: int = 1):
+               axis_name: Optional[str] = None, accum_steps: int = 1, private=None):
   """One optimizer step. Returns the new state and metric sums.
 
   loss_fn(params, batch, dropout_key, constants) -> (loss_sum, sums): a task's loss.
@@ -77,6 +77,8 @@ def train_step(state: TrainState, batch: Batch, constants=None, *, loss_fn: Call
   constants: inputs that are neither trained nor donated (a teacher's parameters), or None.
   axis_name: set under pmap/shard_map, where gradients and sums are psum-ed over it.
   accum_steps: split the batch into this many micro-batches (rows must divide by it).
+  private: a bigjax.privacy.PrivateGradients: DP-SGD's gradient (each real row's clipped, their
+    sum noised and divided by the expected batch size) instead of the mean loss's.
   """
   dropout_key = jax.random.fold_in(state.rng, state.step)
   if axis_name is not None:  # Different dropout masks on each device's rows.
@@ -95,7 +97,13 @@ def train_step(state: TrainState, batch: Batch, constants=None, *, loss_fn: Call
 
   row_sparse = isinstance(tx, sparse_lib.RowSparseOptimizer)
   carry = None
-  if row_sparse:  # The embedding tables' gradients come as rows (bigjax.train.sparse).
+  if private is not None:
+    if row_sparse or state.carry is not None:
+      raise ValueError('DP-SGD needs dense updates and a task that carries no state')
+    rows = batch.weights.shape[0]
+    first_row = 0 if axis_name is None else jax.lax.axis_index(axis_name) * rows
+    grads, sums = private.clipped_sum(state.params, batch, dropout_key, accum_steps, first_row)
+  elif row_sparse:  # The embedding tables' gradients come as rows (bigjax.train.sparse).
     if accum_steps != 1 or state.carry is not None:
       raise ValueError('row-sparse embedding updates need accum_steps=1 and a task that carries no state')
     grads, sums = tx.gradients(mean_loss, state.params, batch, dropout_key)
@@ -125,6 +133,8 @@ def train_step(state: TrainState, batch: Batch, constants=None, *, loss_fn: Call
       grads, sums = tx.all_reduce(grads, state.params, axis_name), jax.lax.psum(sums, axis_name)
     else:
       grads, sums = jax.lax.psum((grads, sums), axis_name)
+  if private is not None:  # After the sum over devices: the noise is added once.
+    grads = private.noisy_mean(grads, state.rng, state.step)
   grad_norm = tx.norm(grads) if row_sparse else optax.tree.norm(grads)
   # A NaN/Inf loss or gradient leaves params and optimizer state as they were, so no
   # checkpoint ever holds its result; the loop then stops or skips (train.nan_policy).

@@ -1,0 +1,155 @@
+"""DP-SGD's gradient (Abadi et al. 2016): each example's gradient clipped to norm C, summed,
+Gaussian noise of standard deviation sigma * C added, divided by the expected batch size.
+
+The step (bigjax.train.step) asks `PrivateGradients` for the clipped sum of its rows and, after
+summing over devices, for the noisy mean. Per-example gradients are a vmap of the task's loss
+over single rows (each row its own dropout key), formed k rows at a time for
+train.accum_steps = k micro-batches, which bounds their memory.
+
+Embedding tables take a shortcut where the model allows it ("ghost" norms, as in Li et al.
+2021): an example's gradient of a table is its embedding slots' gradients added into the rows
+they read, so its squared norm is sum over slot pairs reading the same row of their gradients'
+dot products, computed from the [S, E] slot gradients without forming the [V, E] table for each
+example; the clipped sum of the tables is then one backward pass of the embedding lookup. It
+needs the model's embed / logits_from_embeddings split, its embedding_rows, and tables that
+only `embed` reads (no tied output layer); otherwise every parameter's per-example gradient is
+formed. Both give the same clipped sums (tests/test_privacy.py).
+"""
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from bigjax.types import Batch, ModelFns
+
+# Keeps the noise's random stream apart from the dropout keys of the same step.
+_NOISE_STREAM = 0x4E01
+
+
+def _leaves_read(fn, params, *args) -> set[int]:
+  """Indices (in jax.tree.leaves order) of the parameters fn(params, *args) reads."""
+  leaves, treedef = jax.tree.flatten(params)
+  jaxpr = jax.make_jaxpr(lambda ls, *rest: fn(jax.tree.unflatten(treedef, ls), *rest))(leaves, *args).jaxpr
+  position = {id(v): i for i, v in enumerate(jaxpr.invars[:len(leaves)])}
+  read = {position[id(v)] for eqn in jaxpr.eqns for v in eqn.invars if id(v) in position}
+  return read | {position[id(v)] for v in jaxpr.outvars if id(v) in position}
+
+
+def _one_row(row):
+  """A row of a batch as a batch of one row."""
+  return jax.tree.map(lambda x: x[None], row)
+
+
+def _squared_norms(per_example) -> jax.Array:
+  """float32[B]: each example's squared gradient norm over the leaves of [B, ...] arrays."""
+  return sum(jnp.sum(jnp.square(g.reshape(g.shape[0], -1).astype(jnp.float32)), axis=1)
+             for g in jax.tree.leaves(per_example))
+
+
+def _weighted_sum(factors, per_example):
+  return jax.tree.map(lambda g: jnp.tensordot(factors.astype(g.dtype), g, axes=1), per_example)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivateGradients:
+  """How a step's gradient is made private. task: its loss(model, params, batch, key) weights rows."""
+  task: Any
+  model: ModelFns
+  clip_norm: float  # C
+  noise_multiplier: float  # sigma
+  expected_batch: float  # n * q: what the noisy sum is divided by
+  ghost: bool = True  # Embedding tables' norms without their per-example gradients, where possible.
+
+  def _row_loss(self, model: ModelFns, params, row: Batch, key):
+    return self.task.loss(model, params, _one_row(row), key)
+
+  def _tables(self, params, token_ids) -> Optional[list[int]]:
+    """The leaves the ghost norms serve (those `embed` reads), or None where they cannot."""
+    m = self.model
+    if not self.ghost or m.embed is None or m.logits_from_embeddings is None or m.embedding_rows is None:
+      return None
+    tables = _leaves_read(m.embed, params, token_ids)
+    embedded = jax.eval_shape(m.embed, params, token_ids)
+    lengths = jnp.zeros(token_ids.shape[:1], jnp.int32)
+    rest = _leaves_read(lambda p, e: m.logits_from_embeddings(p, e, lengths), params, embedded)
+    return sorted(tables) if tables and not tables & rest else None  # Tied tables: every gradient formed.
+
+  def per_example(self, params, batch: Batch, keys):
+    """(clipped-sum parts) for one micro-batch: the per-example gradients' squared norms, and a
+    function factors[B] -> sum_i factors_i * gradient_i, with the loss sums."""
+    tables = self._tables(params, batch.token_ids)
+    if tables is None:
+      row_loss = lambda p, row, key: self._row_loss(self.model, p, row, key)
+      grads, sums = jax.vmap(lambda row, key: jax.grad(row_loss, has_aux=True)(params, row, key))(batch, keys)
+      return _squared_norms(grads), lambda factors: _weighted_sum(factors, grads), sums
+    leaves, treedef = jax.tree.flatten(params)
+    table_leaves = [leaves[i] for i in tables]
+    rest_leaves = [x for i, x in enumerate(leaves) if i not in tables]
+
+    def join(table_part, rest_part):
+      parts, t, r = [], iter(table_part), iter(rest_part)
+      for i in range(len(leaves)):
+        parts.append(next(t) if i in tables else next(r))
+      return jax.tree.unflatten(treedef, parts)
+
+    def row_grads(row, embedded_row, key):
+      def loss(rest_part, embedded):
+        reads_embeddings = self.model._replace(
+            logits=lambda p, ids, lengths, k=None: self.model.logits_from_embeddings(p, embedded, lengths, k))
+        return self._row_loss(reads_embeddings, join(table_leaves, rest_part), row, key)
+      (rest_grad, slot_grad), sums = jax.grad(loss, argnums=(0, 1), has_aux=True)(rest_leaves, embedded_row[None])
+      return rest_grad, slot_grad[0], sums
+
+    embed_tables = lambda table_part: self.model.embed(join(table_part, rest_leaves), batch.token_ids)
+    embedded, embed_vjp = jax.vjp(embed_tables, table_leaves)
+    rest_grads, slot_grads, sums = jax.vmap(row_grads)(batch, embedded, keys)
+    # Slots reading the same table row add up in that row's gradient: |G_i|^2 = sum over such pairs.
+    rows = self.model.embedding_rows(params, batch.token_ids)
+    slot_grads32 = slot_grads.astype(jnp.float32)
+    gram = jnp.einsum('bse,bte->bst', slot_grads32, slot_grads32)
+    table_sq = jnp.sum(jnp.where(rows[:, :, None] == rows[:, None, :], gram, 0.0), axis=(1, 2))
+
+    def weighted_sum(factors):
+      (table_part,) = embed_vjp((factors[:, None, None] * slot_grads32).astype(slot_grads.dtype))
+      return join(table_part, _weighted_sum(factors, rest_grads))
+
+    return _squared_norms(rest_grads) + table_sq, weighted_sum, sums
+
+  def clipped_sum(self, params, batch: Batch, dropout_key, accum_steps: int = 1, first_row=0):
+    """(sum over real rows of each row's gradient clipped to clip_norm, the loss sums with
+    'clipped': how many rows were clipped). Row r's dropout key is fold_in(dropout_key,
+    first_row + r); micro-batch j takes rows j, j + k, ... (as bigjax.train.step's)."""
+    rows = batch.weights.shape[0]
+    keys = jax.vmap(lambda r: jax.random.fold_in(dropout_key, r))(first_row + jnp.arange(rows))
+
+    def micro(micro_batch, micro_keys):
+      squared, weighted_sum, sums = self.per_example(params, micro_batch, micro_keys)
+      norms = jnp.sqrt(squared)
+      factors = micro_batch.weights * jnp.minimum(1.0, self.clip_norm / jnp.maximum(norms, 1e-12))
+      sums = jax.tree.map(lambda x: jnp.sum(x, axis=0), sums)
+      sums['clipped'] = jnp.sum((norms > self.clip_norm) * micro_batch.weights)
+      return weighted_sum(factors), sums
+
+    if accum_steps == 1:
+      return micro(batch, keys)
+    split = lambda x: jnp.moveaxis(x.reshape((-1, accum_steps) + x.shape[1:]), 1, 0)
+    stacked = jax.tree.map(split, (batch, keys))
+
+    def add(totals, xs):
+      return jax.tree.map(jnp.add, totals, micro(*xs)), None
+
+    first = jax.tree.map(lambda x: x[0], stacked)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(micro, *first))
+    totals, _ = jax.lax.scan(add, zeros, stacked)
+    return totals
+
+  def noisy_mean(self, clipped_sum, rng, step):
+    """The clipped sum plus N(0, (sigma C)^2) in every coordinate, over the expected batch.
+    The noise's key is a function of (rng, step), the same on every device."""
+    key = jax.random.fold_in(jax.random.fold_in(rng, step), _NOISE_STREAM)
+    leaves, treedef = jax.tree.flatten(clipped_sum)
+    std = self.noise_multiplier * self.clip_norm
+    noisy = [g + (std * jax.random.normal(k, g.shape, jnp.float32)).astype(g.dtype)
+             for g, k in zip(leaves, jax.random.split(key, len(leaves)))]
+    return jax.tree.map(lambda g: g / self.expected_batch, jax.tree.unflatten(treedef, noisy))
