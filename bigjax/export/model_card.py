@@ -110,6 +110,33 @@ def compression_text(record: run_record.RunRecord) -> str:
   return '; '.join(parts)
 
 
+def _tokenizer_source(config: dict, spec: dict) -> str:
+  data, init = config['data'], config.get('init', {})
+  if data.get('tokenizer_file'):
+    return f'the public tokenizer {data["tokenizer_file"]}, not trained on this data'
+  if init.get('pretrained'):
+    return f'the tokenizer of the pretrained model {init["pretrained"]}'
+  return f'{spec["tokenizer"]} tokenizer trained on the training split'
+
+
+def privacy_lines(privacy: Optional[dict]) -> list[str]:
+  """The card's privacy section: a DP-SGD run's (epsilon, delta) and what they cover, or that there are none."""
+  lines = ['## Privacy', '']
+  if not privacy:
+    return lines + ['- Trained without differential privacy: the model may have memorised, and may reveal, '
+                    'examples of its training data (experiments.audit measures how much).', '']
+  return lines + [
+      f'- Trained with DP-SGD: (epsilon, delta) = ({privacy["epsilon"]:.3g}, {privacy["delta"]:.3g}) by the '
+      f'{privacy["accountant"].upper()} accountant over {privacy["steps"]} steps, each Poisson-sampling the '
+      f'{privacy["dataset_size"]:,} training examples at rate {privacy["sampling_rate"]:.4g}, clipping each '
+      f'example\'s gradient to norm {privacy["clip_norm"]:g} and adding Gaussian noise of multiplier '
+      f'{privacy["noise_multiplier"]:.4g}; neighbouring datasets differ by one example added or removed.',
+      f'- What is private: {privacy.get("private", "the training examples")}.',
+      f'- Tokenizer: {privacy.get("tokenizer", "not recorded")}.',
+      '- The noise is pseudo-random from the run\'s seed (for exact resumption): the guarantee assumes '
+      'the seed stays secret.', '']
+
+
 def write_card(directory: str, *, metadata: dict, evaluation: Optional[dict], training: dict,
                language: str, round_trip: Optional[dict] = None) -> str:
   """MODEL_CARD.md in directory (the artifact). evaluation: {'data', 'report', 'calibration'} or None."""
@@ -149,7 +176,7 @@ def write_card(directory: str, *, metadata: dict, evaluation: Optional[dict], tr
                                 if spec.get('direction') == 'backward' else '.'),
       *([f'- Width: the exported function refuses rows of more than {spec["max_tokens"]} tokens (the '
          f'model\'s {model_spec.max_tokens_key}); predict.py never makes one.'] if spec.get('max_tokens') else []),
-      f'- Vocabulary: {spec["vocab_size"]:,} entries ({spec["tokenizer"]} tokenizer trained on the training split'
+      f'- Vocabulary: {spec["vocab_size"]:,} entries ({_tokenizer_source(config, spec)}'
       f'{", input lowercased" if _lowercases(directory) else ""}); '
       f'{"unknown words map to <unk>" if spec["tokenizer"] != "bpe" else "unknown words split into subwords"}.',
       f'- Language: {language} only (that of the training data; nothing checks the input\'s language).',
@@ -188,7 +215,7 @@ def write_card(directory: str, *, metadata: dict, evaluation: Optional[dict], tr
   if round_trip:
     lines += [f'Export check: on these {round_trip["examples"]:,} texts the artifact\'s probabilities differ '
               f'from the checkpoint\'s by at most {round_trip["max_abs_diff"]:.3g} (absolute).', '']
-  lines += ['## Ethical considerations', '',
+  lines += privacy_lines(derived.privacy) + ['## Ethical considerations', '',
             '- Movie-review sentiment data carries the opinions and biases of its authors; predictions on text '
             'about people or groups may reflect them. No fairness analysis was done.', '',
             '## Caveats and recommendations', '',

@@ -22,6 +22,7 @@ from typing import Optional
 
 from bigjax import files
 from bigjax.errors import ConfigError
+from bigjax.export import model_card
 from bigjax.huggingface import weights
 from bigjax.huggingface.architecture import (CONFIG_FILE, SPECIAL_TOKENS_FILE, TOKENIZER_CONFIG_FILE, Architecture,
                                              parse_architecture)
@@ -83,7 +84,8 @@ def _card(run: Run, arch: Architecture, results: dict) -> str:
           f'- Test accuracy of the run (its best dev checkpoint, step {run.step}): {accuracy}.\n'
           f'- Texts: at most {run.data["max_len"]} tokens, special tokens included, the `{run.data["keep"]}` '
           'ones kept (first / last / ends: the first quarter and the last three quarters).\n'
-          '- Written by `experiments.export --format=huggingface`; the bigjax run folder holds the training logs.\n')
+          '- Written by `experiments.export --format=huggingface`; the bigjax run folder holds the training logs.\n\n'
+          + '\n'.join(model_card.privacy_lines(run.derived.privacy)))
 
 
 def write_folder(run: Run, out: str, *, overwrite: bool = False) -> dict:

@@ -8,9 +8,9 @@ train.accum_steps = k micro-batches, which bounds their memory.
 
 Embedding tables take a shortcut where the model allows it ("ghost" norms, as in Li et al.
 2021): an example's gradient of a table is its embedding slots' gradients added into the rows
-they read, so its squared norm is sum over slot pairs reading the same row of their gradients'
-dot products, computed from the [S, E] slot gradients without forming the [V, E] table for each
-example; the clipped sum of the tables is then one backward pass of the embedding lookup. It
+they read, so its squared norm is the sum, over the rows read, of |the sum of the slot gradients
+reading that row|^2: computed from the [S, E] slot gradients, sorted by row, without forming the
+[V, E] table for each example; the clipped sum of the tables is then one backward pass of the embedding lookup. It
 needs the model's embed / logits_from_embeddings split, its embedding_rows, and tables that
 only `embed` reads (no tied output layer); otherwise every parameter's per-example gradient is
 formed. Both give the same clipped sums (tests/test_privacy.py).
@@ -49,6 +49,17 @@ def _squared_norms(per_example) -> jax.Array:
 
 def _weighted_sum(factors, per_example):
   return jax.tree.map(lambda g: jnp.tensordot(factors.astype(g.dtype), g, axes=1), per_example)
+
+
+def _table_squared_norm(rows, slot_grads):
+  """|G|^2 of one example's table gradient G, whose row v is the sum of the slot gradients
+  slot_grads[s] with rows[s] == v: the slots sorted by row, each run of equal rows summed.
+  O(S E) for S slots of width E, where the pairwise form costs O(S^2 E)."""
+  order = jnp.argsort(rows)
+  sorted_rows = rows[order]
+  run = jnp.cumsum(jnp.concatenate([jnp.zeros(1, jnp.int32), (sorted_rows[1:] != sorted_rows[:-1]).astype(jnp.int32)]))
+  per_row = jax.ops.segment_sum(slot_grads[order], run, num_segments=rows.shape[0])
+  return jnp.sum(jnp.square(per_row))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +115,9 @@ class PrivateGradients:
     embed_tables = lambda table_part: self.model.embed(join(table_part, rest_leaves), batch.token_ids)
     embedded, embed_vjp = jax.vjp(embed_tables, table_leaves)
     rest_grads, slot_grads, sums = jax.vmap(row_grads)(batch, embedded, keys)
-    # Slots reading the same table row add up in that row's gradient: |G_i|^2 = sum over such pairs.
     rows = self.model.embedding_rows(params, batch.token_ids)
     slot_grads32 = slot_grads.astype(jnp.float32)
-    gram = jnp.einsum('bse,bte->bst', slot_grads32, slot_grads32)
-    table_sq = jnp.sum(jnp.where(rows[:, :, None] == rows[:, None, :], gram, 0.0), axis=(1, 2))
+    table_sq = jax.vmap(_table_squared_norm)(rows, slot_grads32)
 
     def weighted_sum(factors):
       (table_part,) = embed_vjp((factors[:, None, None] * slot_grads32).astype(slot_grads.dtype))
