@@ -18,6 +18,7 @@ from bigjax.config import checks
 from bigjax.data import batching
 from bigjax.data.tokenizer import train_tokenizer
 from bigjax.errors import ConfigError
+from bigjax.export import model_card
 from bigjax.models import registry
 from bigjax.privacy import accounting, audit, clipping, sampling
 from bigjax.tasks.classification import Classification
@@ -255,6 +256,9 @@ def test_a_private_run_reports_epsilon_and_resumes_exactly(tmp_path):
   assert spent['delta'] == pytest.approx(1 / 400 ** 1.1)
   recorded = json.loads((tmp_path / 'straight' / 'config.json').read_text())['derived']['privacy']
   assert recorded['epsilon'] == spent['epsilon'] and 'public' in recorded['tokenizer']
+  card = '\n'.join(model_card.privacy_lines(recorded))  # What an exported model's card says.
+  assert f'(epsilon, delta) = ({spent["epsilon"]:.3g}, {spent["delta"]:.3g})' in card and 'not protected' in card
+  assert 'without differential privacy' in '\n'.join(model_card.privacy_lines(None))
   lines = [json.loads(line) for line in (tmp_path / 'straight' / 'metrics.jsonl').read_text().splitlines()]
   logged = [r for r in lines if r['kind'] == 'privacy']
   assert [r['step'] for r in logged] == [5, 10, 15, 20]
