@@ -54,7 +54,7 @@ def _mean_sd(values, scale=1.0, digits=2) -> str:
   values = [v * scale for v in values if v is not None]
   if not values:
     return 'not measured'
-  if len(values) == 1:
+  if len(values) == 1 or np.ptp(values) == 0:  # One run, or the same value in every run (a calibrated noise).
     return f'{values[0]:.{digits}f}'
   return f'{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}'
 
@@ -97,8 +97,8 @@ def plot(found: dict, path: str) -> None:
       axes.axhline(100 * np.mean([r['test'] for r in settings['nodp']]), color=color, linestyle='--',
                    label=f'{dataset}, non-private')
   axes.set_xscale('log')
-  axes.set_xticks([1, 3, 8])
-  axes.set_xticklabels(['1', '3', '8'])
+  axes.set_xticks([1, 3, 8], ['1', '3', '8'])
+  axes.set_xticks([], minor=True)
   axes.set_xlabel('epsilon (delta = 1/n^1.1)')
   axes.set_ylabel('test accuracy (%)')
   axes.set_title('DP-SGD: the MLP\'s test accuracy against epsilon (mean ± sd over seeds)', fontsize=9)

@@ -148,7 +148,9 @@ def test_clipped_sum_clips_each_example_and_ghost_norms_equal_full_ones(name):
     assert float(sums['clipped']) == sum(n > clip for n in norms)
     for got, want in zip(jax.tree.leaves(summed), jax.tree.leaves(expected)):
       np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-5)
-  # Each clipped gradient alone: norm min(|g|, C).
+  if name != 'mlp':
+    return
+  # Each clipped gradient alone: norm min(|g|, C) (one model: it is the same code for all three).
   for i in range(2):
     alone = jax.tree.map(lambda x: x[i:i + 1], batch)
     summed, _ = clipping.PrivateGradients(Classification(2), fns, clip, 0.0, 1.0).clipped_sum(
