@@ -260,9 +260,10 @@ def _privacy_record(config: ml_collections.ConfigDict, plan: privacy.Plan, examp
     tokenizer = f'public ({files.absolute(config.data.tokenizer_file)})'
   else:
     tokenizer = f'init.checkpoint\'s ({files.absolute(config.init.checkpoint)}), declared public by dp.public_init'
+  canaries = ' (the audit\'s canaries included)' if audit.settings(config) else ''
   return dict(plan.record(plan.steps), tokenizer=tokenizer, public_init=bool(config.dp.public_init),
-              private=f'the {examples} training examples; the dev examples that choose the kept checkpoint and '
-                      'the test examples are not protected')
+              private=f'the {examples} training examples{canaries}; the dev examples that choose the kept '
+                      'checkpoint and the test examples are not protected')
 
 
 def language_model_corpus(config: ml_collections.ConfigDict) -> list[str]:

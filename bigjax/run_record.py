@@ -123,7 +123,8 @@ class Derived:
     return cls(**fields)
 
 
-_OPTIONAL = ('data_from_cache', 'train_examples', 'documents', 'tokens', 'masked_lm', 'distill', 'quantization')
+_OPTIONAL = ('data_from_cache', 'train_examples', 'documents', 'tokens', 'masked_lm', 'distill', 'quantization',
+             'privacy')
 _HINTS = typing.get_type_hints(Derived)
 # What the readers index in Derived's records.
 _RECORD_KEYS = {'distill': ('teacher',), 'quantization': ('mode', 'activations', 'source')}
