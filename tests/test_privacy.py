@@ -159,6 +159,15 @@ def test_clipped_sum_clips_each_example_and_ghost_norms_equal_full_ones(name):
     assert norm == pytest.approx(min(norms[i], clip), rel=1e-5) and norm <= clip * (1 + 1e-6)
 
 
+@pytest.mark.parametrize('slots', [12, clipping.PAIRWISE_SLOTS + 4])  # Both ways of finding repeated rows.
+def test_table_norms_add_the_slots_that_read_the_same_row(slots):
+  rng = np.random.default_rng(0)
+  rows = rng.integers(0, 9, (5, slots)).astype(np.int32)  # Many repeats.
+  grads = rng.normal(size=(5, slots, 3)).astype(np.float32)
+  want = [sum(np.sum(grads[i, rows[i] == v].sum(axis=0) ** 2) for v in set(rows[i])) for i in range(5)]
+  np.testing.assert_allclose(clipping.table_squared_norms(jnp.asarray(rows), jnp.asarray(grads)), want, rtol=1e-5)
+
+
 def test_micro_batches_give_the_same_clipped_sum():
   fns = _model('mlp', **MODELS['mlp'])
   batch = _batch()
