@@ -368,6 +368,9 @@ def test_export_refuses_a_run_transformers_cannot_compute(finetuned, tmp_path):
 
 
 
+# Slow tier: 1.5-3 minutes on 2 cores (two compress commands over the 22.7 M-parameter model); the
+# default tier's int8 checks run on the tiny Transformer (tests/test_compress.py), the same code.
+@pytest.mark.slow
 def test_an_int8_finetuned_minilm_stores_a_quarter_of_the_bytes_and_keeps_its_accuracy(tmp_path):
   """`experiments.compress --method=quantize` on a finetuned MiniLM (int8 weights, dynamic
   activation scales): every kernel and the word table as int8 values with float32 scales, the
