@@ -128,7 +128,7 @@ def _batch(rows=6, width=12, seed=0, filler=2):
 
 def _per_example_gradients(fns, params, batch):
   task = Classification(2)
-  one = lambda row: jax.grad(lambda p: task.loss(fns, p, jax.tree.map(lambda x: x[None], row), None)[0])(params)
+  one = jax.jit(lambda row: jax.grad(lambda p: task.loss(fns, p, jax.tree.map(lambda x: x[None], row), None)[0])(params))
   return [one(jax.tree.map(lambda x: x[i], batch)) for i in range(int(batch.weights.sum()))]
 
 
@@ -144,7 +144,7 @@ def test_clipped_sum_clips_each_example_and_ghost_norms_equal_full_ones(name):
   for ghost in (False, True):
     private = clipping.PrivateGradients(Classification(2), fns, clip, 0.0, 1.0, ghost=ghost)
     assert (private._tables(params, batch.token_ids) is not None) == ghost  # pylint: disable=protected-access
-    summed, sums = private.clipped_sum(params, batch, jax.random.PRNGKey(1))
+    summed, sums = jax.jit(private.clipped_sum)(params, batch, jax.random.PRNGKey(1))
     assert float(sums['clipped']) == sum(n > clip for n in norms)
     for got, want in zip(jax.tree.leaves(summed), jax.tree.leaves(expected)):
       np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-5)
@@ -153,7 +153,7 @@ def test_clipped_sum_clips_each_example_and_ghost_norms_equal_full_ones(name):
   # Each clipped gradient alone: norm min(|g|, C) (one model: it is the same code for all three).
   for i in range(2):
     alone = jax.tree.map(lambda x: x[i:i + 1], batch)
-    summed, _ = clipping.PrivateGradients(Classification(2), fns, clip, 0.0, 1.0).clipped_sum(
+    summed, _ = jax.jit(clipping.PrivateGradients(Classification(2), fns, clip, 0.0, 1.0).clipped_sum)(
         params, alone, jax.random.PRNGKey(1))
     norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(summed))))
     assert norm == pytest.approx(min(norms[i], clip), rel=1e-5) and norm <= clip * (1 + 1e-6)
