@@ -50,7 +50,7 @@ import jax
 import numpy as np
 
 from benchmarks.step_race import cpu_model
-from benchmarks.step_race import pin_cpus
+from benchmarks.step_race import pin_cpus, timed_steps
 from benchmarks.step_race import ROOT
 from benchmarks.step_race import run_peer
 from benchmarks.step_race import versions
@@ -209,16 +209,7 @@ class Stepper:
 
   def run(self, warmup_steps: int, steps: int) -> dict:
     """Median step time over `steps` steps (each waited for) after `warmup_steps` untimed ones."""
-    for _ in range(warmup_steps):
-      self.state, sums = self.driver.train_step(self.state, self.batch)
-    jax.block_until_ready(self.state)
-    times = []
-    for _ in range(steps):
-      start = time.perf_counter()
-      self.state, sums = self.driver.train_step(self.state, self.batch)
-      jax.block_until_ready(self.state)
-      times.append(time.perf_counter() - start)
-    last = self.driver.fetch([sums])[0]
+    self.state, times, last = timed_steps(self.driver, self.state, self.batch, warmup_steps, steps)
     step_s = statistics.median(times)
     examples = int(last['examples'])  # The library's own count of the real rows it trained on.
     report = {'examples_per_s': examples / step_s, 'tokens_per_s': int(last['tokens']) / step_s, 'step_s': step_s,

@@ -77,6 +77,21 @@ def race_batch(setup: Setup, seed: int) -> Batch:
                weights=np.ones(setup.batch_size, np.float32))
 
 
+def timed_steps(driver, state, batch: Batch, warmup_steps: int, steps: int):
+  """(state, the seconds of each of `steps` steps, each waited for, after `warmup_steps` untimed
+  ones, the last step's sums on the host)."""
+  for _ in range(warmup_steps):
+    state, sums = driver.train_step(state, batch)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, sums = driver.train_step(state, batch)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - start)
+  return state, times, driver.fetch([sums])[0]
+
+
 class BigjaxStep:
   """bigjax's train step for the config, as build_experiment assembles it (no data, one fixed batch)."""
 
@@ -97,16 +112,7 @@ class BigjaxStep:
 
   def run(self, warmup_steps: int, steps: int) -> dict:
     """Median step time over `steps` steps (each waited for) after `warmup_steps` untimed ones."""
-    for _ in range(warmup_steps):
-      self.state, sums = self.driver.train_step(self.state, self.batch)
-    jax.block_until_ready(self.state)
-    times = []
-    for _ in range(steps):
-      start = time.perf_counter()
-      self.state, sums = self.driver.train_step(self.state, self.batch)
-      jax.block_until_ready(self.state)
-      times.append(time.perf_counter() - start)
-    last = self.driver.fetch([sums])[0]
+    self.state, times, last = timed_steps(self.driver, self.state, self.batch, warmup_steps, steps)
     step_s = statistics.median(times)
     tokens = int(last['tokens'])  # The library's own count of the real tokens it trained on.
     return {'tokens_per_s': tokens / step_s, 'step_s': step_s, 'step_times_s': times, 'tokens_per_step': tokens,
