@@ -3,11 +3,18 @@ import os
 import pathlib
 import tempfile
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8').strip()
+# Tests check behaviour, not speed: LLVM's optimization of the compiled CPU code is what most of
+# a tiny program's compile costs, and little of what it runs.
+for flag in ('--xla_force_host_platform_device_count=8', '--xla_backend_optimization_level=0'):
+  if flag.split('=')[0] not in os.environ.get('XLA_FLAGS', ''):
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + flag).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # The cache of tokenized data and compiled steps (bigjax.data.cache): one fresh folder per
-# test session (entry points run as subprocesses inherit it), never the user's own.
-os.environ['BIGJAX_CACHE_DIR'] = tempfile.mkdtemp(prefix='bigjax-test-cache-')
+# test session, never the user's own. Entry points run as subprocesses inherit it, and so do
+# pytest-xdist's workers (started with this process's environment), so one worker's compiled
+# programs serve the other's; the cache's writes are atomic renames, safe between processes.
+os.environ['BIGJAX_CACHE_DIR'] = os.environ.get('BIGJAX_TEST_CACHE_DIR') or tempfile.mkdtemp(prefix='bigjax-test-cache-')
+os.environ['BIGJAX_TEST_CACHE_DIR'] = os.environ['BIGJAX_CACHE_DIR']
 
 import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
