@@ -2,6 +2,7 @@
 standard deviation over seeds), the audit beside it, and a plot of accuracy against epsilon.
 
   python -m benchmarks.privacy_report --runs=runs/dp --datasets=sst2,imdb --plot=docs/results/privacy_accuracy.png
+  # A prefix may name its label in the plot: --datasets="sst2=SST-2 MLP,imdb=IMDB MLP"
 
 Reads RUNS/<dataset>_<setting>_s<seed>/results.json and RUNS/<dataset>_<setting>_s<seed>.audit.json
 (experiments.audit's --json_out), where setting is `nodp` or `eps<E>`; prints markdown.
@@ -16,7 +17,8 @@ from absl import flags
 import numpy as np
 
 _RUNS = flags.DEFINE_string('runs', 'runs/dp', 'The folder holding the runs.')
-_DATASETS = flags.DEFINE_list('datasets', ['sst2', 'imdb'], 'The dataset prefixes of the run folders.')
+_DATASETS = flags.DEFINE_list('datasets', ['sst2', 'imdb'],
+                               'The prefixes of the run folders, each PREFIX or PREFIX=LABEL (the plot\'s legend).')
 _PLOT = flags.DEFINE_string('plot', '', 'Also draw test accuracy against epsilon here (PNG).')
 
 _NAME = re.compile(r'^(?P<dataset>[a-z0-9]+)_(?P<setting>nodp|eps[0-9.]+)_s(?P<seed>[0-9]+)$')
@@ -79,7 +81,7 @@ def table(settings: dict) -> str:
   return '\n'.join(lines)
 
 
-def plot(found: dict, path: str) -> None:
+def plot(found: dict, path: str, labels: dict) -> None:
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   figure = Figure(figsize=(6, 4), dpi=110)
@@ -92,16 +94,16 @@ def plot(found: dict, path: str) -> None:
     eps = [_order(s) for s in private]
     means = [100 * np.mean([r['test'] for r in settings[s]]) for s in private]
     sds = [100 * np.std([r['test'] for r in settings[s]], ddof=1) if len(settings[s]) > 1 else 0 for s in private]
-    axes.errorbar(eps, means, yerr=sds, marker='o', color=color, capsize=3, label=f'{dataset}, DP-SGD')
+    axes.errorbar(eps, means, yerr=sds, marker='o', color=color, capsize=3, label=f'{labels[dataset]}, DP-SGD')
     if 'nodp' in settings:
       axes.axhline(100 * np.mean([r['test'] for r in settings['nodp']]), color=color, linestyle='--',
-                   label=f'{dataset}, non-private')
+                   label=f'{labels[dataset]}, non-private')
   axes.set_xscale('log')
   axes.set_xticks([1, 3, 8], ['1', '3', '8'])
   axes.set_xticks([], minor=True)
   axes.set_xlabel('epsilon (delta = 1/n^1.1)')
   axes.set_ylabel('test accuracy (%)')
-  axes.set_title('DP-SGD: the MLP\'s test accuracy against epsilon (mean ± sd over seeds)', fontsize=9)
+  axes.set_title('DP-SGD: test accuracy against epsilon (mean ± sd over seeds)', fontsize=9)
   axes.legend(fontsize=8)
   figure.tight_layout()
   figure.savefig(path)
@@ -109,11 +111,12 @@ def plot(found: dict, path: str) -> None:
 
 def main(argv):
   del argv
-  found = collect(_RUNS.value, _DATASETS.value)
+  labels = dict((entry.split('=', 1) + [entry])[:2] for entry in _DATASETS.value)
+  found = collect(_RUNS.value, list(labels))
   for dataset, settings in found.items():
-    print(f'\n### {dataset}\n\n{table(settings)}')
+    print(f'\n### {labels[dataset]}\n\n{table(settings)}')
   if _PLOT.value:
-    plot(found, _PLOT.value)
+    plot(found, _PLOT.value, labels)
     print(f'\nplot: {_PLOT.value}')
 
 
