@@ -199,7 +199,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   tx = build_optimizer(config, total_steps, steps_per_epoch)
   task, constants = distillation(config.distill, task, teacher)
   private = None if plan is None else clipping.PrivateGradients(
-      task, fns, plan.clip_norm, plan.mechanism.noise_multiplier, plan.mechanism.expected_batch)
+      task, fns, plan.clip_norm, plan.mechanism.noise_multiplier, plan.mechanism.expected_batch,
+      frozen=optim.frozen_mask(param_groups(config.optim)))
   driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps,
                                mesh=mesh_options(config, jax.device_count()), private=private)
   example = train_batches.batch(0)
