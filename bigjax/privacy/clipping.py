@@ -13,7 +13,8 @@ reading that row|^2: computed from the [S, E] slot gradients (table_squared_norm
 the [V, E] table for each example; the clipped sum of the tables is then one backward pass of the embedding lookup. It
 needs the model's embed / logits_from_embeddings split, its embedding_rows, and tables that
 only `embed` reads (no tied output layer); otherwise every parameter's per-example gradient is
-formed. Both give the same clipped sums (tests/test_privacy.py).
+formed. Both give the same clipped sums (tests/test_privacy.py). Frozen parameters (`frozen`) are
+left out of both: a partly frozen model pays only for the layers it trains.
 """
 import dataclasses
 from typing import Any, Callable, Optional
