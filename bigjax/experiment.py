@@ -198,10 +198,11 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   task = Classification(num_classes)
   tx = build_optimizer(config, total_steps, steps_per_epoch)
   task, constants = distillation(config.distill, task, teacher)
+  frozen = optim.frozen_mask(param_groups(config.optim))
   private = None if plan is None else clipping.PrivateGradients(
-      task, fns, plan.clip_norm, plan.mechanism.noise_multiplier, plan.mechanism.expected_batch)
+      task, fns, plan.clip_norm, plan.mechanism.noise_multiplier, plan.mechanism.expected_batch, frozen=frozen)
   driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps,
-                               mesh=mesh_options(config, jax.device_count()), private=private)
+                               mesh=mesh_options(config, jax.device_count()), private=private, frozen=frozen)
   example = train_batches.batch(0)
   _record_transfer(init_record, fns, example, source_params)
   _check_sparse_tables(tx, fns, example)
@@ -331,7 +332,8 @@ def build_lm_experiment(config: ml_collections.ConfigDict, workdir: Optional[str
     log_q = sampling_distribution(streams.concatenate(train, eos), tokenizer.vocab_size, config.lm.sampling_power)
   task = LanguageModeling(negatives=config.lm.negatives, log_q=log_q)
   tx = build_optimizer(config, total_steps, steps_per_epoch)
-  driver = parallel.task_driver(config.parallel, task, fns, tx, mesh=mesh_options(config, jax.device_count()))
+  driver = parallel.task_driver(config.parallel, task, fns, tx, mesh=mesh_options(config, jax.device_count()),
+                                frozen=optim.frozen_mask(param_groups(config.optim)))
   example = train_batches.batch(0)
   _record_transfer(init_record, fns, example, source_params)
   eval_rows = config.train.eval_batch_size
@@ -399,7 +401,8 @@ def build_mlm_experiment(config: ml_collections.ConfigDict, workdir: Optional[st
   task = MaskedLanguageModeling()
   tx = build_optimizer(config, total_steps, steps_per_epoch)
   driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps,
-                               mesh=mesh_options(config, jax.device_count()))
+                               mesh=mesh_options(config, jax.device_count()),
+                               frozen=optim.frozen_mask(param_groups(config.optim)))
   example = train_batches.batch(0)
   _record_transfer(init_record, fns, example, source_params)
   dev_batches, test_batches = (

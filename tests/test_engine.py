@@ -23,6 +23,7 @@ from bigjax.data import batching
 from bigjax.errors import ConfigError
 from bigjax.metrics import MetricWriter
 from bigjax.models import registry
+from bigjax.tasks.classification import Classification
 from bigjax.tasks.language_model import LanguageModeling
 from bigjax.train import loop, optim, parallel
 from bigjax.train import step as step_lib
@@ -263,6 +264,31 @@ def test_freezing_through_the_config_keeps_the_embedding_table_bit_identical(tmp
   after = runs.load_run(str(tmp_path / 'run')).params
   assert after['embedding']['embedding'].tobytes() == before.tobytes()
   assert not np.array_equal(after['head']['kernel'], exp.init_state().params['head']['kernel'])
+
+
+def test_a_frozen_encoder_takes_no_gradient_and_no_backward_pass():
+  """Frozen leaves are constants of the step's loss: the trained leaves get the gradient they get
+  without freezing, the frozen ones zero, and the compiled gradient skips the encoder's backward."""
+  defaults = {k: (v[0] if isinstance(v, tuple) else v) for k, v in registry.sections()['transformer'].fields.items()}
+  section = {'name': 'transformer', 'embed_dim': 32, 'dropout': 0.0,
+             'transformer': dict(defaults, num_layers=2, num_heads=2, intermediate_dim=64, max_positions=16)}
+  fns = registry.model_fns(registry.from_section(section, vocab_size=50, num_classes=2))
+  rng = np.random.default_rng(0)
+  batch = Batch(token_ids=jnp.asarray(rng.integers(1, 50, (8, 16)), jnp.int32), lengths=jnp.full((8,), 16, jnp.int32),
+                labels=jnp.asarray(rng.integers(0, 2, 8), jnp.int32), weights=jnp.ones((8,), jnp.float32))
+  params = fns.init(jax.random.PRNGKey(0), batch.token_ids, batch.lengths)
+  frozen = optim.frozen_mask(optim.parse_param_groups(
+      '^(embedding|embedding_norm)/|^(position|type)_embedding$|^layers_=freeze'))
+  is_frozen = jax.tree.leaves(frozen(params))
+  assert any(is_frozen) and not all(is_frozen)
+  loss = lambda p: Classification(2).loss(fns, p, batch, None)[0]
+  held = lambda p: parallel.without_frozen_gradients(lambda q, *a: Classification(2).loss(fns, q, *a), frozen)(
+      p, batch, None)[0]
+  full, partial = (jax.jit(jax.grad(f)) for f in (loss, held))
+  for g, h, f in zip(jax.tree.leaves(full(params)), jax.tree.leaves(partial(params)), is_frozen):
+    assert not np.any(h) if f else np.array_equal(g, h)
+  flops = lambda f: f.lower(params).compile().cost_analysis()['flops']
+  assert flops(partial) < 0.5 * flops(full)
 
 
 @pytest.mark.parametrize('spec, message', [('embedding', 'is not REGEX=MULTIPLIER'), ('[=freeze', 'regular'),

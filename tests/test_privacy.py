@@ -159,6 +159,39 @@ def test_clipped_sum_clips_each_example_and_ghost_norms_equal_full_ones(name):
     assert norm == pytest.approx(min(norms[i], clip), rel=1e-5) and norm <= clip * (1 + 1e-6)
 
 
+# A table the ghost norms would serve, and a layer: either way only the trained leaves count.
+@pytest.mark.parametrize('frozen', ['^embedding', '^layers_0/'])
+def test_frozen_parameters_take_no_gradient_no_share_of_the_clip_and_no_noise(frozen):
+  fns = _model('transformer', **MODELS['transformer'])
+  batch = _batch()
+  params = fns.init(jax.random.PRNGKey(0), batch.token_ids, batch.lengths)
+  groups = optim.parse_param_groups(f'{frozen}=freeze')
+  mask = optim.frozen_mask(groups)
+  is_frozen = jax.tree.leaves(mask(params))
+  assert any(is_frozen) and not all(is_frozen)
+  trained = lambda tree: [x for x, f in zip(jax.tree.leaves(tree), is_frozen) if not f]
+  per_example = _per_example_gradients(fns, params, batch)
+  norms = [float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in trained(grads)))) for grads in per_example]
+  clip = float(np.median(norms))
+  expected = [sum(g * min(1.0, clip / n) for g, n in zip(gs, norms)) for gs in zip(*map(trained, per_example))]
+  private = clipping.PrivateGradients(Classification(2), fns, clip, 1.0, 1.0, frozen=mask)
+  summed, sums = jax.jit(private.clipped_sum)(params, batch, jax.random.PRNGKey(1))
+  assert float(sums['clipped']) == sum(n > clip for n in norms)
+  for got, want in zip(trained(summed), expected):
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-5)
+  noisy = private.noisy_mean(summed, jax.random.PRNGKey(2), jnp.int32(0))
+  for leaf, f in zip(jax.tree.leaves(noisy), is_frozen):
+    assert not np.any(leaf) if f else np.all(leaf != 0)  # Noise on every trained coordinate only.
+  # Through the step and the optimizer: the frozen leaves stay as they were.
+  tx = optim.make_optimizer('adam', 1e-2, groups=groups)
+  driver = parallel.task_driver('none', Classification(2), fns, tx, private=private)
+  state = _states(fns, tx, batch)
+  before = [np.array(x) for x in jax.tree.leaves(state.params)]  # (The step donates the state.)
+  state, _ = driver.train_step(driver.put_state(state), batch)
+  for before, after, f in zip(before, jax.tree.leaves(state.params), is_frozen):
+    assert np.array_equal(before, after) == f
+
+
 @pytest.mark.parametrize('slots', [12, clipping.PAIRWISE_SLOTS + 4])  # Both ways of finding repeated rows.
 def test_table_norms_add_the_slots_that_read_the_same_row(slots):
   rng = np.random.default_rng(0)

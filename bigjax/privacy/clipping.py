@@ -13,10 +13,11 @@ reading that row|^2: computed from the [S, E] slot gradients (table_squared_norm
 the [V, E] table for each example; the clipped sum of the tables is then one backward pass of the embedding lookup. It
 needs the model's embed / logits_from_embeddings split, its embedding_rows, and tables that
 only `embed` reads (no tied output layer); otherwise every parameter's per-example gradient is
-formed. Both give the same clipped sums (tests/test_privacy.py).
+formed. Both give the same clipped sums (tests/test_privacy.py). Frozen parameters (`frozen`) are
+left out of both: a partly frozen model pays only for the layers it trains.
 """
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -89,6 +90,10 @@ class PrivateGradients:
   noise_multiplier: float  # sigma
   expected_batch: float  # n * q: what the noisy sum is divided by
   ghost: bool = True  # Embedding tables' norms without their per-example gradients, where possible.
+  # params -> a tree of bools, True on the leaves that never train (optim.param_groups' REGEX=freeze,
+  # bigjax.train.optim.frozen_mask): they get no per-example gradient, no share of the clip and no
+  # noise, so finetuning a few layers of a large model costs their backward pass only. None: all train.
+  frozen: Optional[Callable] = None
 
   def _row_loss(self, model: ModelFns, params, row: Batch, key):
     return self.task.loss(model, params, _one_row(row), key)
@@ -104,33 +109,44 @@ class PrivateGradients:
     rest = _leaves_read(lambda p, e: m.logits_from_embeddings(p, e, lengths), params, embedded)
     return sorted(tables) if tables and not tables & rest else None  # Tied tables: every gradient formed.
 
+  def _frozen(self, params) -> set[int]:
+    """Indices (in jax.tree.leaves order) of the leaves that never train."""
+    if self.frozen is None:
+      return set()
+    return {i for i, frozen in enumerate(jax.tree.leaves(self.frozen(params))) if frozen}
+
   def per_example(self, params, batch: Batch, keys):
     """(clipped-sum parts) for one micro-batch: the per-example gradients' squared norms, and a
     function factors[B] -> sum_i factors_i * gradient_i, with the loss sums."""
-    tables = self._tables(params, batch.token_ids)
-    if tables is None:
-      row_loss = lambda p, row, key: self._row_loss(self.model, p, row, key)
-      grads, sums = jax.vmap(lambda row, key: jax.grad(row_loss, has_aux=True)(params, row, key))(batch, keys)
-      return _squared_norms(grads), lambda factors: _weighted_sum(factors, grads), sums
     leaves, treedef = jax.tree.flatten(params)
-    table_leaves = [leaves[i] for i in tables]
-    rest_leaves = [x for i, x in enumerate(leaves) if i not in tables]
+    frozen = self._frozen(params)
+    tables = [i for i in self._tables(params, batch.token_ids) or () if i not in frozen]
+    rest = [i for i in range(len(leaves)) if i not in frozen and i not in tables]
+    table_leaves, rest_leaves = [leaves[i] for i in tables], [leaves[i] for i in rest]
 
-    def join(table_part, rest_part):
-      parts, t, r = [], iter(table_part), iter(rest_part)
-      for i in range(len(leaves)):
-        parts.append(next(t) if i in tables else next(r))
-      return jax.tree.unflatten(treedef, parts)
+    def join(table_part, rest_part, fill):
+      """A params-shaped tree: the tables' and the rest's parts in their places, fill(leaf) elsewhere."""
+      parts = dict(zip(tables, table_part)) | dict(zip(rest, rest_part))
+      return jax.tree.unflatten(treedef, [parts[i] if i in parts else fill(x) for i, x in enumerate(leaves)])
+
+    with_params = lambda table_part, rest_part: join(table_part, rest_part, lambda x: x)
+    # A frozen leaf's gradient is zero: it adds nothing to a norm and takes no noise.
+    as_gradient = lambda table_part, rest_part: join(table_part, rest_part, jnp.zeros_like)
+
+    if not tables:
+      row_loss = lambda rest_part, row, key: self._row_loss(self.model, with_params([], rest_part), row, key)
+      grads, sums = jax.vmap(lambda row, key: jax.grad(row_loss, has_aux=True)(rest_leaves, row, key))(batch, keys)
+      return _squared_norms(grads), lambda factors: as_gradient([], _weighted_sum(factors, grads)), sums
 
     def row_grads(row, embedded_row, key):
       def loss(rest_part, embedded):
         reads_embeddings = self.model._replace(
             logits=lambda p, ids, lengths, k=None: self.model.logits_from_embeddings(p, embedded, lengths, k))
-        return self._row_loss(reads_embeddings, join(table_leaves, rest_part), row, key)
+        return self._row_loss(reads_embeddings, with_params(table_leaves, rest_part), row, key)
       (rest_grad, slot_grad), sums = jax.grad(loss, argnums=(0, 1), has_aux=True)(rest_leaves, embedded_row[None])
       return rest_grad, slot_grad[0], sums
 
-    embed_tables = lambda table_part: self.model.embed(join(table_part, rest_leaves), batch.token_ids)
+    embed_tables = lambda table_part: self.model.embed(with_params(table_part, rest_leaves), batch.token_ids)
     embedded, embed_vjp = jax.vjp(embed_tables, table_leaves)
     rest_grads, slot_grads, sums = jax.vmap(row_grads)(batch, embedded, keys)
     rows = self.model.embedding_rows(params, batch.token_ids)
@@ -139,7 +155,7 @@ class PrivateGradients:
 
     def weighted_sum(factors):
       (table_part,) = embed_vjp((factors[:, None, None] * slot_grads32).astype(slot_grads.dtype))
-      return join(table_part, _weighted_sum(factors, rest_grads))
+      return as_gradient(table_part, _weighted_sum(factors, rest_grads))
 
     return _squared_norms(rest_grads) + table_sq, weighted_sum, sums
 
@@ -172,11 +188,12 @@ class PrivateGradients:
     return totals
 
   def noisy_mean(self, clipped_sum, rng, step):
-    """The clipped sum plus N(0, (sigma C)^2) in every coordinate, over the expected batch.
+    """The clipped sum plus N(0, (sigma C)^2) in every trained coordinate, over the expected batch.
     The noise's key is a function of (rng, step), the same on every device."""
     key = jax.random.fold_in(jax.random.fold_in(rng, step), _NOISE_STREAM)
     leaves, treedef = jax.tree.flatten(clipped_sum)
+    frozen = self._frozen(clipped_sum)
     std = self.noise_multiplier * self.clip_norm
-    noisy = [g + (std * jax.random.normal(k, g.shape, jnp.float32)).astype(g.dtype)
-             for g, k in zip(leaves, jax.random.split(key, len(leaves)))]
+    noisy = [g if i in frozen else g + (std * jax.random.normal(k, g.shape, jnp.float32)).astype(g.dtype)
+             for i, (g, k) in enumerate(zip(leaves, jax.random.split(key, len(leaves))))]
     return jax.tree.map(lambda g: g / self.expected_batch, jax.tree.unflatten(treedef, noisy))

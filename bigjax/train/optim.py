@@ -105,6 +105,18 @@ def group_labels(params, groups: Sequence[ParamGroup]):
   return jax.tree_util.tree_map_with_path(label, params)
 
 
+def frozen_mask(groups: Sequence[ParamGroup]):
+  """params -> a tree of bools, True on the leaves of a frozen group ('REGEX=freeze'); None when
+  no group is frozen. A group that unfreezes at an epoch ('@EPOCH') trains, later."""
+  if not any(g.frozen for g in groups):
+    return None
+
+  def mask(params):
+    return jax.tree.map(lambda label: label != 'default' and groups[int(label[len('group'):])].frozen,
+                        group_labels(params, groups))
+  return mask
+
+
 def decay_mask(no_decay: str):
   """params -> a tree of bools: True where AdamW's weight decay applies, False on the leaves whose
   path matches the pattern `no_decay` (BERT's: 'bias|norm', LayerNorms and biases); None: all."""

@@ -375,15 +375,29 @@ def make_driver(mode: str, *, loss_fn: Callable, count_fn: Callable, tx, sums_fn
 
 
 def task_driver(mode: str, task, model, tx, accum_steps: int = 1, mesh: Optional[dict] = None,
-                private=None) -> Driver:
+                private=None, frozen: Optional[Callable] = None) -> Driver:
   """The driver of a task's steps for a model (see bigjax.tasks); under 'mesh', the model's
   logical axis names (where it declares them) place its parameters. private: DP-SGD's
-  gradient (a bigjax.privacy.PrivateGradients), or None."""
+  gradient (a bigjax.privacy.PrivateGradients), or None. frozen: params -> a tree of bools, True
+  on the leaves that never train (bigjax.train.optim.frozen_mask), or None."""
   if mode == 'mesh':
     mesh = dict(mesh or {}, logical_axes=model.logical_axes)
-  return make_driver(mode, loss_fn=functools.partial(task.loss, model), count_fn=task.count, tx=tx,
+  loss_fn = functools.partial(task.loss, model)
+  if frozen is not None:
+    loss_fn = without_frozen_gradients(loss_fn, frozen)
+  return make_driver(mode, loss_fn=loss_fn, count_fn=task.count, tx=tx,
                      sums_fn=functools.partial(task.eval_sums, model), accum_steps=accum_steps, mesh=mesh,
                      private=private)
+
+
+def without_frozen_gradients(loss_fn: Callable, frozen: Callable) -> Callable:
+  """loss_fn(params, ...) with the frozen leaves of params held constant: their gradient is zero
+  (the optimizer ignores it; the gradient's clipping norm no longer counts it) and no backward
+  pass runs through what only they compute, such as a frozen encoder under a trained head."""
+  def loss(params, *args, **kwargs):
+    params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen(params))
+    return loss_fn(params, *args, **kwargs)
+  return loss
 
 
 def rows_multiple(mode: str, accum_steps: int = 1) -> int:
