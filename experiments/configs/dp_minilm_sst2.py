@@ -14,7 +14,8 @@ per-example gradient, no share of the clip and no noise, and no backward pass ru
 so a step costs the encoder's forward pass and the output layer's 770 per-example gradients.
 Training the top layers too is one override (--config.optim.param_groups with fewer layers
 frozen); their per-example gradients are formed train.accum_steps micro-batches at a time.
-Figures: docs/results/privacy.md.
+Seed 0 reached test 81.11 % at epsilon 8 and 81.05 % at epsilon 1 (the private MLP: 76.48 % and
+65.22 %); figures: docs/results/privacy.md.
 """
 from experiments.configs import base
 from experiments.configs import minilm_sst2
