@@ -42,7 +42,4 @@ def get_config(arg: str = ''):
   c.dp.enabled = True
   c.dp.clip_norm = 1.0
   c.dp.target_epsilon = 8.0
-  c = base.variant(c, arg)
-  if arg == 'tiny':
-    c.train.batch_size = 16
-  return c
+  return base.variant(c, arg)
