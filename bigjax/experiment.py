@@ -215,7 +215,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
       global_batch_rows=sharding.rows(config.train.batch_size)[0], init=init_record,
       data_from_cache=data.from_cache, train_examples=len(train),
       distill={'teacher': files.absolute(config.distill.teacher)} if config.distill.teacher else None,
-      privacy=None if plan is None else _privacy_record(config, plan, len(train)))
+      privacy=None if plan is None else privacy.run_record(config, plan, len(train)))
   # What a checkpoint must agree on to be resumed into this run.
   compatibility = {'model': registry.section_of(config.model.to_dict()), 'vocab_size': tokenizer.vocab_size,
                    'num_classes': num_classes, 'data': derived.data_fingerprint,
@@ -251,20 +251,6 @@ def _privacy_plan(config: ml_collections.ConfigDict, examples: int,
   total_steps = config.train.steps or config.train.epochs * steps_per_epoch
   return privacy.make_plan(config.dp, examples, config.train.batch_size, total_steps,
                            sharding.rows(1)[0])
-
-
-def _privacy_record(config: ml_collections.ConfigDict, plan: privacy.Plan, examples: int) -> dict:
-  """config.json's privacy: the plan at its last step, the tokenizer's source, what is protected."""
-  if config.init.get('pretrained'):
-    tokenizer = f'the pretrained model\'s ({files.absolute(config.init.pretrained)})'
-  elif config.data.get('tokenizer_file'):
-    tokenizer = f'public ({files.absolute(config.data.tokenizer_file)})'
-  else:
-    tokenizer = f'init.checkpoint\'s ({files.absolute(config.init.checkpoint)}), declared public by dp.public_init'
-  canaries = ' (the audit\'s canaries included)' if audit.settings(config) else ''
-  return dict(plan.record(plan.steps), tokenizer=tokenizer, public_init=bool(config.dp.public_init),
-              private=f'the {examples} training examples{canaries}; the dev examples that choose the kept '
-                      'checkpoint and the test examples are not protected')
 
 
 def language_model_corpus(config: ml_collections.ConfigDict) -> list[str]:

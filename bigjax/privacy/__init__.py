@@ -90,3 +90,19 @@ class EpsilonLog:
 
   def results(self, step: int) -> dict:
     return {'privacy': self.plan.record(step)}
+
+
+def run_record(config, plan: Plan, examples: int) -> dict:
+  """config.json's privacy: the plan at its last step, the tokenizer's source, what is protected."""
+  from bigjax import files  # pylint: disable=g-import-not-at-top
+  from bigjax.privacy import audit as audit_lib  # pylint: disable=g-import-not-at-top
+  if config.init.get('pretrained'):
+    tokenizer = f'the pretrained model\'s ({files.absolute(config.init.pretrained)})'
+  elif config.data.get('tokenizer_file'):
+    tokenizer = f'public ({files.absolute(config.data.tokenizer_file)})'
+  else:
+    tokenizer = f'init.checkpoint\'s ({files.absolute(config.init.checkpoint)}), declared public by dp.public_init'
+  canaries = ' (the audit\'s canaries included)' if audit_lib.settings(config) else ''
+  return dict(plan.record(plan.steps), tokenizer=tokenizer, public_init=bool(config.dp.public_init),
+              private=f'the {examples} training examples{canaries}; the dev examples that choose the kept '
+                      'checkpoint and the test examples are not protected')
