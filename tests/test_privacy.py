@@ -5,6 +5,7 @@ import json
 import os
 
 import dp_accounting
+import flax.linen as nn
 from dp_accounting import pld
 from dp_accounting import rdp
 import jax
@@ -20,7 +21,7 @@ from bigjax.data.tokenizer import train_tokenizer
 from bigjax.errors import ConfigError
 from bigjax.export import model_card
 from bigjax.models import registry
-from bigjax.privacy import accounting, audit, clipping, sampling
+from bigjax.privacy import accounting, audit, clipping, dense_norms, sampling
 from bigjax.tasks.classification import Classification
 from bigjax.train import optim, parallel
 from bigjax.train import step as step_lib
@@ -144,6 +145,9 @@ def test_clipped_sum_clips_each_example_and_ghost_norms_equal_full_ones(name):
   for ghost in (False, True):
     private = clipping.PrivateGradients(Classification(2), fns, clip, 0.0, 1.0, ghost=ghost)
     assert (private._tables(params, batch.token_ids) is not None) == ghost  # pylint: disable=protected-access
+    keys = jax.random.split(jax.random.PRNGKey(1), batch.weights.shape[0])
+    dense = private._dense_calls(params, batch, keys, set())  # pylint: disable=protected-access
+    assert [c.path[-1] for c in dense][-1:] == (['head'] if ghost else [])  # The LSTM's cell runs in a scan.
     summed, sums = jax.jit(private.clipped_sum)(params, batch, jax.random.PRNGKey(1))
     assert float(sums['clipped']) == sum(n > clip for n in norms)
     for got, want in zip(jax.tree.leaves(summed), jax.tree.leaves(expected)):
@@ -190,6 +194,54 @@ def test_frozen_parameters_take_no_gradient_no_share_of_the_clip_and_no_noise(fr
   state, _ = driver.train_step(driver.put_state(state), batch)
   for before, after, f in zip(before, jax.tree.leaves(state.params), is_frozen):
     assert np.array_equal(before, after) == f
+
+
+@pytest.mark.parametrize('positions,d_in,d_out', [(1, 5, 3), (3, 40, 50), (30, 4, 6)])  # Each way to the norm.
+def test_dense_norms_and_sums_are_those_of_the_formed_gradients(positions, d_in, d_out):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(4, 1, positions, d_in)).astype(np.float32)  # Examples, one row each, positions.
+  g = rng.normal(size=(4, 1, positions, d_out)).astype(np.float32)
+  call = dense_norms.DenseCall(('layer',), 0, 1, 1, jax.ShapeDtypeStruct((1, positions, d_out), jnp.float32))
+  kernels = np.einsum('brmi,brmo->bio', x, g)
+  biases = g.sum(axis=(1, 2))
+  want = (kernels ** 2).sum(axis=(1, 2)) + (biases ** 2).sum(axis=1)
+  np.testing.assert_allclose(dense_norms.squared_norms(call, x, g), want, rtol=1e-5)
+  factors = rng.uniform(size=4).astype(np.float32)
+  kernel, bias = dense_norms.weighted_sums(call, factors, x, g, np.zeros((d_in, d_out), np.float32),
+                                           np.zeros(d_out, np.float32))
+  np.testing.assert_allclose(kernel, np.einsum('b,bio->io', factors, kernels), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(bias, factors @ biases, rtol=1e-5, atol=1e-5)
+
+
+class _Step(nn.Module):
+  @nn.compact
+  def __call__(self, carry, x):
+    return nn.Dense(3, name='step')(carry) + x, None
+
+
+class _Layers(nn.Module):
+  """A layer called once, one called twice, one whose kernel is read again, one scanned over."""
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.Dense(3, name='once')(x)
+    twice = nn.Dense(3, name='twice')
+    y = twice(twice(y))
+    tied = nn.Dense(3, name='tied')
+    y = tied(y) + jnp.sum(tied.variables['params']['kernel'])
+    scanned = nn.scan(_Step, variable_broadcast='params', split_rngs={'params': False}, length=2)
+    y, _ = scanned(name='scan')(y, jnp.stack([y, y]))
+    return jnp.sum(y ** 2)
+
+
+def test_only_a_dense_layer_run_once_and_read_by_nothing_else_gets_norms_from_its_output():
+  module = _Layers()
+  x = jnp.ones((1, 3))
+  params = module.init(jax.random.PRNGKey(0), x)['params']
+  calls = dense_norms.find(lambda p: module.apply({'params': p}, x), params, set())
+  assert [c.path for c in calls] == [('once',)]
+  kernel = next(i for i, leaf in enumerate(jax.tree.leaves(params)) if leaf is params['once']['kernel'])
+  assert dense_norms.find(lambda p: module.apply({'params': p}, x), params, {kernel}) == []  # Frozen: skipped.
 
 
 @pytest.mark.parametrize('slots', [12, clipping.PAIRWISE_SLOTS + 4])  # Both ways of finding repeated rows.

@@ -57,7 +57,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bigjax.models.common import length_mask
+from bigjax import draws
+from bigjax.models.common import Dropout, length_mask
 from bigjax.models.spec import CLASSIFIER, MASKED_LM, ModelSpec
 
 # jax.checkpoint_policies that take no arguments: model.transformer.remat's choices ('': off).
@@ -112,8 +113,8 @@ def attention(query, key, value, lengths, *, dropout_rate: float = 0.0, dropout_
   real = length_mask(key_lengths, key.shape[1])[:, None, None, :]
   weights = jax.nn.softmax(jnp.where(real, logits, -0.7 * jnp.finfo(jnp.float32).max), axis=-1)
   if dropout:
-    keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    keep, scale = draws.dropout_mask(dropout_key, dropout_rate, weights.shape)  # Four positions a hash.
+    weights = jnp.where(keep, weights * scale, 0.0)
   return jnp.einsum('bnts,bsnd->btnd', weights.astype(value.dtype), value)
 
 
@@ -147,7 +148,7 @@ class TransformerBlock(nn.Module):
                                    param_dtype=self.param_dtype,
                                    kernel_init=_init(('embed', 'heads', 'kv'), std=self.init_std),
                                    bias_init=_zeros(('heads', 'kv')))
-    drop = nn.Dropout(self.dropout)
+    drop = Dropout(self.dropout)
     attention_norm = _layer_norm(self.layer_norm_eps, self.param_dtype, 'attention_norm')
     output_norm = _layer_norm(self.layer_norm_eps, self.param_dtype, 'output_norm')
 
@@ -244,7 +245,7 @@ class TransformerClassifier(nn.Module):
     self.layers = [self._block() for _ in range(self.num_layers)]
     if self.pre_ln:
       self.final_norm = _layer_norm(self.layer_norm_eps, self.param_dtype)
-    self.drop = nn.Dropout(self.dropout)
+    self.drop = Dropout(self.dropout)
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
     if self.pooler:
       self.pooler_dense = dense(self.embed_dim, kernel_init=_init(('embed', None), std=self.init_std),

@@ -22,19 +22,12 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from bigjax import draws
+from bigjax.privacy import dense_norms
 from bigjax.types import Batch, ModelFns
 
 # Keeps the noise's random stream apart from the dropout keys of the same step.
 _NOISE_STREAM = 0x4E01
-
-
-def _leaves_read(fn, params, *args) -> set[int]:
-  """Indices (in jax.tree.leaves order) of the parameters fn(params, *args) reads."""
-  leaves, treedef = jax.tree.flatten(params)
-  jaxpr = jax.make_jaxpr(lambda ls, *rest: fn(jax.tree.unflatten(treedef, ls), *rest))(leaves, *args).jaxpr
-  position = {id(v): i for i, v in enumerate(jaxpr.invars[:len(leaves)])}
-  read = {position[id(v)] for eqn in jaxpr.eqns for v in eqn.invars if id(v) in position}
-  return read | {position[id(v)] for v in jaxpr.outvars if id(v) in position}
 
 
 def _one_row(row):
@@ -103,10 +96,10 @@ class PrivateGradients:
     m = self.model
     if not self.ghost or m.embed is None or m.logits_from_embeddings is None or m.embedding_rows is None:
       return None
-    tables = _leaves_read(m.embed, params, token_ids)
+    tables = dense_norms.leaves_read(m.embed, params, token_ids)
     embedded = jax.eval_shape(m.embed, params, token_ids)
     lengths = jnp.zeros(token_ids.shape[:1], jnp.int32)
-    rest = _leaves_read(lambda p, e: m.logits_from_embeddings(p, e, lengths), params, embedded)
+    rest = dense_norms.leaves_read(lambda p, e: m.logits_from_embeddings(p, e, lengths), params, embedded)
     return sorted(tables) if tables and not tables & rest else None  # Tied tables: every gradient formed.
 
   def _frozen(self, params) -> set[int]:
@@ -115,49 +108,79 @@ class PrivateGradients:
       return set()
     return {i for i, frozen in enumerate(jax.tree.leaves(self.frozen(params))) if frozen}
 
+  def _dense_calls(self, params, batch: Batch, keys, skip: set[int]) -> list[dense_norms.DenseCall]:
+    """The dense layers whose norms come from their inputs and output gradients (dense_norms)."""
+    if not self.ghost:
+      return []
+    row, key = jax.tree.map(lambda x: x[0], batch), keys[0]
+    return dense_norms.find(lambda p: self._row_loss(self.model, p, row, key)[0], params, skip)
+
   def per_example(self, params, batch: Batch, keys):
     """(clipped-sum parts) for one micro-batch: the per-example gradients' squared norms, and a
-    function factors[B] -> sum_i factors_i * gradient_i, with the loss sums."""
+    function factors[B] -> sum_i factors_i * gradient_i, with the loss sums.
+
+    Three kinds of trained leaves: embedding tables (their slots' gradients, table_squared_norms),
+    dense layers (their inputs and output gradients, dense_norms), and the rest (per-example
+    gradients formed by vmap). One vmapped backward pass of each row's loss gives all three."""
     leaves, treedef = jax.tree.flatten(params)
     frozen = self._frozen(params)
     tables = [i for i in self._tables(params, batch.token_ids) or () if i not in frozen]
-    rest = [i for i in range(len(leaves)) if i not in frozen and i not in tables]
+    calls = self._dense_calls(params, batch, keys, frozen | set(tables))
+    dense = {i for c in calls for i in (c.kernel, c.bias) if i is not None}
+    rest = [i for i in range(len(leaves)) if i not in frozen and i not in tables and i not in dense]
     table_leaves, rest_leaves = [leaves[i] for i in tables], [leaves[i] for i in rest]
 
-    def join(table_part, rest_part, fill):
-      """A params-shaped tree: the tables' and the rest's parts in their places, fill(leaf) elsewhere."""
-      parts = dict(zip(tables, table_part)) | dict(zip(rest, rest_part))
+    def join(parts: dict, fill):
+      """A params-shaped tree: parts[i] at leaf i, fill(leaf) elsewhere."""
       return jax.tree.unflatten(treedef, [parts[i] if i in parts else fill(x) for i, x in enumerate(leaves)])
 
-    with_params = lambda table_part, rest_part: join(table_part, rest_part, lambda x: x)
-    # A frozen leaf's gradient is zero: it adds nothing to a norm and takes no noise.
-    as_gradient = lambda table_part, rest_part: join(table_part, rest_part, jnp.zeros_like)
-
-    if not tables:
-      row_loss = lambda rest_part, row, key: self._row_loss(self.model, with_params([], rest_part), row, key)
-      grads, sums = jax.vmap(lambda row, key: jax.grad(row_loss, has_aux=True)(rest_leaves, row, key))(batch, keys)
-      return _squared_norms(grads), lambda factors: as_gradient([], _weighted_sum(factors, grads)), sums
+    with_params = lambda table_part, rest_part: join(dict(zip(tables, table_part)) | dict(zip(rest, rest_part)),
+                                                     lambda x: x)
 
     def row_grads(row, embedded_row, key):
-      def loss(rest_part, embedded):
-        reads_embeddings = self.model._replace(
-            logits=lambda p, ids, lengths, k=None: self.model.logits_from_embeddings(p, embedded, lengths, k))
-        return self._row_loss(reads_embeddings, with_params(table_leaves, rest_part), row, key)
-      (rest_grad, slot_grad), sums = jax.grad(loss, argnums=(0, 1), has_aux=True)(rest_leaves, embedded_row[None])
-      return rest_grad, slot_grad[0], sums
+      """(the rest's gradients, the table slots' gradients, the dense layers' inputs and output
+      gradients, the loss sums) of one row."""
+      def loss(rest_part, embedded, perturbations):
+        model = self.model
+        if tables:
+          model = model._replace(
+              logits=lambda p, ids, lengths, k=None: self.model.logits_from_embeddings(p, embedded, lengths, k))
+        with dense_norms.perturbed(calls, perturbations) as inputs:
+          value, sums = self._row_loss(model, with_params(table_leaves, rest_part), row, key)
+        return value, (sums, list(inputs))
+      zeros = [jnp.zeros(c.output.shape, c.output.dtype) for c in calls]
+      embedded = embedded_row[None] if tables else None
+      (rest_grad, slot_grad, outputs_grad), (sums, inputs) = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(
+          rest_leaves, embedded, zeros)
+      return rest_grad, None if slot_grad is None else slot_grad[0], inputs, outputs_grad, sums
 
-    embed_tables = lambda table_part: self.model.embed(with_params(table_part, rest_leaves), batch.token_ids)
-    embedded, embed_vjp = jax.vjp(embed_tables, table_leaves)
-    rest_grads, slot_grads, sums = jax.vmap(row_grads)(batch, embedded, keys)
-    rows = self.model.embedding_rows(params, batch.token_ids)
-    slot_grads32 = slot_grads.astype(jnp.float32)
-    table_sq = table_squared_norms(rows, slot_grads32)
+    if tables:
+      embed_tables = lambda table_part: self.model.embed(with_params(table_part, rest_leaves), batch.token_ids)
+      embedded, embed_vjp = jax.vjp(embed_tables, table_leaves)
+    else:
+      embedded = jnp.zeros((batch.weights.shape[0],))  # A stand-in the rows never read.
+    rest_grads, slot_grads, inputs, outputs_grads, sums = jax.vmap(row_grads)(batch, embedded, keys)
+    squared = _squared_norms(rest_grads)
+    squared = squared + sum((dense_norms.squared_norms(c, x, g) for c, x, g in zip(calls, inputs, outputs_grads)),
+                            jnp.zeros_like(squared))
+    if tables:
+      slot_grads32 = slot_grads.astype(jnp.float32)
+      squared = squared + table_squared_norms(self.model.embedding_rows(params, batch.token_ids), slot_grads32)
 
     def weighted_sum(factors):
-      (table_part,) = embed_vjp((factors[:, None, None] * slot_grads32).astype(slot_grads.dtype))
-      return as_gradient(table_part, _weighted_sum(factors, rest_grads))
+      parts = dict(zip(rest, _weighted_sum(factors, rest_grads)))
+      if tables:
+        (table_part,) = embed_vjp((factors[:, None, None] * slot_grads32).astype(slot_grads.dtype))
+        parts |= dict(zip(tables, table_part))
+      for c, x, g in zip(calls, inputs, outputs_grads):
+        kernel, bias = dense_norms.weighted_sums(c, factors, x, g, leaves[c.kernel],
+                                                 None if c.bias is None else leaves[c.bias])
+        parts[c.kernel] = kernel
+        if c.bias is not None:
+          parts[c.bias] = bias
+      return join(parts, jnp.zeros_like)  # A frozen leaf's gradient is zero: no norm, no noise.
 
-    return _squared_norms(rest_grads) + table_sq, weighted_sum, sums
+    return squared, weighted_sum, sums
 
   def clipped_sum(self, params, batch: Batch, dropout_key, accum_steps: int = 1, first_row=0):
     """(sum over real rows of each row's gradient clipped to clip_norm, the loss sums with
@@ -189,11 +212,12 @@ class PrivateGradients:
 
   def noisy_mean(self, clipped_sum, rng, step):
     """The clipped sum plus N(0, (sigma C)^2) in every trained coordinate, over the expected batch.
-    The noise's key is a function of (rng, step), the same on every device."""
+    The noise's key is a function of (rng, step), the same on every device; the draws are
+    bigjax.draws.normal's (two a Threefry hash: half jax.random.normal's cost, the same law)."""
     key = jax.random.fold_in(jax.random.fold_in(rng, step), _NOISE_STREAM)
     leaves, treedef = jax.tree.flatten(clipped_sum)
     frozen = self._frozen(clipped_sum)
     std = self.noise_multiplier * self.clip_norm
-    noisy = [g if i in frozen else g + (std * jax.random.normal(k, g.shape, jnp.float32)).astype(g.dtype)
+    noisy = [g if i in frozen else g + (std * draws.normal(k, g.shape, jnp.float32)).astype(g.dtype)
              for i, (g, k) in enumerate(zip(leaves, jax.random.split(key, len(leaves))))]
     return jax.tree.map(lambda g: g / self.expected_batch, jax.tree.unflatten(treedef, noisy))
