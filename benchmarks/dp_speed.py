@@ -2,6 +2,7 @@
 
   python -m benchmarks.dp_speed --rounds=5                       # SST-2's MLP (mlp_sst2.py)
   python -m benchmarks.dp_speed --shape=imdb --rounds=3          # IMDB's MLP (mlp_imdb.py: bigrams, 1,024 tokens)
+  python -m benchmarks.dp_speed --shape=dp_minilm --rounds=2     # dp_minilm_sst2.py's MiniLM, frozen encoder
 
 Three sides, on one model shape and one batch shape, alternating within each round so that any
 drift of the machine hits all of them; figures are medians over rounds of each run's median step:
@@ -56,12 +57,14 @@ from benchmarks.step_race import run_peer
 from benchmarks.step_race import versions
 from benchmarks.step_race import write
 from bigjax import experiment
+from bigjax import huggingface
 from bigjax import logs
 from bigjax import privacy
 from bigjax.data import batching
 from bigjax.models import registry
 from bigjax.privacy import clipping
 from bigjax.tasks.classification import Classification
+from bigjax.train import optim
 from bigjax.train import parallel
 from bigjax.train import step as step_lib
 from bigjax.types import Batch
@@ -80,8 +83,11 @@ class Shape:
 
 # SST-2's train split; IMDB's 25,000 training reviews less the 10 % dev carved from them.
 # dp_*: the models the private runs train (docs/results/privacy.md), at their batch of 1,024.
+# dp_minilm: dp_minilm_sst2.py's MiniLM (random weights of the pretrained folder's architecture),
+# the parameters its optim.param_groups freezes left out; no Opacus side (the peer is the MLP).
 SHAPES = {'sst2': Shape('mlp_sst2', 6920), 'imdb': Shape('mlp_imdb', 22500),
-          'dp_sst2': Shape('dp_mlp_sst2', 6920), 'dp_imdb': Shape('dp_mlp_imdb', 22500)}
+          'dp_sst2': Shape('dp_mlp_sst2', 6920), 'dp_imdb': Shape('dp_mlp_imdb', 22500),
+          'dp_minilm': Shape('dp_minilm_sst2', 6920)}
 SIDES = ('bigjax_nonprivate', 'bigjax_dp')
 GOALS = {'dp_vs_opacus': 3.0, 'dp_step_cost': 2.0}
 
@@ -105,6 +111,8 @@ _MODE = flags.DEFINE_enum('grad_sample_mode', 'ghost', ['ghost', 'hooks', 'funct
                           'mode (benchmarks/opacus_peer.py).')
 _SHIPPED = flags.DEFINE_bool('shipped', True, "Also time the config's own non-private step (row-sparse tables) "
                              'where it has one.')
+_GROUPS = flags.DEFINE_string('param_groups', None, "optim.param_groups for both bigjax sides (REGEX=freeze leaves "
+                              "parameters out); default: the config's.")
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds.', lower_bound=1)
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per run.', lower_bound=1)
 _WARMUP = flags.DEFINE_integer('warmup_steps', 3, 'Untimed steps before them in each run (bigjax compiles before '
@@ -186,15 +194,16 @@ class Stepper:
     if not shipped_optimizer:  # Dense updates: what DP-SGD needs (noise reaches every row).
       optimizer_config.optim.sparse_embeddings = ''
     tx = experiment.build_optimizer(optimizer_config, steps, max(1, round(setup.train_examples / setup.batch_size)))
+    frozen = optim.frozen_mask(experiment.param_groups(config.optim))  # As the trainer's (None: all train).
     gradients = None
     if private:
       gradients = clipping.PrivateGradients(task, fns, setup.clip_norm, setup.noise_multiplier,
-                                            float(setup.batch_size))
+                                            float(setup.batch_size), frozen=frozen)
       self.ghost_tables = gradients._tables(  # pylint: disable=protected-access
           fns.init(jax.random.PRNGKey(0), np.zeros((1, 4), np.int32), np.ones(1, np.int32)),
           np.zeros((1, 4), np.int32)) is not None
     accum = config.train.accum_steps if private or not shipped_optimizer else 1
-    self.driver = parallel.task_driver('none', task, fns, tx, accum, private=gradients)
+    self.driver = parallel.task_driver('none', task, fns, tx, accum, private=gradients, frozen=frozen)
     self.batch = make_batch(setup, setup.batch_size if shipped_optimizer else setup.rows, seed)
     state = step_lib.create_train_state(fns, tx, jax.random.PRNGKey(seed), self.batch)
     self.parameters = sum(int(np.size(x)) for x in jax.tree.leaves(state.params))
@@ -240,22 +249,22 @@ def race(setup: Setup, *, peer_python: str, rounds: int, steps: int, warmup_step
          grad_sample_mode: str = 'ghost', shipped: bool = True, seed: int = 0) -> dict:
   """Runs the race; returns its figures (what --json_out holds)."""
   c = setup.config
-  if c.model.name != 'mlp' or c.model.mlp.activation != 'relu':
-    raise ValueError(f'model.name={c.model.name!r}: the Opacus peer is the relu MLP')
+  with_peer = c.model.name == 'mlp' and c.model.mlp.activation == 'relu'  # What the Opacus peer builds.
   steppers = {'bigjax_nonprivate': Stepper(setup, private=False, seed=seed),
               'bigjax_dp': Stepper(setup, private=True, seed=seed)}
   if shipped and c.optim.sparse_embeddings:
     steppers['bigjax_shipped'] = Stepper(setup, private=False, shipped_optimizer=True, seed=seed)
   compile_s = {side: stepper.compile() for side, stepper in steppers.items()}  # Before any timing.
-  runs = {side: [] for side in (*steppers, 'opacus')}
+  runs = {side: [] for side in (*steppers, *(['opacus'] if with_peer else []))}
   with tempfile.TemporaryDirectory() as tmp:
     for i in range(rounds):
       for side, stepper in steppers.items():
         runs[side].append(stepper.run(warmup_steps, steps))
-      command = peer_command(peer_python, setup, grad_sample_mode=grad_sample_mode, steps=steps,
-                             warmup_steps=warmup_steps, threads=threads, seed=seed,
-                             json_out=os.path.join(tmp, f'opacus_{i}.json'))
-      runs['opacus'].append(run_peer(command, {}))
+      if with_peer:
+        command = peer_command(peer_python, setup, grad_sample_mode=grad_sample_mode, steps=steps,
+                               warmup_steps=warmup_steps, threads=threads, seed=seed,
+                               json_out=os.path.join(tmp, f'opacus_{i}.json'))
+        runs['opacus'].append(run_peer(command, {}))
       print(f'round {i + 1}/{rounds}: ' + ', '.join(f'{side} {r[-1]["examples_per_s"]:.0f} examples/s '
                                                      f'({1000 * r[-1]["step_s"]:.1f} ms)' for side, r in runs.items()),
             flush=True)
@@ -265,55 +274,61 @@ def race(setup: Setup, *, peer_python: str, rounds: int, steps: int, warmup_step
     raise RuntimeError(f'the sides do not do the same work: parameters {parameters}, real examples a step {examples}')
   median = {side: {'examples_per_s': statistics.median(x['examples_per_s'] for x in r),
                    'step_s': statistics.median(x['step_s'] for x in r)} for side, r in runs.items()}
-  ratios = {'dp_vs_opacus': median['bigjax_dp']['examples_per_s'] / median['opacus']['examples_per_s'],
-            'dp_step_cost': median['bigjax_dp']['step_s'] / median['bigjax_nonprivate']['step_s']}
+  ratios = {'dp_step_cost': median['bigjax_dp']['step_s'] / median['bigjax_nonprivate']['step_s']}
+  if with_peer:
+    ratios['dp_vs_opacus'] = median['bigjax_dp']['examples_per_s'] / median['opacus']['examples_per_s']
   if 'bigjax_shipped' in median:
     ratios['dp_step_cost_vs_shipped'] = median['bigjax_dp']['step_s'] / median['bigjax_shipped']['step_s']
-  m, own = c.model, c.model.mlp
-  peer = runs['opacus'][0]
+  m = c.model
+  model = {'name': m.name, 'embed_dim': m.embed_dim, 'dropout': m.dropout, **registry.own_section(m.to_dict())}
+  configuration = {
+      'config': setup.name, 'model': model, 'vocab_size': setup.vocab_size, 'optimizer': c.optim.name,
+      'learning_rate': c.optim.learning_rate, 'param_groups': c.optim.get('param_groups', '') or None,
+      'expected_batch': setup.batch_size, 'width': setup.width, 'bigjax_padded_rows': setup.rows,
+      'train_examples': setup.train_examples, 'sampling_rate': setup.batch_size / setup.train_examples,
+      'clip_norm': setup.clip_norm, 'noise_multiplier': setup.noise_multiplier,
+      'accum_steps': steppers['bigjax_dp'].accum_steps, 'bigjax_ghost_tables': steppers['bigjax_dp'].ghost_tables,
+      'shipped_sparse_embeddings': c.optim.sparse_embeddings or None,
+      'steps': steps, 'warmup_steps': warmup_steps, 'rounds': rounds}
+  extra_versions = {}
+  if with_peer:
+    peer = runs['opacus'][0]
+    extra_versions = {'torch': peer['torch'], 'opacus': peer['opacus']}
+    configuration.update({
+        'opacus_rows': setup.batch_size, 'opacus_grad_sample_mode': peer['grad_sample_mode'],
+        'opacus_module': peer['module'], 'opacus_optimizer': peer['optimizer'],
+        'opacus_sample_rate': peer['sample_rate'], 'opacus_expected_batch': peer['expected_batch'],
+        'opacus_poisson_batch_rows': peer['poisson_batch_rows']})
   return {
       'cpu': cpu_model(), 'cpus': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
       'threads': threads,
-      'versions': dict(versions(), torch=peer['torch'], opacus=peer['opacus']),
+      'versions': dict(versions(), **extra_versions),
       'data': 'synthetic: full rows of uniform random token ids in [1, vocab) and random labels, the same real rows '
               'on every side (a step costs the same whatever the ids)',
-      'configuration': {
-          'config': setup.name,
-          'vocab_size': setup.vocab_size, 'embed_dim': m.embed_dim, 'hidden_dim': own.hidden_dim,
-          'num_layers': own.num_layers, 'bigram_buckets': own.bigram_buckets, 'dropout': m.dropout,
-          'word_dropout': own.word_dropout, 'optimizer': c.optim.name, 'learning_rate': c.optim.learning_rate,
-          'expected_batch': setup.batch_size, 'width': setup.width, 'bigjax_padded_rows': setup.rows,
-          'opacus_rows': setup.batch_size, 'train_examples': setup.train_examples,
-          'sampling_rate': setup.batch_size / setup.train_examples, 'clip_norm': setup.clip_norm,
-          'noise_multiplier': setup.noise_multiplier, 'accum_steps': steppers['bigjax_dp'].accum_steps,
-          'bigjax_ghost_tables': steppers['bigjax_dp'].ghost_tables,
-          'shipped_sparse_embeddings': c.optim.sparse_embeddings or None,
-          'opacus_grad_sample_mode': peer['grad_sample_mode'], 'opacus_module': peer['module'],
-          'opacus_optimizer': peer['optimizer'], 'opacus_sample_rate': peer['sample_rate'],
-          'opacus_expected_batch': peer['expected_batch'], 'opacus_poisson_batch_rows': peer['poisson_batch_rows'],
-          'steps': steps, 'warmup_steps': warmup_steps, 'rounds': rounds},
+      'configuration': configuration,
       'same_work': {'parameters': parameters['bigjax_dp'], 'examples_per_step': examples['bigjax_dp']},
       'compile_s': compile_s, 'runs': runs, 'median': median, 'ratios': ratios, 'goals': GOALS,
-      'goals_met': {k: (ratios[k] >= v if k == 'dp_vs_opacus' else ratios[k] <= v) for k, v in GOALS.items()},
+      'goals_met': {k: (ratios[k] >= v if k == 'dp_vs_opacus' else ratios[k] <= v)
+                    for k, v in GOALS.items() if k in ratios},
   }
 
 
 def markdown(r: dict) -> str:
   c, ratios, met = r['configuration'], r['ratios'], r['goals_met']
   lines = [
-      '# DP-SGD train step: bigjax (private and not) against Opacus', '',
+      '# DP-SGD train step: bigjax (private and not)' + (' against Opacus' if 'dp_vs_opacus' in ratios else ''), '',
       f'CPU: {r["cpu"]}, {r["cpus"]} CPUs used, torch threads {r["threads"]}.',
       'Versions: ' + ', '.join(f'{k} {v}' for k, v in r['versions'].items()) + '.',
-      f'Model: {c["config"]}\'s MLP, vocabulary {c["vocab_size"]:,}, embed {c["embed_dim"]}, '
-      f'{c["num_layers"]} hidden layer(s) of {c["hidden_dim"]}, bigram buckets {c["bigram_buckets"]:,}, dropout '
-      f'{c["dropout"]}, word dropout {c["word_dropout"]}; {c["optimizer"]} lr {c["learning_rate"]}. '
+      f'Model: {c["config"]}\'s, vocabulary {c["vocab_size"]:,}: '
+      + ', '.join(f'{k} {v}' for k, v in c['model'].items())
+      + f'; {c["optimizer"]} lr {c["learning_rate"]}, param_groups {c["param_groups"]}. '
       f'{r["same_work"]["parameters"]:,} parameters on every side.',
       f'Batch: {c["expected_batch"]} real examples x {c["width"]} tokens a step on every side; bigjax pads to '
       f'{c["bigjax_padded_rows"]} rows (its Poisson batches\' fixed shape for {c["train_examples"]:,} training '
-      f'examples), Opacus takes the {c["opacus_rows"]} unpadded. Clip {c["clip_norm"]}, noise multiplier '
-      f'{c["noise_multiplier"]}; bigjax accum_steps {c["accum_steps"]}, ghost norms for the tables: '
-      f'{c["bigjax_ghost_tables"]}; Opacus grad_sample_mode {c["opacus_grad_sample_mode"]} '
-      f'({c["opacus_module"]}, {c["opacus_optimizer"]}).',
+      f'examples). Clip {c["clip_norm"]}, noise multiplier {c["noise_multiplier"]}; bigjax accum_steps '
+      f'{c["accum_steps"]}, ghost norms for the tables: {c["bigjax_ghost_tables"]}'
+      + (f'; Opacus takes the {c["opacus_rows"]} rows unpadded, grad_sample_mode {c["opacus_grad_sample_mode"]} '
+         f'({c["opacus_module"]}, {c["opacus_optimizer"]}).' if 'opacus_rows' in c else '.'),
       f'Data: {r["data"]}.',
       f'Medians of {c["rounds"]} alternating rounds, each run the median of {c["steps"]} steps after '
       f'{c["warmup_steps"]} untimed ones.', '',
@@ -322,10 +337,12 @@ def markdown(r: dict) -> str:
     first = r['runs'][side][0]
     lines.append(f'| {side} | {first.get("rows_per_step", first["examples_per_step"])} | {first["examples_per_step"]} '
                  f'| {1000 * m["step_s"]:.1f} | {m["examples_per_s"]:,.0f} |')
-  lines += ['', f'bigjax_dp / opacus examples/s: **{ratios["dp_vs_opacus"]:.2f}x** (goal >= '
-                f'{r["goals"]["dp_vs_opacus"]:g}x: {"met" if met["dp_vs_opacus"] else "not met"}).',
-            f'bigjax_dp step / bigjax_nonprivate step: **{ratios["dp_step_cost"]:.2f}x** (goal <= '
-            f'{r["goals"]["dp_step_cost"]:g}x: {"met" if met["dp_step_cost"] else "not met"}).']
+  lines.append('')
+  if 'dp_vs_opacus' in ratios:
+    lines.append(f'bigjax_dp / opacus examples/s: **{ratios["dp_vs_opacus"]:.2f}x** (goal >= '
+                 f'{r["goals"]["dp_vs_opacus"]:g}x: {"met" if met["dp_vs_opacus"] else "not met"}).')
+  lines.append(f'bigjax_dp step / bigjax_nonprivate step: **{ratios["dp_step_cost"]:.2f}x** (goal <= '
+               f'{r["goals"]["dp_step_cost"]:g}x: {"met" if met["dp_step_cost"] else "not met"}).')
   if 'dp_step_cost_vs_shipped' in ratios:
     lines.append(f'bigjax_dp step / the shipped non-private step (row-sparse tables, {c["expected_batch"]} rows): '
                  f'{ratios["dp_step_cost_vs_shipped"]:.2f}x (context).')
@@ -340,8 +357,10 @@ def main(argv):
   logs.quiet_library_logs()
   logging.set_verbosity(logging.WARNING)
   shape = _SHAPE.value
-  config = load_config(shape, _TINY.value)
+  config = huggingface.configure(load_config(shape, _TINY.value))  # A pretrained folder's sizes, if it names one.
   config.data.tokenizer_file = _TOKENIZER.value
+  if _GROUPS.value is not None:
+    config.optim.param_groups = _GROUPS.value
   vocab = _VOCAB.value
   if not vocab:
     from bigjax.data.tokenizer import from_file  # pylint: disable=import-outside-toplevel

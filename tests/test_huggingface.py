@@ -272,6 +272,7 @@ def test_bad_folders_stop_the_train_command_before_any_data_with_one_line(minilm
       'not_a_folder': ('experiments.train', common[:1] + [f'--config.init.pretrained={tmp_path}/nothing',
                                                           f'--workdir={tmp_path}/b']),
       'too_long': ('experiments.train', common + ['--config.data.max_len=600', f'--workdir={tmp_path}/c']),
+      'no_pooler': ('experiments.train', common + ['--config.model.transformer.pooler=False', f'--workdir={tmp_path}/d']),
   }, str(tmp_path))
   for name, outcome in outcomes.items():
     assert outcome['rc'] == 2, (name, outcome['output'][-2000:])
@@ -280,8 +281,9 @@ def test_bad_folders_stop_the_train_command_before_any_data_with_one_line(minilm
   assert 'tokenizer.json: no such file: the folder has only a slow tokenizer' in errors['no_tokenizer'][0]
   assert 'nothing: no such folder' in errors['not_a_folder'][0]
   assert 'data.max_len=600 is more than the 512 positions' in errors['too_long'][0]
+  assert 'model.transformer.pooler=False' in errors['no_pooler'][0] and '^pooler_dense/=freeze' in errors['no_pooler'][0]
   assert sorted(os.listdir(minilm_copy)) == before
-  assert not any(os.path.exists(tmp_path / n / 'checkpoints') for n in 'abc')
+  assert not any(os.path.exists(tmp_path / n / 'checkpoints') for n in 'abcd')
 
 
 # A finetuned MiniLM, exported back.

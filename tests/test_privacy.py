@@ -196,6 +196,21 @@ def test_frozen_parameters_take_no_gradient_no_share_of_the_clip_and_no_noise(fr
     assert np.array_equal(before, after) == f
 
 
+def test_shortcuts_and_formed_gradients_agree_with_dropout_on():
+  # Each row keeps its own dropout key either way, so the masks, and the clipped sums, are the same.
+  fns = _model('transformer', **dict(MODELS['transformer'], attention_dropout=0.3))
+  batch = _batch()
+  params = fns.init(jax.random.PRNGKey(0), batch.token_ids, batch.lengths)
+  sums = [jax.jit(clipping.PrivateGradients(Classification(2), fns, 0.05, 0.0, 1.0, ghost=ghost).clipped_sum)(
+      params, batch, jax.random.PRNGKey(1)) for ghost in (False, True)]
+  assert float(sums[0][1]['clipped']) == float(sums[1][1]['clipped']) > 0
+  for formed, ghost in zip(jax.tree.leaves(sums[0][0]), jax.tree.leaves(sums[1][0])):
+    np.testing.assert_allclose(ghost, formed, atol=1e-6, rtol=1e-5)
+  plain = jax.jit(clipping.PrivateGradients(Classification(2), fns, 0.05, 0.0, 1.0).clipped_sum)(
+      params, batch, jax.random.PRNGKey(2))[0]
+  assert not np.allclose(jax.tree.leaves(plain)[-1], jax.tree.leaves(sums[1][0])[-1])  # Dropout ran.
+
+
 @pytest.mark.parametrize('positions,d_in,d_out', [(1, 5, 3), (3, 40, 50), (30, 4, 6)])  # Each way to the norm.
 def test_dense_norms_and_sums_are_those_of_the_formed_gradients(positions, d_in, d_out):
   rng = np.random.default_rng(0)

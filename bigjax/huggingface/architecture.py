@@ -127,6 +127,11 @@ def configure(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError(f'init.pretrained={folder} is a Transformer encoder; set --config.model.name=transformer '
                       f'(it is {config.model.name!r})')
   arch = read_architecture(folder)
+  if not config.model.transformer.get('pooler', True):
+    # The folder's classifier head has its pooler (BERT's and RoBERTa's dense + tanh, DistilBERT's
+    # pre_classifier), which an export writes back: leaving it out would silently train another model.
+    raise ConfigError(f'model.transformer.pooler=False: a model from init.pretrained={folder} keeps its pooler; '
+                      "to keep it fixed, freeze it: --config.optim.param_groups='^pooler_dense/=freeze'")
   config = ml_collections.ConfigDict(config.to_dict())  # Unlocked, and the caller's left as it was.
   settings = arch.model_settings()
   config.model.embed_dim = settings['embed_dim']

@@ -6,15 +6,18 @@ summing over devices, for the noisy mean. Per-example gradients are a vmap of th
 over single rows (each row its own dropout key), formed k rows at a time for
 train.accum_steps = k micro-batches, which bounds their memory.
 
-Embedding tables take a shortcut where the model allows it ("ghost" norms, as in Li et al.
-2021): an example's gradient of a table is its embedding slots' gradients added into the rows
-they read, so its squared norm is the sum, over the rows read, of |the sum of the slot gradients
-reading that row|^2: computed from the [S, E] slot gradients (table_squared_norms) without forming
-the [V, E] table for each example; the clipped sum of the tables is then one backward pass of the embedding lookup. It
-needs the model's embed / logits_from_embeddings split, its embedding_rows, and tables that
-only `embed` reads (no tied output layer); otherwise every parameter's per-example gradient is
-formed. Both give the same clipped sums (tests/test_privacy.py). Frozen parameters (`frozen`) are
-left out of both: a partly frozen model pays only for the layers it trains.
+Two kinds of layers take a shortcut where the model allows it ("ghost" norms, as in Li et al.
+2021), so that their per-example gradients are never formed:
+- Embedding tables: an example's gradient of a table is its embedding slots' gradients added
+  into the rows they read, so its squared norm is the sum, over the rows read, of |the sum of the
+  slot gradients reading that row|^2, from the [S, E] slot gradients (table_squared_norms); the
+  clipped sum of the tables is one backward pass of the lookup. It needs the model's embed /
+  logits_from_embeddings split, its embedding_rows, and tables that only `embed` reads.
+- Dense layers (bigjax.privacy.dense_norms): norms and clipped sums from each layer's inputs and
+  output gradients.
+Every other parameter's per-example gradient is formed. All ways give the same clipped sums
+(tests/test_privacy.py). Frozen parameters (`frozen`) are left out of all of them: a partly
+frozen model pays only for the layers it trains.
 """
 import dataclasses
 from typing import Any, Callable, Optional
@@ -82,7 +85,7 @@ class PrivateGradients:
   clip_norm: float  # C
   noise_multiplier: float  # sigma
   expected_batch: float  # n * q: what the noisy sum is divided by
-  ghost: bool = True  # Embedding tables' norms without their per-example gradients, where possible.
+  ghost: bool = True  # Tables' and dense layers' norms without their per-example gradients, where possible.
   # params -> a tree of bools, True on the leaves that never train (optim.param_groups' REGEX=freeze,
   # bigjax.train.optim.frozen_mask): they get no per-example gradient, no share of the clip and no
   # noise, so finetuning a few layers of a large model costs their backward pass only. None: all train.
@@ -147,6 +150,9 @@ class PrivateGradients:
               logits=lambda p, ids, lengths, k=None: self.model.logits_from_embeddings(p, embedded, lengths, k))
         with dense_norms.perturbed(calls, perturbations) as inputs:
           value, sums = self._row_loss(model, with_params(table_leaves, rest_part), row, key)
+        missing = [c.path for c, x in zip(calls, inputs) if x is None]
+        if missing:
+          raise RuntimeError(f'dense layers {missing} ran when found but not in the per-example pass')
         return value, (sums, list(inputs))
       zeros = [jnp.zeros(c.output.shape, c.output.dtype) for c in calls]
       embedded = embedded_row[None] if tables else None
@@ -158,11 +164,11 @@ class PrivateGradients:
       embed_tables = lambda table_part: self.model.embed(with_params(table_part, rest_leaves), batch.token_ids)
       embedded, embed_vjp = jax.vjp(embed_tables, table_leaves)
     else:
-      embedded = jnp.zeros((batch.weights.shape[0],))  # A stand-in the rows never read.
-    rest_grads, slot_grads, inputs, outputs_grads, sums = jax.vmap(row_grads)(batch, embedded, keys)
-    squared = _squared_norms(rest_grads)
-    squared = squared + sum((dense_norms.squared_norms(c, x, g) for c, x, g in zip(calls, inputs, outputs_grads)),
-                            jnp.zeros_like(squared))
+      embedded = None
+    rest_grads, slot_grads, inputs, outputs_grads, sums = jax.vmap(row_grads, in_axes=(0, 0 if tables else None, 0))(
+        batch, embedded, keys)
+    squared = _squared_norms(rest_grads) + sum(
+        dense_norms.squared_norms(c, x, g) for c, x, g in zip(calls, inputs, outputs_grads))
     if tables:
       slot_grads32 = slot_grads.astype(jnp.float32)
       squared = squared + table_squared_norms(self.model.embedding_rows(params, batch.token_ids), slot_grads32)
