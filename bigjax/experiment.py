@@ -429,7 +429,8 @@ def build_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                     steps_per_epoch: int) -> Union[optax.GradientTransformation, sparse.RowSparseOptimizer]:
   """optim.* (and prune.*) as one optax transformation, or a RowSparseOptimizer around one."""
   c = config.optim
-  schedule = optim.make_schedule(c.schedule, c.learning_rate, total_steps, c.warmup_steps)
+  warmup_steps = warmup(c, total_steps)
+  schedule = optim.make_schedule(c.schedule, c.learning_rate, total_steps, warmup_steps)
   # With row-sparse tables the clipping norm must include their rows: the wrapper clips.
   tx = optim.make_optimizer(c.name, schedule, weight_decay=c.weight_decay, no_decay=c.get('no_decay', ''),
                             clip_norm=0.0 if c.sparse_embeddings else c.clip_norm, groups=param_groups(c),
@@ -439,9 +440,14 @@ def build_optimizer(config: ml_collections.ConfigDict, total_steps: int,
   if not c.sparse_embeddings:
     return tx
   rows_schedule = optim.make_schedule(c.schedule, c.sparse_learning_rate or c.learning_rate, total_steps,
-                                      c.warmup_steps)
+                                      warmup_steps)
   return sparse.RowSparseOptimizer(tx, sparse.make_rule(c.sparse_rule, rows_schedule), c.sparse_embeddings,
                                    clip_norm=c.clip_norm)
+
+
+def warmup(c: ml_collections.ConfigDict, total_steps: int) -> int:
+  """optim.warmup_steps, or optim.warmup_fraction of the run's steps."""
+  return c.warmup_steps or round(c.get('warmup_fraction', 0.0) * total_steps)
 
 
 def pruning_end_step(c: ml_collections.ConfigDict, total_steps: int) -> int:

@@ -69,6 +69,11 @@ def case(*expected, rc=2, name=None):
 
 # --- Data files -----------------------------------------------------------------------
 
+@case('optim.warmup_steps=5 and optim.warmup_fraction=0.1 are both set', 'set one, the other to 0')
+def two_warmups(env):
+  return env.argv('--config.optim.warmup_steps=5', '--config.optim.warmup_fraction=0.1')
+
+
 @case('train.txt:3:', 'byte ff', 'not valid utf-8', 'data.encoding')
 def undecodable_bytes(env):
   env.write('train.txt', b'1 good movie\n0 bad movie\n1 caf\xff great\n' + open(f'{env.data}/train.txt', 'rb').read())

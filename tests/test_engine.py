@@ -418,3 +418,14 @@ def test_the_tensorboard_writer_does_not_import_torch(tmp_path):
   assert 'torch loaded: False' in out.stdout
   assert 'torch importable: False' not in out.stdout
   assert glob.glob(str(tmp_path / 'tensorboard' / 'events.out.tfevents.*'))
+
+
+@pytest.mark.parametrize('total_steps,peak', [(40, 4), (704, 70)])
+def test_a_warmup_fraction_follows_the_run_length(total_steps, peak):
+  """optim.warmup_fraction = 0.1: the learning rate peaks a tenth of the way into any run."""
+  config = tiny_config('unused')
+  config.optim.update(schedule='linear', learning_rate=1.0, warmup_steps=0, warmup_fraction=0.1)
+  assert experiment.warmup(config.optim, total_steps) == peak
+  schedule = optim.make_schedule('linear', 1.0, total_steps, experiment.warmup(config.optim, total_steps))
+  rates = [float(schedule(step)) for step in range(total_steps + 1)]
+  assert int(np.argmax(rates)) == peak and rates[-1] == 0.0

@@ -137,6 +137,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'init.drop: {pattern!r} is not a regular expression ({e})') from None
   if config.init.embeddings:
     embeddings_lib.check_exists(config.init.embeddings)
+  if config.optim.warmup_steps and config.optim.get('warmup_fraction', 0.0):
+    raise ConfigError(f'optim.warmup_steps={config.optim.warmup_steps} and optim.warmup_fraction='
+                      f'{config.optim.warmup_fraction} are both set: set one, the other to 0')
   try:  # optim names its choices itself.
     optim.make_optimizer(config.optim.name, optim.make_schedule(config.optim.schedule, 1.0, 10))
   except ValueError as e:

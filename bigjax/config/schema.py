@@ -131,6 +131,9 @@ def _declare(ranges: Ranges) -> ml_collections.ConfigDict:  # pylint: disable=re
       # of the run, to learning_rate, then falls to learning_rate / 32).
       schedule='constant',
       warmup_steps=(0, (0, None)),
+      # The warmup as a fraction of the run's steps instead (BERT's warmup ratio): it follows the
+      # run's length, data.train_limit's included. Set one of the two.
+      warmup_fraction=(0.0, (0.0, 1.0, 'low')),
       weight_decay=(0.0, (0.0, None)),  # adamw only
       # adamw: a pattern of parameter paths left out of the weight decay ('bias|norm': BERT's
       # LayerNorms and biases); '': every parameter decays.

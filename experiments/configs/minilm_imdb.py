@@ -25,10 +25,10 @@ def get_config(arg: str = ''):
   c.data.keep = 'ends'
   c.train.batch_size = 32
   c.train.epochs = 1
-  c.optim.warmup_steps = 70  # A tenth of the run.
+  c.optim.warmup_fraction = 0.1  # 70 steps of the 704; a tenth of any run, data.train_limit's too.
   c.checkpoint.every_steps = 235  # Dev three times (2,500 reviews each).
   c.train.eval_batch_size = 128
   c = base.variant(c, arg)
   if arg == 'tiny':
-    c.optim.warmup_steps = 2
+    c.optim.warmup_steps, c.optim.warmup_fraction = 2, 0.0
   return c

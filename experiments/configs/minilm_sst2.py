@@ -38,11 +38,11 @@ def get_config(arg: str = ''):
   c.optim.clip_norm = 1.0
   c.train.batch_size = 32
   c.train.epochs = 3  # 217 steps an epoch (6,920 sentences at batch 32): 651 steps.
-  c.optim.warmup_steps = 65
+  c.optim.warmup_fraction = 0.1  # 65 steps of the 651.
   c.checkpoint.every_steps = 109  # Dev twice an epoch: the best of 6 checkpoints is tested.
   c.train.eval_batch_size = 128
   c = base.variant(c, arg)
   if arg == 'tiny':  # The real encoder, for a few steps on short rows.
-    c.optim.warmup_steps = 2
+    c.optim.warmup_steps, c.optim.warmup_fraction = 2, 0.0
     c.train.eval_batch_size = 64
   return c
