@@ -2,10 +2,11 @@
 
 With partitionable Threefry keys (JAX's default), jax.random draws each element of a 32-bit
 or narrower array from a hash of its own: Threefry-2x32 makes two 32-bit words, and
-jax.random.bits XORs them into one. The hash is the whole cost on a CPU: 9.2 M normals took
-128 ms on 2 cores of an AMD EPYC (Zen 4), and the [batch, heads, len, len] attention-dropout
-masks were a quarter of a MiniLM finetuning step (docs/results/huggingface.md, "Speed").
-Here each hash serves two 32-bit draws (`normal`) or four 16-bit ones (`dropout_mask`).
+jax.random.bits XORs them into one. The hash is most of the cost on a CPU: 9.2 M normals took
+142 ms on 2 cores of an AMD EPYC (Zen 4), 77 ms two a hash (docs/results/privacy.md), and the
+[batch, heads, len, len] attention-dropout masks were a quarter of a MiniLM finetuning step
+(docs/results/huggingface.md). Here each hash serves two 32-bit draws (`normal`) or four 16-bit
+ones (`dropout_mask`).
 
 The hash is JAX's own (jax.extend.random.threefry2x32_p), keyed as jax.random keys it, with
 counters that are the output's own positions, as jax.random's partitionable path has them:

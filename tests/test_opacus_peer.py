@@ -1,6 +1,7 @@
 """The Opacus peer of bigjax's DP step (benchmarks/opacus_peer.py, benchmarks.dp_speed): the same model,
 the same clipped gradient sum, and the race at a toy size."""
 import json
+import os
 import warnings
 
 import numpy as np
@@ -17,6 +18,7 @@ from bigjax.models import registry  # pylint: disable=g-import-not-at-top,wrong-
 from bigjax.privacy import clipping  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bigjax.tasks.classification import Classification  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bigjax.types import Batch  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments.configs import minilm_sst2  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 VOCAB, EMBED, HIDDEN, BUCKETS = 40, 6, 5, 16
 
@@ -115,3 +117,19 @@ def test_the_dp_race_at_a_toy_size(tmp_path):
   assert saved['runs']['bigjax_dp'][0]['rows_per_step'] > 8  # Filler rows for the Poisson batch.
   assert saved['configuration']['bigjax_ghost_tables'] and saved['ratios']['dp_vs_opacus'] > 0
   assert 'bigjax_dp / opacus' in (tmp_path / 'dp.md').read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(minilm_sst2.MINILM), reason=f'{minilm_sst2.MINILM} is absent (../shared/models)')
+def test_the_dp_race_on_the_minilm_has_no_peer_and_honours_frozen_groups(tmp_path):
+  from entry_points import run_module  # pylint: disable=g-import-not-at-top
+  groups = '^(embedding|embedding_norm)/|^(position|type)_embedding$|^layers_(0|1|2|3|4)/=freeze'
+  done = run_module('benchmarks.dp_speed', ['--shape=dp_minilm', '--tiny', '--batch_size=8', '--train_examples=100',
+                                            f'--param_groups={groups}', '--rounds=1', '--steps=1',
+                                            '--warmup_steps=0', f'--json_out={tmp_path / "dp.json"}',
+                                            f'--markdown_out={tmp_path / "dp.md"}'])
+  assert done.returncode == 0, done.stderr
+  saved = json.loads((tmp_path / 'dp.json').read_text())
+  assert set(saved['runs']) == {'bigjax_nonprivate', 'bigjax_dp'} and set(saved['ratios']) == {'dp_step_cost'}
+  assert saved['configuration']['param_groups'] == groups and saved['configuration']['model']['name'] == 'transformer'
+  assert 'against Opacus' not in (tmp_path / 'dp.md').read_text()
