@@ -64,7 +64,6 @@ from bigjax.data import batching
 from bigjax.models import registry
 from bigjax.privacy import clipping
 from bigjax.tasks.classification import Classification
-from bigjax.train import optim
 from bigjax.train import parallel
 from bigjax.train import step as step_lib
 from bigjax.types import Batch
@@ -194,7 +193,7 @@ class Stepper:
     if not shipped_optimizer:  # Dense updates: what DP-SGD needs (noise reaches every row).
       optimizer_config.optim.sparse_embeddings = ''
     tx = experiment.build_optimizer(optimizer_config, steps, max(1, round(setup.train_examples / setup.batch_size)))
-    frozen = optim.frozen_mask(experiment.param_groups(config.optim))  # As the trainer's (None: all train).
+    frozen = experiment.frozen_mask(config)  # As the trainer's (None: all train).
     gradients = None
     if private:
       gradients = clipping.PrivateGradients(task, fns, setup.clip_norm, setup.noise_multiplier,

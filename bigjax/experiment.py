@@ -198,7 +198,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: Optional[str]) 
   task = Classification(num_classes)
   tx = build_optimizer(config, total_steps, steps_per_epoch)
   task, constants = distillation(config.distill, task, teacher)
-  frozen = optim.frozen_mask(param_groups(config.optim))
+  frozen = frozen_mask(config)
   private = None if plan is None else clipping.PrivateGradients(
       task, fns, plan.clip_norm, plan.mechanism.noise_multiplier, plan.mechanism.expected_batch, frozen=frozen)
   driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps,
@@ -319,7 +319,7 @@ def build_lm_experiment(config: ml_collections.ConfigDict, workdir: Optional[str
   task = LanguageModeling(negatives=config.lm.negatives, log_q=log_q)
   tx = build_optimizer(config, total_steps, steps_per_epoch)
   driver = parallel.task_driver(config.parallel, task, fns, tx, mesh=mesh_options(config, jax.device_count()),
-                                frozen=optim.frozen_mask(param_groups(config.optim)))
+                                frozen=frozen_mask(config))
   example = train_batches.batch(0)
   _record_transfer(init_record, fns, example, source_params)
   eval_rows = config.train.eval_batch_size
@@ -388,7 +388,7 @@ def build_mlm_experiment(config: ml_collections.ConfigDict, workdir: Optional[st
   tx = build_optimizer(config, total_steps, steps_per_epoch)
   driver = parallel.task_driver(config.parallel, task, fns, tx, accum_steps,
                                mesh=mesh_options(config, jax.device_count()),
-                               frozen=optim.frozen_mask(param_groups(config.optim)))
+                               frozen=frozen_mask(config))
   example = train_batches.batch(0)
   _record_transfer(init_record, fns, example, source_params)
   dev_batches, test_batches = (
@@ -443,6 +443,11 @@ def build_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                                       warmup_steps)
   return sparse.RowSparseOptimizer(tx, sparse.make_rule(c.sparse_rule, rows_schedule), c.sparse_embeddings,
                                    clip_norm=c.clip_norm)
+
+
+def frozen_mask(config: ml_collections.ConfigDict):
+  """optim.param_groups' frozen leaves as params -> a tree of bools (None: every leaf trains)."""
+  return optim.frozen_mask(param_groups(config.optim))
 
 
 def warmup(c: ml_collections.ConfigDict, total_steps: int) -> int:
